@@ -1,0 +1,3 @@
+from cloud_coordinator.cli import main
+
+main()

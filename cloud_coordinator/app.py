@@ -1,0 +1,159 @@
+"""Assemble a running coordinator: stores, services, servers, metrics.
+
+``Coordinator(data_dir).start()`` binds the mTLS listener (agents and operators), the
+enrollment listener (server TLS, enrollment only) and the metrics port, and writes the
+bound addresses to ``run/endpoints.json`` so operator commands can find them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from silolink import config as config_mod
+from silolink import errors
+from silolink.config import CoordinatorConfig
+from silolink.db import open_database
+from silolink.extensions import COORDINATOR_GROUP, ExtensionContext, load_service_extensions
+from silolink.files import write_atomic
+from silolink.rpc.guard import certificate_authenticator
+from silolink.rpc.server import bind, build_server, set_not_serving
+
+from . import bootstrap
+from .control import servicer as control_servicer
+from .control.hub import ControlHub
+from .layout import CoordinatorLayout
+from .metrics import Metrics
+from .sites import servicers as site_servicers
+from .sites.service import SiteService
+from .sites.store import SiteStore
+
+log = logging.getLogger(__name__)
+
+
+def load_config(data_dir: Path, environ=None, **overrides) -> CoordinatorConfig:
+    """The coordinator's config file, then environment, then explicit overrides."""
+    layout = CoordinatorLayout(Path(data_dir))
+    cfg = config_mod.load(CoordinatorConfig, layout.config, "SILOLINK_COORDINATOR", environ)
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _advertised(address: str, port: int, wildcard_host: str = "localhost") -> str:
+    """The address to dial for a listener bound at ``address`` (actual ``port``)."""
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        host = wildcard_host
+    return f"{host}:{port}"
+
+
+class Coordinator:
+    """One coordinator process's services and servers."""
+
+    def __init__(self, data_dir: Path, cfg: CoordinatorConfig | None = None, clock: Callable[[], float] = time.time):
+        self.layout = CoordinatorLayout(Path(data_dir).resolve())
+        self.config = cfg or load_config(self.layout.root)
+        self.ca = bootstrap.load_ca(self.layout)
+        bootstrap.ensure_server_certificate(self.layout, self.config, self.ca)
+        self.db = open_database(self.layout.database)
+        self.hub = ControlHub(clock)
+        self.sites = SiteService(
+            SiteStore(self.db),
+            self.ca,
+            token_ttl_s=self.config.token_ttl_s,
+            site_cert_lifetime_s=self.config.site_cert_lifetime_s,
+            clock=clock,
+        )
+        self.sites.on_revoke(
+            lambda site: self.hub.disconnect(site, errors.PermissionDenied(f"site {site} has been revoked by an operator"))
+        )
+        self.metrics = Metrics()
+        self.metrics.gauge("silolink_sites", "Sites by state", "state", self._sites_by_state)
+        self.metrics.gauge(
+            "silolink_control_streams", "Open agent control streams", "kind", lambda: {"agent": len(self.hub.connected_sites())}
+        )
+        control = control_servicer.ControlServicer(
+            self.hub, self.sites, self.config.heartbeat_interval_s, self.config.stale_after_s
+        )
+        mounts = [
+            *site_servicers.mounts(self.sites, self.hub.is_connected, lambda: self.public_addresses),
+            control_servicer.mount(control),
+            *load_service_extensions(COORDINATOR_GROUP, ExtensionContext("coordinator", self.layout.root)),
+        ]
+        self.server, self._health = build_server(
+            mounts,
+            certificate_authenticator(self.sites.check_identity),
+            max_workers=self.config.max_workers,
+            max_message_bytes=self.config.max_message_bytes,
+            observer=self.metrics,
+        )
+        self.address = self.enroll_address = self.metrics_address = ""
+        self.public_addresses = ("", "")
+
+    def _sites_by_state(self) -> dict[str, float]:
+        counts: collections.Counter[str] = collections.Counter(
+            {state: 0 for state in site_servicers.STATE_TO_PROTO}
+        )
+        for site in self.sites.list_sites():
+            counts[site_servicers.site_state(site, self.hub.is_connected)] += 1
+        return dict(counts)
+
+    def start(self) -> Coordinator:
+        key = self.layout.server_key.read_bytes()
+        chain = self.layout.server_cert.read_bytes()
+        ca_pem = self.layout.ca_cert.read_bytes()
+        mtls = grpc.ssl_server_credentials([(key, chain)], root_certificates=ca_pem, require_client_auth=True)
+        tls = grpc.ssl_server_credentials([(key, chain)])
+        port = bind(self.server, self.config.listen, mtls)
+        enroll_port = bind(self.server, self.config.enroll_listen, tls)
+        self.server.start()
+        self.address = _advertised(self.config.listen, port)
+        self.enroll_address = _advertised(self.config.enroll_listen, enroll_port)
+        public_host = self.config.hostnames[0] if self.config.hostnames else "localhost"
+        self.public_addresses = (
+            self.config.public_address or _advertised(self.config.listen, port, public_host),
+            self.config.public_enroll_address or _advertised(self.config.enroll_listen, enroll_port, public_host),
+        )
+        if self.config.metrics_listen:
+            self.metrics_address = self.metrics.serve(self.config.metrics_listen)
+        write_atomic(
+            self.layout.endpoints,
+            json.dumps(
+                {
+                    "address": self.address,
+                    "enroll_address": self.enroll_address,
+                    "metrics_address": self.metrics_address,
+                    "pid": os.getpid(),
+                }
+            ).encode(),
+            mode=0o644,
+        )
+        log.info(
+            "coordinator serving agents and operators on %s (mTLS), enrollment on %s, metrics on %s; CA %s",
+            self.address,
+            self.enroll_address,
+            self.metrics_address or "off",
+            self.ca.fingerprint,
+        )
+        return self
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking calls, end agent streams, finish calls in flight, close the database."""
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        set_not_serving(self._health)
+        self.hub.close_all(errors.Unavailable("the coordinator is shutting down; reconnect later"))
+        self.server.stop(grace).wait()
+        self.metrics.stop()
+        self.layout.endpoints.unlink(missing_ok=True)
+        self.db.close()
+        log.info("coordinator stopped")
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

@@ -1,0 +1,23 @@
+"""``cloud-coordinator``: run the coordinator and operate it.
+
+Each area adds its commands in a module of its own here and registers them below.
+"""
+
+from __future__ import annotations
+
+import click
+
+from silolink import __version__
+
+from . import server, sites
+
+
+@click.group()
+@click.version_option(__version__, prog_name="cloud-coordinator")
+def main() -> None:
+    """Operate a silolink cloud coordinator: set it up, serve it, manage sites."""
+
+
+main.add_command(server.init)
+main.add_command(server.serve)
+main.add_command(sites.sites)

@@ -1,0 +1,70 @@
+"""``init`` and ``serve``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from silolink import logs
+from silolink.cli_util import echo_json, handle_errors, stop_event_on_signals
+
+from .. import bootstrap
+from ..app import Coordinator, load_config
+from .options import json_option
+
+log = logging.getLogger(__name__)
+data_dir_option = click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SILOLINK_COORDINATOR_DATA_DIR",
+    help="The coordinator's data directory.",
+)
+
+
+@click.command()
+@data_dir_option
+@click.option("--hostname", "hostnames", multiple=True, help="A name or IP agents use to reach this coordinator (repeatable).")
+@click.option("--public-address", metavar="HOST:PORT", help="The address sites dial (default: first hostname, port 7443).")
+@json_option
+@handle_errors
+def init(data_dir: Path, hostnames: tuple[str, ...], public_address: str | None, as_json: bool) -> None:
+    """Create the CA, server certificate, operator credential and config in DATA_DIR."""
+    result = bootstrap.init(data_dir, list(hostnames), public_address)
+    if as_json:
+        echo_json(
+            {
+                "data_dir": str(Path(data_dir).resolve()),
+                "ca_fingerprint": result.ca_fingerprint,
+                "credentials_file": str(result.credentials_file),
+                "config_file": str(result.config_file),
+            }
+        )
+        return
+    click.echo(f"coordinator initialised in {Path(data_dir).resolve()}")
+    click.echo(f"  CA fingerprint:        {result.ca_fingerprint}")
+    click.echo(f"  config:                {result.config_file}")
+    click.echo(f"  operator credentials:  {result.credentials_file}  (copy for remote operators; keep secret)")
+    click.echo(f"next: cloud-coordinator serve --data-dir {data_dir}")
+
+
+@click.command()
+@data_dir_option
+@click.option("--listen", metavar="HOST:PORT", help="mTLS listener for agents and operators (default 0.0.0.0:7443).")
+@click.option("--enroll-listen", metavar="HOST:PORT", help="Enrollment listener, server TLS (default 0.0.0.0:7444).")
+@click.option("--metrics-listen", metavar="HOST:PORT", help="Prometheus metrics over HTTP; '' to disable.")
+@click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+@handle_errors
+def serve(
+    data_dir: Path, listen: str | None, enroll_listen: str | None, metrics_listen: str | None, log_level: str | None
+) -> None:
+    """Serve agents and operators until SIGTERM or SIGINT, then stop gracefully."""
+    cfg = load_config(data_dir, listen=listen, enroll_listen=enroll_listen, metrics_listen=metrics_listen, log_level=log_level)
+    logs.configure(cfg.log_level)
+    stop = stop_event_on_signals()
+    coordinator = Coordinator(data_dir, cfg).start()
+    stop.wait()
+    log.info("shutting down")
+    coordinator.stop()

@@ -1,0 +1,139 @@
+"""The operator's client for the coordinator's admin API (used by the CLI and the demo).
+
+Operators authenticate with the operator certificate written by ``init``. On the
+coordinator's host the data directory has it; elsewhere, the credentials file
+(``operator/credentials.json``) copied from there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from silolink import errors
+from silolink.cli_util import iso
+from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
+from silolink.gen.common.v1 import site_pb2
+from silolink.rpc.channels import Credentials, mtls_channel
+from silolink.rpc.status import from_rpc_error
+
+from .layout import CoordinatorLayout
+from .sites.servicers import KIND_TO_PROTO
+
+STATE_NAMES = {
+    site_pb2.SITE_STATE_PENDING: "pending",
+    site_pb2.SITE_STATE_ONLINE: "online",
+    site_pb2.SITE_STATE_OFFLINE: "offline",
+    site_pb2.SITE_STATE_REVOKED: "revoked",
+}
+KIND_NAMES = {v: k for k, v in KIND_TO_PROTO.items()}
+
+
+@dataclass(frozen=True)
+class OperatorCredentials:
+    address: str
+    credentials: Credentials
+
+    @classmethod
+    def from_file(cls, path: Path) -> OperatorCredentials:
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(
+                data["coordinator"],
+                Credentials(data["ca_pem"].encode(), data["cert_pem"].encode(), data["key_pem"].encode()),
+            )
+        except FileNotFoundError:
+            raise errors.NotFound(f"no operator credentials at {path}") from None
+        except (ValueError, KeyError) as e:
+            raise errors.InvalidArgument(f"{path} is not an operator credentials file ({e})") from None
+
+    @classmethod
+    def resolve(
+        cls, data_dir: Path | None = None, credentials_file: Path | None = None, coordinator: str | None = None
+    ) -> OperatorCredentials:
+        """Credentials from ``--credentials`` or ``--data-dir``; ``--coordinator`` overrides the address."""
+        if credentials_file is not None:
+            creds = cls.from_file(credentials_file)
+        elif data_dir is not None:
+            layout = CoordinatorLayout(Path(data_dir))
+            creds = cls.from_file(layout.operator_credentials)
+            if layout.endpoints.exists():  # a coordinator running here: use what it bound
+                creds = cls(json.loads(layout.endpoints.read_text())["address"], creds.credentials)
+        else:
+            raise errors.InvalidArgument("give --data-dir (on the coordinator's host) or --credentials FILE")
+        return cls(coordinator, creds.credentials) if coordinator else creds
+
+
+def site_to_dict(site: admin_pb2.Site) -> dict[str, Any]:
+    def ts(field: str) -> str | None:
+        return iso(getattr(site, field).ToNanoseconds() / 1e9) if site.HasField(field) else None
+
+    return {
+        "name": site.name,
+        "kind": KIND_NAMES.get(site.kind, "unknown"),
+        "tags": {t.key: t.value for t in site.tags},
+        "state": STATE_NAMES.get(site.state, "unknown"),
+        "last_heartbeat": ts("last_heartbeat"),
+        "version": site.version or None,
+        "certificate_expires_at": ts("certificate_expires_at"),
+        "resources": json_format.MessageToDict(site.resources, preserving_proto_field_name=True),
+    }
+
+
+class OperatorClient:
+    """Typed calls to the admin API; failures raise silolink.errors, never RpcError."""
+
+    def __init__(self, creds: OperatorCredentials, timeout_s: float = 15.0) -> None:
+        self.address = creds.address
+        self.channel = mtls_channel(creds.address, creds.credentials)
+        self.timeout_s = timeout_s
+        self._admin = admin_pb2_grpc.AdminServiceStub(self.channel)
+
+    def __enter__(self) -> OperatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def call(self, method, request):
+        """Call a stub method; map failures to typed errors naming the coordinator."""
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, peer=f"the coordinator at {self.address}") from None
+
+    def add_site(self, name: str, kind: str, tags: dict[str, str] | None = None, token_ttl_s: int = 0) -> dict[str, Any]:
+        if kind not in KIND_TO_PROTO:
+            raise errors.InvalidArgument(f"site kind must be hospital or factory, not {kind!r}")
+        reply = self.call(
+            self._admin.AddSite,
+            admin_pb2.AddSiteRequest(
+                name=name,
+                kind=KIND_TO_PROTO[kind],
+                tags=[site_pb2.Tag(key=k, value=v) for k, v in (tags or {}).items()],
+                token_ttl_s=token_ttl_s,
+            ),
+        )
+        return {
+            "site": reply.site.name,
+            "kind": kind,
+            "token": reply.token,
+            "ca_fingerprint": reply.ca_fingerprint,
+            "expires_at": iso(reply.expires_at.ToNanoseconds() / 1e9),
+            "coordinator_address": reply.coordinator_address,
+            "enroll_address": reply.enroll_address,
+        }
+
+    def list_sites(self) -> list[dict[str, Any]]:
+        return [site_to_dict(s) for s in self.call(self._admin.ListSites, admin_pb2.ListSitesRequest()).sites]
+
+    def revoke_site(self, name: str) -> dict[str, Any]:
+        return site_to_dict(self.call(self._admin.RevokeSite, admin_pb2.RevokeSiteRequest(name=name)).site)

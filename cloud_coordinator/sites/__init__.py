@@ -1,0 +1,1 @@
+"""Sites: enrollment tokens, certificates, revocation, presence."""

@@ -1,0 +1,23 @@
+"""``edge-agent``: enroll a site, run its daemon, inspect it.
+
+Each area adds its commands in a module of its own here and registers them below.
+"""
+
+from __future__ import annotations
+
+import click
+
+from silolink import __version__
+
+from . import daemon
+
+
+@click.group()
+@click.version_option(__version__, prog_name="edge-agent")
+def main() -> None:
+    """Run a silolink edge agent at a hospital or factory."""
+
+
+main.add_command(daemon.enroll)
+main.add_command(daemon.run)
+main.add_command(daemon.status)

@@ -1,0 +1,76 @@
+"""A Python client for the agent's local API, for the site's own systems and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from silolink import errors
+from silolink.cli_util import iso
+from silolink.gen.agent.v1 import agent_pb2, agent_pb2_grpc
+from silolink.rpc.status import from_rpc_error
+
+from .layout import AgentLayout
+from .local_api import STATES
+
+STATE_NAMES = {v: k for k, v in STATES.items()}
+
+
+def local_address(data_dir: Path) -> str:
+    """The local API address a running agent wrote to its data directory."""
+    layout = AgentLayout(Path(data_dir))
+    try:
+        return json.loads(layout.endpoints.read_text())["local_address"]
+    except FileNotFoundError:
+        raise errors.Unavailable(f"no agent is running for {layout.root} (no {layout.endpoints})") from None
+
+
+class LocalClient:
+    """Calls to a running agent's local API; failures raise silolink.errors."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._agent = agent_pb2_grpc.AgentServiceStub(self.channel)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path, **kwargs: Any) -> LocalClient:
+        return cls(local_address(data_dir), **kwargs)
+
+    def __enter__(self) -> LocalClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def call(self, method, request, timeout_s: float | None = None):
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, peer=f"the agent's local API at {self.address}") from None
+
+    def status(self) -> dict[str, Any]:
+        reply = self.call(self._agent.GetStatus, agent_pb2.GetStatusRequest())
+        return {
+            "site": reply.site,
+            "version": reply.version,
+            "coordinator": reply.coordinator_address,
+            "state": STATE_NAMES.get(reply.connection_state, "unknown"),
+            "last_error": reply.last_error or None,
+            "last_contact": iso(reply.last_contact.ToNanoseconds() / 1e9) if reply.HasField("last_contact") else None,
+            "certificate_expires_at": iso(reply.certificate_expires_at.ToNanoseconds() / 1e9),
+            "uptime_s": round(reply.uptime_s, 1),
+        }

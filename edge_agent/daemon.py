@@ -1,0 +1,119 @@
+"""Assemble a running agent: the local API server and the control link.
+
+``Agent(data_dir).start()`` binds the local API (a unix socket in the data directory by
+default), starts the control link, and writes the bound address to ``run/endpoints.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from silolink import config as config_mod
+from silolink import errors, sdnotify
+from silolink.config import AgentConfig
+from silolink.extensions import AGENT_GROUP, ExtensionContext, load_service_extensions
+from silolink.files import write_atomic
+from silolink.identity import LOCAL
+from silolink.rpc.channels import split_address
+from silolink.rpc.guard import fixed_authenticator
+from silolink.rpc.server import bind, build_server, set_not_serving
+
+from . import local_api
+from .control.commands import CommandDispatcher
+from .control.link import ControlLink
+from .identity import load_identity
+from .layout import AgentLayout
+from .resources import resource_report
+
+log = logging.getLogger(__name__)
+
+
+def load_config(data_dir: Path, environ=None, **overrides) -> AgentConfig:
+    layout = AgentLayout(Path(data_dir))
+    cfg = config_mod.load(AgentConfig, layout.config, "SILOLINK_AGENT", environ)
+    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def check_local_listen(address: str, allow_remote: bool) -> None:
+    """The local API is for the site's own systems: loopback or unix socket unless allowed."""
+    if address.startswith("unix:") or allow_remote:
+        return
+    host, _ = split_address(address)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise errors.InvalidArgument(
+            f"the local API would listen on {address}, which is not loopback; it has no authentication, "
+            "so set allow_remote_local_api = true in agent.toml only behind a firewall you control"
+        )
+
+
+class Agent:
+    def __init__(self, data_dir: Path, cfg: AgentConfig | None = None) -> None:
+        self.layout = AgentLayout(Path(data_dir).resolve())
+        self.config = cfg or load_config(self.layout.root)
+        identity = load_identity(self.layout)  # fail early when not enrolled
+        if not self.config.coordinator:
+            raise errors.FailedPrecondition(f"{self.layout.config} names no coordinator; enroll first")
+        check_local_listen(self.config.local_listen, self.config.allow_remote_local_api)
+        self.site = identity.site
+        self.dispatcher = CommandDispatcher()
+        self.link = ControlLink(self.layout, self.config, self.dispatcher, lambda: resource_report(self.layout.root))
+        status = local_api.AgentServicer(self.layout, self.config.coordinator, self.link.status)
+        mounts = [
+            local_api.mount(status),
+            *load_service_extensions(AGENT_GROUP, ExtensionContext("agent", self.layout.root)),
+        ]
+        self.server, self._health = build_server(
+            mounts,
+            fixed_authenticator(LOCAL),
+            max_workers=32,
+            max_message_bytes=self.config.max_message_bytes,
+        )
+        self.local_address = ""
+
+    def start(self) -> Agent:
+        address = self.layout.local_address(self.config.local_listen)
+        if address.startswith("unix:"):
+            Path(address[5:]).unlink(missing_ok=True)  # a socket left by a killed agent
+        port = bind(self.server, address, None)
+        self.server.start()
+        if address.startswith("unix:"):
+            os.chmod(address[5:], 0o660)
+            self.local_address = address
+        else:
+            self.local_address = f"{address.rsplit(':', 1)[0]}:{port}"
+        write_atomic(self.layout.endpoints, json.dumps({"local_address": self.local_address, "pid": os.getpid()}).encode(), mode=0o644)
+        self.link.start()
+        threading.Thread(target=self._notify_when_connected, name="sd-notify", daemon=True).start()
+        log.info("agent for site %s: local API on %s, dialling %s", self.site, self.local_address, self.config.coordinator)
+        return self
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self.link.status.connected_once.wait(timeout_s)
+
+    def _notify_when_connected(self) -> None:
+        # systemd's "ready" means connected to the coordinator, not merely started.
+        self.link.status.connected_once.wait()
+        if self.link.status.state == "connected":
+            sdnotify.notify("READY=1")
+
+    def stop(self, grace_s: float | None = None) -> None:
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        sdnotify.notify("STOPPING=1")
+        set_not_serving(self._health)
+        self.link.stop(timeout_s=grace)
+        self.server.stop(grace).wait()
+        self.layout.endpoints.unlink(missing_ok=True)
+        address = self.local_address
+        if address.startswith("unix:"):
+            Path(address[5:]).unlink(missing_ok=True)
+        log.info("agent stopped")

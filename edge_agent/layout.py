@@ -1,0 +1,39 @@
+"""Where the agent keeps things inside its data directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AgentLayout:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "agent.toml"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def identity(self) -> Path:
+        """The site's private key and certificate in one file, so renewal swaps both at once."""
+        return self.pki / "identity.pem"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.pki / "ca.pem"
+
+    @property
+    def endpoints(self) -> Path:
+        """Written by a running agent: the local API address it bound."""
+        return self.root / "run" / "endpoints.json"
+
+    def local_address(self, listen: str) -> str:
+        """``unix:NAME`` relative to the data directory becomes an absolute socket path."""
+        if listen.startswith("unix:") and not listen.startswith("unix:/"):
+            return f"unix:{(self.root / listen[5:]).resolve()}"
+        return listen

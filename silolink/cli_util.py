@@ -1,0 +1,106 @@
+"""Helpers shared by the three command-line tools: errors, JSON, tables, durations, signals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import click
+
+from silolink import errors
+
+# Exit codes by failure kind, so scripts can tell "fix your input" from "try again later".
+EXIT_CODES = {
+    errors.Code.INVALID_ARGUMENT: 2,
+    errors.Code.NOT_FOUND: 3,
+    errors.Code.ALREADY_EXISTS: 4,
+    errors.Code.PERMISSION_DENIED: 5,
+    errors.Code.UNAUTHENTICATED: 5,
+    errors.Code.UNAVAILABLE: 6,
+    errors.Code.DEADLINE_EXCEEDED: 6,
+}
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Print a SiloError as one line on stderr and exit non-zero, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except errors.SiloError as e:
+            click.echo(f"error: {e.message}", err=True)
+            sys.exit(EXIT_CODES.get(e.code, 1))
+
+    return wrapper
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(h) for h in headers], *[["-" if v in (None, "") else str(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def parse_duration_s(text: str) -> int:
+    """``90``, ``90s``, ``30m``, ``24h``, ``7d`` into seconds."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 24h or 7d")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return int(value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0, int(now - ts))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def parse_tags(values: Iterable[str]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"tag {item!r} must be key=value")
+        tags[key] = value
+    return tags
+
+
+def stop_event_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (call from the main thread)."""
+    event = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return event

@@ -1,0 +1,154 @@
+"""Typed, frozen configuration, loaded from TOML and then overridden from the environment.
+
+Each daemon has one file in its data directory (``coordinator.toml``, ``agent.toml``).
+Every setting can be overridden by an environment variable named after it:
+``SILOLINK_COORDINATOR_HEARTBEAT_INTERVAL_S=5`` or, for a nested table,
+``SILOLINK_AGENT_INFERENCE__MAX_BATCH=64``. Units are in the field names.
+Capabilities add their own nested tables here, so one file describes a whole daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from silolink.errors import InvalidArgument
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorConfig:
+    """Settings of ``cloud-coordinator serve``."""
+
+    # Where agents and operators connect (mTLS).
+    listen: str = "0.0.0.0:7443"
+    # Where new sites enroll (server TLS only; the one call allowed without a certificate).
+    enroll_listen: str = "0.0.0.0:7444"
+    # Prometheus metrics over HTTP; empty to disable.
+    metrics_listen: str = "127.0.0.1:9464"
+    # The addresses sites dial, as printed in enrollment instructions; empty means the
+    # first hostname with the port actually bound.
+    public_address: str = ""
+    public_enroll_address: str = ""
+    # Names and IPs the server certificate covers.
+    hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")
+    heartbeat_interval_s: float = 10.0
+    # A connected site that sends nothing for this long is disconnected.
+    stale_after_s: float = 45.0
+    token_ttl_s: int = 24 * 3600
+    site_cert_lifetime_s: int = 30 * 24 * 3600
+    operator_cert_lifetime_s: int = 365 * 24 * 3600
+    server_cert_lifetime_s: int = 365 * 24 * 3600
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_workers: int = 256
+    shutdown_grace_s: float = 5.0
+    log_level: str = "INFO"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Settings of ``edge-agent run``."""
+
+    # The site name, as enrolled (also in the certificate, which is what counts).
+    site: str = ""
+    # The coordinator's mTLS address.
+    coordinator: str = ""
+    # The local API for site systems: "unix:PATH" (relative to the data directory) or
+    # "HOST:PORT". Non-loopback addresses need allow_remote_local_api.
+    local_listen: str = "unix:agent.sock"
+    allow_remote_local_api: bool = False
+    reconnect_initial_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    # Renew the site certificate when less than this fraction of its lifetime remains.
+    renew_remaining_fraction: float = 0.33
+    max_message_bytes: int = 16 * 1024 * 1024
+    shutdown_grace_s: float = 5.0
+    log_level: str = "INFO"
+
+
+def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:
+    """Build ``cls`` from the TOML file at ``path`` (if it exists), then the environment."""
+    data: dict[str, Any] = {}
+    if path is not None and Path(path).exists():
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise InvalidArgument(f"{path}: not valid TOML: {e}") from None
+    environ = os.environ if environ is None else environ
+    return _build(cls, data, f"{env_prefix}_", environ, str(path or "defaults"))
+
+
+def dump(config: Any) -> str:
+    """TOML text for a config object (round-trips through ``load``)."""
+    return tomli_w.dumps(_plain(dataclasses.asdict(config)))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str, environ: Mapping[str, str], where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InvalidArgument(f"{where}: unknown setting(s) {', '.join(unknown)} for {cls.__name__}")
+    values: dict[str, Any] = {}
+    for name, hint in hints.items():
+        if name not in fields:
+            continue
+        env_name = (prefix + name).upper()
+        if dataclasses.is_dataclass(hint):
+            section = data.get(name, {})
+            if not isinstance(section, dict):
+                raise InvalidArgument(f"{where}: [{name}] must be a table")
+            values[name] = _build(hint, section, env_name + "__", environ, f"{where} [{name}]")  # type: ignore[arg-type]
+        elif env_name in environ:
+            values[name] = _coerce(hint, environ[env_name], env_name)
+        elif name in data:
+            values[name] = _coerce(hint, data[name], f"{where}: {name}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, raw: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+            items = [s.strip() for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
+            return tuple(_coerce(item, v, where) for v in items)
+        if origin in (typing.Union, types.UnionType):
+            inner = [a for a in typing.get_args(hint) if a is not type(None)]
+            return None if raw in ("", None) else _coerce(inner[0], raw, where)
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if hint in (int, float):
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return hint(raw)
+        if hint is str:
+            if not isinstance(raw, str):
+                raise ValueError("expected a string")
+            return raw
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"{where}: {raw!r} is not a valid {getattr(hint, '__name__', hint)}: {e}") from None
+    raise InvalidArgument(f"{where}: unsupported setting type {hint}")

@@ -1,0 +1,56 @@
+"""SQLite through sqlite-utils, shared by both daemons' stores.
+
+One connection per database, shared by threads behind a lock: SQLite serializes writers
+anyway, and one connection keeps transactions simple. WAL with synchronous=FULL: a commit
+that returned is on disk, which is what an acknowledged envelope or an issued certificate
+needs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+__all__ = ["Database", "Migrations", "SqliteStore", "open_database"]
+Database = sqlite_utils.Database
+
+
+def open_database(path: Path | None) -> Database:
+    """Open (creating) the database at ``path``; None gives a private in-memory database."""
+    if path is None:
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return Database(conn, execute_plugins=False)
+
+
+class SqliteStore:
+    """Base for a store: a database, a lock, migrations and an ``atomic`` block.
+
+    Subclasses declare ``migrations`` (a ``Migrations`` set named after their area) and
+    do every read and write under ``self.lock``. Several stores can share one database.
+    """
+
+    migrations: Migrations
+
+    def __init__(self, db: Database, lock: threading.RLock | None = None) -> None:
+        self.db = db
+        self.lock = lock or threading.RLock()
+        with self.lock:
+            self.migrations.apply(db)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One transaction: everything inside commits together or not at all."""
+        with self.lock, self.db.atomic():
+            yield

@@ -1,0 +1,192 @@
+"""The guard interceptor: one place for authentication, permissions, error mapping,
+access logging and metrics on every RPC of a server.
+
+Identity comes only from the peer's certificate (or, on the agent's local API, from the
+listener). Every method must appear in the permission table; a method without a rule is
+refused, so a new RPC is closed until someone decides who may call it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import grpc
+
+from silolink import errors, pki
+from silolink.identity import ANONYMOUS, Identity, Role
+from silolink.rpc.status import grpc_code
+
+log = logging.getLogger(__name__)
+
+_current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("silolink_identity")
+
+Authenticator = Callable[[grpc.ServicerContext], Identity]
+
+
+def current_identity() -> Identity:
+    """The authenticated caller of the RPC being served on this thread."""
+    try:
+        return _current_identity.get()
+    except LookupError:
+        raise errors.Internal("no authenticated caller on this thread") from None
+
+
+class RpcObserver(Protocol):
+    """Receives one observation per finished RPC (for metrics)."""
+
+    def observe(self, method: str, code: str, seconds: float) -> None: ...
+
+
+class PermissionTable:
+    """Which roles may call which method (full path ``/pkg.Service/Method``)."""
+
+    def __init__(self, rules: Mapping[str, Iterable[Role]] | None = None) -> None:
+        self._rules: dict[str, frozenset[Role]] = {}
+        for method, roles in (rules or {}).items():
+            self.allow(method, roles)
+
+    def allow(self, method: str, roles: Iterable[Role]) -> None:
+        self._rules[method] = frozenset(roles)
+
+    def roles(self, method: str) -> frozenset[Role] | None:
+        return self._rules.get(method)
+
+    def check(self, method: str, identity: Identity) -> None:
+        roles = self._rules.get(method)
+        if roles is None:
+            log.error("no permission rule for %s; refusing it", method)
+            raise errors.PermissionDenied(f"{method} is not open to any caller")
+        if identity.role in roles:
+            return
+        if identity.role is Role.ANONYMOUS:
+            raise errors.Unauthenticated(
+                f"{method} needs a client certificate; connect to the mTLS listener with "
+                "your site or operator credentials"
+            )
+        raise errors.PermissionDenied(f"a caller with role {identity.role.value} may not call {method}")
+
+
+def certificate_authenticator(check: Callable[[Identity], None]) -> Authenticator:
+    """Read the caller from its verified client certificate; no certificate is ANONYMOUS.
+
+    ``check`` raises (PermissionDenied) for identities the server no longer accepts, such
+    as revoked sites; it runs on every call.
+    """
+
+    def authenticate(context: grpc.ServicerContext) -> Identity:
+        auth = context.auth_context()
+        pems = auth.get("x509_pem_cert")
+        if not pems:
+            return ANONYMOUS
+        identity = _identity_from_pem(pems[0])
+        if identity is None:
+            raise errors.Unauthenticated("the client certificate names no silolink site or operator")
+        check(identity)
+        return identity
+
+    return authenticate
+
+
+def fixed_authenticator(identity: Identity) -> Authenticator:
+    """Every caller is ``identity`` (the agent's local API trusts its listener)."""
+    return lambda context: identity
+
+
+def _reset(token: contextvars.Token) -> None:
+    try:
+        _current_identity.reset(token)
+    except ValueError:  # a response stream closed from another thread's context
+        pass
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_from_pem(pem: bytes) -> Identity | None:
+    return pki.identity_of(pki.load_cert(pem))
+
+
+class GuardInterceptor(grpc.ServerInterceptor):
+    """Authenticate, authorize, map errors, log and measure every call."""
+
+    def __init__(
+        self,
+        authenticate: Authenticator,
+        permissions: PermissionTable,
+        observer: RpcObserver | None = None,
+    ) -> None:
+        self._authenticate = authenticate
+        self._permissions = permissions
+        self._observer = observer
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=self._streaming(method, handler.unary_stream))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=self._unary(method, handler.stream_unary))
+        return handler._replace(stream_stream=self._streaming(method, handler.stream_stream))
+
+    def _unary(self, method: str, behavior: Callable) -> Callable:
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            start, token = time.perf_counter(), _current_identity.set(ANONYMOUS)
+            try:
+                self._admit(method, context)
+                return behavior(request, context)
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
+                self._fail(method, context, exc)
+            finally:
+                self._done(method, context, start)
+                _reset(token)
+
+        return wrapper
+
+    def _streaming(self, method: str, behavior: Callable) -> Callable:
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            start, token = time.perf_counter(), _current_identity.set(ANONYMOUS)
+            try:
+                self._admit(method, context)
+                yield from behavior(request, context)
+            except Exception as exc:  # noqa: BLE001
+                self._fail(method, context, exc)
+            finally:
+                self._done(method, context, start)
+                _reset(token)
+
+        return wrapper
+
+    def _admit(self, method: str, context: grpc.ServicerContext) -> None:
+        identity = self._authenticate(context)
+        _current_identity.set(identity)
+        self._permissions.check(method, identity)
+
+    def _fail(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
+        """Abort the call with the status ``exc`` maps to (``abort`` raises)."""
+        if context.code() is not None:  # the servicer already ended the call itself
+            raise exc
+        who = _current_identity.get()
+        if isinstance(exc, errors.SiloError):
+            status = grpc_code(exc)
+            level = logging.ERROR if exc.code is errors.Code.INTERNAL else logging.WARNING
+            log.log(level, "%s by %s refused: %s %s", method, who, status.name, exc.message)
+            context.abort(status, exc.message)
+        ref = uuid.uuid4().hex[:12]
+        log.exception("%s by %s failed unexpectedly (ref %s)", method, who, ref)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
+
+    def _done(self, method: str, context: grpc.ServicerContext, start: float) -> None:
+        seconds = time.perf_counter() - start
+        status = context.code()
+        code = "OK" if status is None else status.name
+        if self._observer is not None:
+            self._observer.observe(method, code, seconds)
+        log.debug("%s by %s: %s in %.1f ms", method, _current_identity.get(), code, seconds * 1000)
