@@ -72,12 +72,17 @@ class Coordinator:
             clock=clock,
         )
         self.sites.on_revoke(
-            lambda site: self.hub.disconnect(site, errors.PermissionDenied(f"site {site} has been revoked by an operator"))
+            lambda site: self.hub.disconnect(
+                site, errors.PermissionDenied(f"site {site} has been revoked by an operator")
+            )
         )
         self.metrics = Metrics()
         self.metrics.gauge("silolink_sites", "Sites by state", "state", self._sites_by_state)
         self.metrics.gauge(
-            "silolink_control_streams", "Open agent control streams", "kind", lambda: {"agent": len(self.hub.connected_sites())}
+            "silolink_control_streams",
+            "Open agent control streams",
+            "kind",
+            lambda: {"agent": len(self.hub.connected_sites())},
         )
         control = control_servicer.ControlServicer(
             self.hub, self.sites, self.config.heartbeat_interval_s, self.config.stale_after_s
@@ -98,9 +103,7 @@ class Coordinator:
         self.public_addresses = ("", "")
 
     def _sites_by_state(self) -> dict[str, float]:
-        counts: collections.Counter[str] = collections.Counter(
-            {state: 0 for state in site_servicers.STATE_TO_PROTO}
-        )
+        counts: collections.Counter[str] = collections.Counter({state: 0 for state in site_servicers.STATE_TO_PROTO})
         for site in self.sites.list_sites():
             counts[site_servicers.site_state(site, self.hub.is_connected)] += 1
         return dict(counts)

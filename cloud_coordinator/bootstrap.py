@@ -87,7 +87,9 @@ def load_ca(layout: CoordinatorLayout) -> pki.CertificateAuthority:
         raise errors.FailedPrecondition(
             f"{layout.root} holds no coordinator; run `cloud-coordinator init --data-dir {layout.root}` first"
         )
-    return pki.CertificateAuthority(pki.load_key(layout.ca_key.read_bytes()), pki.load_cert(layout.ca_cert.read_bytes()))
+    return pki.CertificateAuthority(
+        pki.load_key(layout.ca_key.read_bytes()), pki.load_cert(layout.ca_cert.read_bytes())
+    )
 
 
 def issue_server_certificate(layout: CoordinatorLayout, cfg: CoordinatorConfig, ca: pki.CertificateAuthority) -> None:
@@ -105,8 +107,15 @@ def ensure_server_certificate(layout: CoordinatorLayout, cfg: CoordinatorConfig,
     else:
         cert = x509.load_pem_x509_certificates(layout.server_cert.read_bytes())[0]
         remaining = cert.not_valid_after_utc - pki.utcnow()
-        covered = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
-        covered |= {str(ip) for ip in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)}
+        covered = set(
+            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        )
+        covered |= {
+            str(ip)
+            for ip in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+                x509.IPAddress
+            )
+        }
         if remaining < dt.timedelta(seconds=cfg.server_cert_lifetime_s / 3):
             reason = "expiring"
         elif not set(cfg.hostnames) <= covered:

@@ -18,10 +18,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._requests = Counter(
-            "silolink_rpc_requests", "RPCs served, by method and status code", ["method", "code"], registry=self.registry
+            "silolink_rpc_requests",
+            "RPCs served, by method and status code",
+            ["method", "code"],
+            registry=self.registry,
         )
         self._seconds = Histogram(
-            "silolink_rpc_duration_seconds", "RPC duration (whole stream for streaming RPCs)", ["method"], registry=self.registry
+            "silolink_rpc_duration_seconds",
+            "RPC duration (whole stream for streaming RPCs)",
+            ["method"],
+            registry=self.registry,
         )
         self._httpd = None
 

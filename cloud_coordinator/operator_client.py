@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from silolink import errors
 from silolink.cli_util import iso
 from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
 from silolink.gen.common.v1 import site_pb2
+from silolink.protos import epoch, resources_to_dict
 from silolink.rpc.channels import Credentials, mtls_channel
 from silolink.rpc.status import from_rpc_error
 
@@ -70,18 +70,15 @@ class OperatorCredentials:
 
 
 def site_to_dict(site: admin_pb2.Site) -> dict[str, Any]:
-    def ts(field: str) -> str | None:
-        return iso(getattr(site, field).ToNanoseconds() / 1e9) if site.HasField(field) else None
-
     return {
         "name": site.name,
         "kind": KIND_NAMES.get(site.kind, "unknown"),
         "tags": {t.key: t.value for t in site.tags},
         "state": STATE_NAMES.get(site.state, "unknown"),
-        "last_heartbeat": ts("last_heartbeat"),
+        "last_heartbeat": iso(epoch(site, "last_heartbeat")),
         "version": site.version or None,
-        "certificate_expires_at": ts("certificate_expires_at"),
-        "resources": json_format.MessageToDict(site.resources, preserving_proto_field_name=True),
+        "certificate_expires_at": iso(epoch(site, "certificate_expires_at")),
+        "resources": resources_to_dict(site.resources),
     }
 
 
@@ -110,7 +107,9 @@ class OperatorClient:
         except grpc.RpcError as e:
             raise from_rpc_error(e, peer=f"the coordinator at {self.address}") from None
 
-    def add_site(self, name: str, kind: str, tags: dict[str, str] | None = None, token_ttl_s: int = 0) -> dict[str, Any]:
+    def add_site(
+        self, name: str, kind: str, tags: dict[str, str] | None = None, token_ttl_s: int = 0
+    ) -> dict[str, Any]:
         if kind not in KIND_TO_PROTO:
             raise errors.InvalidArgument(f"site kind must be hospital or factory, not {kind!r}")
         reply = self.call(
@@ -127,7 +126,7 @@ class OperatorClient:
             "kind": kind,
             "token": reply.token,
             "ca_fingerprint": reply.ca_fingerprint,
-            "expires_at": iso(reply.expires_at.ToNanoseconds() / 1e9),
+            "expires_at": iso(epoch(reply, "expires_at")),
             "coordinator_address": reply.coordinator_address,
             "enroll_address": reply.enroll_address,
         }

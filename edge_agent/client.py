@@ -11,6 +11,7 @@ import grpc
 from silolink import errors
 from silolink.cli_util import iso
 from silolink.gen.agent.v1 import agent_pb2, agent_pb2_grpc
+from silolink.protos import epoch
 from silolink.rpc.status import from_rpc_error
 
 from .layout import AgentLayout
@@ -70,7 +71,7 @@ class LocalClient:
             "coordinator": reply.coordinator_address,
             "state": STATE_NAMES.get(reply.connection_state, "unknown"),
             "last_error": reply.last_error or None,
-            "last_contact": iso(reply.last_contact.ToNanoseconds() / 1e9) if reply.HasField("last_contact") else None,
-            "certificate_expires_at": iso(reply.certificate_expires_at.ToNanoseconds() / 1e9),
+            "last_contact": iso(epoch(reply, "last_contact")),
+            "certificate_expires_at": iso(epoch(reply, "certificate_expires_at")),
             "uptime_s": round(reply.uptime_s, 1),
         }

@@ -91,10 +91,16 @@ class Agent:
             self.local_address = address
         else:
             self.local_address = f"{address.rsplit(':', 1)[0]}:{port}"
-        write_atomic(self.layout.endpoints, json.dumps({"local_address": self.local_address, "pid": os.getpid()}).encode(), mode=0o644)
+        write_atomic(
+            self.layout.endpoints,
+            json.dumps({"local_address": self.local_address, "pid": os.getpid()}).encode(),
+            mode=0o644,
+        )
         self.link.start()
         threading.Thread(target=self._notify_when_connected, name="sd-notify", daemon=True).start()
-        log.info("agent for site %s: local API on %s, dialling %s", self.site, self.local_address, self.config.coordinator)
+        log.info(
+            "agent for site %s: local API on %s, dialling %s", self.site, self.local_address, self.config.coordinator
+        )
         return self
 
     def wait_connected(self, timeout_s: float) -> bool:

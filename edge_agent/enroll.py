@@ -66,9 +66,7 @@ def enroll(
 ) -> EnrollResult:
     layout = AgentLayout(Path(data_dir).resolve())
     if layout.identity.exists():
-        raise errors.AlreadyExists(
-            f"{layout.root} is already enrolled; use an empty data directory to enroll again"
-        )
+        raise errors.AlreadyExists(f"{layout.root} is already enrolled; use an empty data directory to enroll again")
     split_address(coordinator)
     enroll_address = enroll_address or default_enroll_address(coordinator)
     ca_pem = pin_ca(enroll_address, ca_fingerprint)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from silolink import __version__
 from silolink.gen.agent.v1 import agent_pb2, agent_pb2_grpc
 from silolink.identity import Role
+from silolink.protos import timestamp
 from silolink.rpc.server import ServiceMount
 
 from .control.link import LinkStatus
@@ -43,9 +43,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         reply.certificate_expires_at.FromDatetime(identity.expires_at)
         if self._status.last_contact is not None:
-            stamp = Timestamp()
-            stamp.FromNanoseconds(int(self._status.last_contact * 1e9))
-            reply.last_contact.CopyFrom(stamp)
+            reply.last_contact.CopyFrom(timestamp(self._status.last_contact))
         return reply
 
 

@@ -26,7 +26,10 @@ def detect_gpus() -> tuple[tuple[str, int], ...]:
     try:
         out = subprocess.run(
             [tool, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         log.info("nvidia-smi is present but did not answer; reporting no GPUs")

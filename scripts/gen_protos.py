@@ -86,7 +86,7 @@ def _differences(a: Path, b: Path) -> list[str]:
     diffs = [f"only in fresh generation: {n}" for n in cmp.left_only]
     diffs += [f"not generated (stale file): {n}" for n in cmp.right_only]
     diffs += [f"differs: {n}" for n in cmp.diff_files]
-    for name, sub in cmp.subdirs.items():
+    for name, _sub in cmp.subdirs.items():
         diffs += [f"{name}/{d}" for d in _differences(a / name, b / name)]
     return diffs
 

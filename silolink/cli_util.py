@@ -50,7 +50,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A plain aligned text table."""
     cells = [[str(h) for h in headers], *[["-" if v in (None, "") else str(v) for v in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -70,7 +70,7 @@ def parse_duration_s(text: str) -> int:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
 def ago(ts: float | None, now: float) -> str:

@@ -13,7 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -21,13 +21,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from silolink.errors import InvalidArgument
 from silolink.identity import Identity, Role, identity_uri, parse_identity_uri
 
-# Certificates start a little in the past so a site whose clock runs slow can use them.
+# Certificates start a little in the past so a site whose clock runs slow can use them;
+# never more than a twentieth of their lifetime, so a fresh certificate looks fresh.
 CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def _backdate(lifetime: dt.timedelta) -> dt.timedelta:
+    return min(CLOCK_SKEW, lifetime / 20)
+
+
 PrivateKey = ec.EllipticCurvePrivateKey
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def generate_key() -> PrivateKey:
@@ -68,9 +75,7 @@ def normalize_fingerprint(text: str) -> str:
     """Accept ``sha256:HEX``, bare hex, or colon-separated hex; return ``sha256:<hex>``."""
     body = text.strip().lower().removeprefix("sha256:").replace(":", "")
     if len(body) != 64 or any(c not in "0123456789abcdef" for c in body):
-        raise InvalidArgument(
-            "the CA fingerprint must be 64 hex digits, as printed by `cloud-coordinator sites add`"
-        )
+        raise InvalidArgument("the CA fingerprint must be 64 hex digits, as printed by `cloud-coordinator sites add`")
     return "sha256:" + body
 
 
@@ -111,16 +116,19 @@ def make_csr(key: PrivateKey, common_name: str) -> bytes:
 
 
 def load_csr(pem: bytes) -> x509.CertificateSigningRequest:
-    """Parse and check a CSR: well-formed, self-signed correctly, P-256 key."""
+    """Parse and check a CSR: well-formed, P-256 key, self-signature valid."""
     try:
         csr = x509.load_pem_x509_csr(pem)
-    except ValueError:
+        key = csr.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise InvalidArgument("the certificate signing request must be for an EC P-256 key")
+        valid = csr.is_signature_valid
+    except InvalidArgument:
+        raise
+    except (ValueError, UnsupportedAlgorithm):
         raise InvalidArgument("the certificate signing request is not a valid PEM CSR") from None
-    if not csr.is_signature_valid:
+    if not valid:
         raise InvalidArgument("the certificate signing request's signature does not verify")
-    key = csr.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise InvalidArgument("the certificate signing request must be for an EC P-256 key")
     return csr
 
 
@@ -143,7 +151,7 @@ class CertificateAuthority:
             .issuer_name(name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_before(now - _backdate(lifetime))
             .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_key_usage(cert_sign=True), critical=True)
@@ -156,9 +164,7 @@ class CertificateAuthority:
     def fingerprint(self) -> str:
         return fingerprint(self.cert)
 
-    def issue_server(
-        self, hostnames: list[str], lifetime: dt.timedelta
-    ) -> tuple[PrivateKey, x509.Certificate]:
+    def issue_server(self, hostnames: list[str], lifetime: dt.timedelta) -> tuple[PrivateKey, x509.Certificate]:
         """A TLS server key and certificate valid for ``hostnames`` (names or IPs)."""
         key = generate_key()
         names: list[x509.GeneralName] = []
@@ -193,14 +199,12 @@ class CertificateAuthority:
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_before(now - _backdate(lifetime))
             .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(cert_sign=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
         )
 
 

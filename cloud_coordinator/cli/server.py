@@ -26,8 +26,12 @@ data_dir_option = click.option(
 
 @click.command()
 @data_dir_option
-@click.option("--hostname", "hostnames", multiple=True, help="A name or IP agents use to reach this coordinator (repeatable).")
-@click.option("--public-address", metavar="HOST:PORT", help="The address sites dial (default: first hostname, port 7443).")
+@click.option(
+    "--hostname", "hostnames", multiple=True, help="A name or IP agents use to reach this coordinator (repeatable)."
+)
+@click.option(
+    "--public-address", metavar="HOST:PORT", help="The address sites dial (default: first hostname, port 7443)."
+)
 @json_option
 @handle_errors
 def init(data_dir: Path, hostnames: tuple[str, ...], public_address: str | None, as_json: bool) -> None:
@@ -61,7 +65,9 @@ def serve(
     data_dir: Path, listen: str | None, enroll_listen: str | None, metrics_listen: str | None, log_level: str | None
 ) -> None:
     """Serve agents and operators until SIGTERM or SIGINT, then stop gracefully."""
-    cfg = load_config(data_dir, listen=listen, enroll_listen=enroll_listen, metrics_listen=metrics_listen, log_level=log_level)
+    cfg = load_config(
+        data_dir, listen=listen, enroll_listen=enroll_listen, metrics_listen=metrics_listen, log_level=log_level
+    )
     logs.configure(cfg.log_level)
     stop = stop_event_on_signals()
     coordinator = Coordinator(data_dir, cfg).start()

@@ -70,8 +70,14 @@ def list_(client: OperatorClient, as_json: bool) -> None:
         table(
             ["SITE", "KIND", "STATE", "LAST HEARTBEAT", "VERSION", "TAGS"],
             [
-                [s["name"], s["kind"], s["state"], since(s["last_heartbeat"]), s["version"],
-                 ",".join(f"{k}={v}" for k, v in s["tags"].items())]
+                [
+                    s["name"],
+                    s["kind"],
+                    s["state"],
+                    since(s["last_heartbeat"]),
+                    s["version"],
+                    ",".join(f"{k}={v}" for k, v in s["tags"].items()),
+                ]
                 for s in found
             ],
         )

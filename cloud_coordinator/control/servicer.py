@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf import json_format
 
 from silolink import errors
 from silolink.gen.common.v1 import site_pb2
 from silolink.gen.control.v1 import control_pb2, control_pb2_grpc
 from silolink.identity import Role
+from silolink.protos import resources_to_dict
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
 
@@ -23,10 +23,6 @@ from .hub import ControlHub, Session
 log = logging.getLogger(__name__)
 # How often the sender wakes to check liveness when there is nothing to send.
 POLL_S = 0.5
-
-
-def resources_to_dict(report: site_pb2.ResourceReport) -> dict:
-    return json_format.MessageToDict(report, preserving_proto_field_name=True)
 
 
 class ControlServicer(control_pb2_grpc.ControlServiceServicer):

@@ -113,9 +113,7 @@ class SiteService:
             existing = self._store.get_site(name)
             if existing is not None and existing.enrolled_at is not None:
                 state = "revoked" if existing.revoked_at else "enrolled"
-                raise errors.AlreadyExists(
-                    f"site {name} already exists and is {state}; choose another name"
-                )
+                raise errors.AlreadyExists(f"site {name} already exists and is {state}; choose another name")
             if existing is None:
                 self._store.add_site(SiteRecord(name=name, kind=kind, tags=tags, created_at=now))
             else:
@@ -159,18 +157,14 @@ class SiteService:
         with self._store.atomic():
             record = self._store.get_token(hash_token(token))
             if record is None:
-                raise errors.Unauthenticated(
-                    "the enrollment token is not recognised; ask the operator for a new one"
-                )
+                raise errors.Unauthenticated("the enrollment token is not recognised; ask the operator for a new one")
             if record.used_at is not None:
                 raise errors.Unauthenticated(
-                    "the enrollment token was already used; tokens are single use, ask the operator "
-                    "for a new one"
+                    "the enrollment token was already used; tokens are single use, ask the operator for a new one"
                 )
             if record.expires_at <= now:
                 raise errors.Unauthenticated(
-                    f"the enrollment token expired at {_iso(record.expires_at)}; ask the operator "
-                    "for a new one"
+                    f"the enrollment token expired at {_iso(record.expires_at)}; ask the operator for a new one"
                 )
             site = self._store.get_site(record.site)
             if site is None or site.revoked_at is not None:
@@ -214,4 +208,4 @@ class SiteService:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from silolink import errors
 from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
 from silolink.gen.common.v1 import site_pb2
 from silolink.gen.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
 from silolink.identity import Role
+from silolink.protos import resources_from_dict, timestamp
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
 
@@ -37,26 +36,17 @@ def site_state(site: SiteRecord, is_connected: Callable[[str], bool]) -> str:
     return "online" if is_connected(site.name) else "offline"
 
 
-def _timestamp(ts: float | None) -> Timestamp | None:
-    if ts is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(ts * 1e9))
-    return stamp
-
-
 def site_to_proto(site: SiteRecord, state: str) -> admin_pb2.Site:
-    message = admin_pb2.Site(
+    return admin_pb2.Site(
         name=site.name,
         kind=KIND_TO_PROTO[site.kind],
         tags=[site_pb2.Tag(key=k, value=v) for k, v in sorted(site.tags.items())],
         state=STATE_TO_PROTO[state],
         version=site.version,
-        last_heartbeat=_timestamp(site.last_heartbeat),
-        certificate_expires_at=_timestamp(site.cert_expires_at),
+        last_heartbeat=timestamp(site.last_heartbeat),
+        certificate_expires_at=timestamp(site.cert_expires_at),
+        resources=resources_from_dict(site.resources),
     )
-    json_format.ParseDict(site.resources, message.resources, ignore_unknown_fields=True)
-    return message
 
 
 class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
@@ -109,7 +99,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.AddSiteResponse(
             site=self._pack(issued.site),
             token=issued.token,
-            expires_at=_timestamp(issued.expires_at),
+            expires_at=timestamp(issued.expires_at),
             ca_fingerprint=issued.ca_fingerprint,
             coordinator_address=coordinator_address,
             enroll_address=enroll_address,

@@ -27,19 +27,25 @@ log = logging.getLogger(__name__)
 @data_dir_option
 @json_option
 @handle_errors
-def enroll(coordinator: str, token: str, ca_fingerprint: str, enroll_address: str | None, data_dir: Path, as_json: bool) -> None:
+def enroll(
+    coordinator: str, token: str, ca_fingerprint: str, enroll_address: str | None, data_dir: Path, as_json: bool
+) -> None:
     """Make this site's key, verify the coordinator, and get the site's certificate."""
     result = enroll_mod.enroll(data_dir, coordinator, token, ca_fingerprint, enroll_address)
     if as_json:
         echo_json({**dataclasses.asdict(result), "data_dir": str(result.data_dir)})
         return
-    click.echo(f"enrolled as site {result.site} ({result.kind}); certificate valid until {result.certificate_expires_at}")
+    click.echo(
+        f"enrolled as site {result.site} ({result.kind}); certificate valid until {result.certificate_expires_at}"
+    )
     click.echo(f"next: edge-agent run --data-dir {data_dir}")
 
 
 @click.command()
 @data_dir_option
-@click.option("--listen", metavar="ADDRESS", help="Local API address: unix:PATH or HOST:PORT (default unix:agent.sock).")
+@click.option(
+    "--listen", metavar="ADDRESS", help="Local API address: unix:PATH or HOST:PORT (default unix:agent.sock)."
+)
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 @handle_errors
 def run(data_dir: Path, listen: str | None, log_level: str | None) -> None:

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -98,6 +98,27 @@ def fixed_authenticator(identity: Identity) -> Authenticator:
     return lambda context: identity
 
 
+def _parser(method: str, deserialize: Callable | None) -> Callable[[Any], Any]:
+    if deserialize is None:
+        return lambda raw: raw
+
+    def parse(raw: Any) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            raise errors.InvalidArgument(f"the request to {method} is not a valid protobuf message") from None
+
+    return parse
+
+
+def _each(parse: Callable[[Any], Any]) -> Callable[[Iterable[Any]], Iterator[Any]]:
+    def parse_all(raw_items: Iterable[Any]) -> Iterator[Any]:
+        for raw in raw_items:
+            yield parse(raw)
+
+    return parse_all
+
+
 def _reset(token: contextvars.Token) -> None:
     try:
         _current_identity.reset(token)
@@ -128,20 +149,24 @@ class GuardInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        # We parse requests ourselves so a malformed one is INVALID_ARGUMENT, not gRPC's INTERNAL.
+        parse = _parser(method, handler.request_deserializer)
+        handler = handler._replace(request_deserializer=None)
         if handler.unary_unary:
-            return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
+            return handler._replace(unary_unary=self._unary(method, handler.unary_unary, parse))
         if handler.unary_stream:
-            return handler._replace(unary_stream=self._streaming(method, handler.unary_stream))
+            return handler._replace(unary_stream=self._streaming(method, handler.unary_stream, parse))
+        parse_each = _each(parse)
         if handler.stream_unary:
-            return handler._replace(stream_unary=self._unary(method, handler.stream_unary))
-        return handler._replace(stream_stream=self._streaming(method, handler.stream_stream))
+            return handler._replace(stream_unary=self._unary(method, handler.stream_unary, parse_each))
+        return handler._replace(stream_stream=self._streaming(method, handler.stream_stream, parse_each))
 
-    def _unary(self, method: str, behavior: Callable) -> Callable:
+    def _unary(self, method: str, behavior: Callable, parse: Callable) -> Callable:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             start, token = time.perf_counter(), _current_identity.set(ANONYMOUS)
             try:
                 self._admit(method, context)
-                return behavior(request, context)
+                return behavior(parse(request), context)
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
                 self._fail(method, context, exc)
             finally:
@@ -150,12 +175,12 @@ class GuardInterceptor(grpc.ServerInterceptor):
 
         return wrapper
 
-    def _streaming(self, method: str, behavior: Callable) -> Callable:
+    def _streaming(self, method: str, behavior: Callable, parse: Callable) -> Callable:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             start, token = time.perf_counter(), _current_identity.set(ANONYMOUS)
             try:
                 self._admit(method, context)
-                yield from behavior(request, context)
+                yield from behavior(parse(request), context)
             except Exception as exc:  # noqa: BLE001
                 self._fail(method, context, exc)
             finally:

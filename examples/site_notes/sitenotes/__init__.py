@@ -1,0 +1,1 @@
+"""Site notes: a worked example of a silolink coordinator extension."""

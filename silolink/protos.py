@@ -1,0 +1,50 @@
+"""Conversions between protobuf messages and plain Python, shared by both sides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from silolink.gen.common.v1 import site_pb2
+
+
+def timestamp(ts: float | None) -> Timestamp | None:
+    """Epoch seconds to a Timestamp (None stays None, leaving the field unset)."""
+    if ts is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(ts * 1e9))
+    return stamp
+
+
+def epoch(message: Any, field: str) -> float | None:
+    """A Timestamp field of ``message`` as epoch seconds, None when unset."""
+    return getattr(message, field).ToNanoseconds() / 1e9 if message.HasField(field) else None
+
+
+def resources_to_dict(report: site_pb2.ResourceReport) -> dict[str, Any]:
+    return {
+        "cpu_count": report.cpu_count,
+        "load_average_1m": round(report.load_average_1m, 2),
+        "memory_total_bytes": report.memory_total_bytes,
+        "memory_available_bytes": report.memory_available_bytes,
+        "disk_free_bytes": report.disk_free_bytes,
+        "gpus": [{"name": g.name, "memory_total_bytes": g.memory_total_bytes} for g in report.gpus],
+        "agent_version": report.agent_version,
+    }
+
+
+def resources_from_dict(data: dict[str, Any]) -> site_pb2.ResourceReport:
+    return site_pb2.ResourceReport(
+        cpu_count=int(data.get("cpu_count", 0)),
+        load_average_1m=float(data.get("load_average_1m", 0.0)),
+        memory_total_bytes=int(data.get("memory_total_bytes", 0)),
+        memory_available_bytes=int(data.get("memory_available_bytes", 0)),
+        disk_free_bytes=int(data.get("disk_free_bytes", 0)),
+        gpus=[
+            site_pb2.GpuInfo(name=g["name"], memory_total_bytes=int(g["memory_total_bytes"]))
+            for g in data.get("gpus", [])
+        ],
+        agent_version=str(data.get("agent_version", "")),
+    )

@@ -1,0 +1,33 @@
+"""Fixtures: a running coordinator and a factory for enrolled, running agents."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import support
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    coord = support.start_coordinator(tmp_path / "coordinator")
+    yield coord
+    coord.stop(0)
+
+
+@pytest.fixture
+def make_agent(coordinator, tmp_path):
+    """``make_agent(name, kind="hospital", **settings)``: enroll a site and start its agent."""
+    started = []
+
+    def make(name: str, kind: str = "hospital", connect: bool = True, **settings):
+        agent_dir = tmp_path / name
+        support.enroll_site(coordinator, name, agent_dir, kind)
+        agent = support.start_agent(agent_dir, **settings)
+        started.append(agent)
+        if connect:
+            assert agent.wait_connected(10), f"agent {name} did not connect: {agent.link.status.last_error}"
+        return agent
+
+    yield make
+    for agent in started:
+        agent.stop(0)
