@@ -25,7 +25,7 @@ from silolink.db import open_database
 from silolink.extensions import COORDINATOR_GROUP, ExtensionContext, load_service_extensions
 from silolink.files import write_atomic
 from silolink.rpc.guard import certificate_authenticator
-from silolink.rpc.server import bind, build_server, set_not_serving
+from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
 from . import bootstrap
 from .control import servicer as control_servicer
@@ -37,6 +37,11 @@ from .sites.service import SiteService
 from .sites.store import SiteStore
 
 log = logging.getLogger(__name__)
+
+# Each capability's ``attach(coordinator) -> list[ServiceMount]``: it builds its stores and
+# services from the coordinator's database, hub, site service and config, registers stop
+# hooks, and returns the gRPC services to mount. Capabilities add themselves here.
+CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = []
 
 
 def load_config(data_dir: Path, environ=None, **overrides) -> CoordinatorConfig:
@@ -84,14 +89,17 @@ class Coordinator:
             "kind",
             lambda: {"agent": len(self.hub.connected_sites())},
         )
+        self._stop_hooks: list[Callable[[], None]] = []
         control = control_servicer.ControlServicer(
             self.hub, self.sites, self.config.heartbeat_interval_s, self.config.stale_after_s
         )
         mounts = [
             *site_servicers.mounts(self.sites, self.hub.is_connected, lambda: self.public_addresses),
             control_servicer.mount(control),
-            *load_service_extensions(COORDINATOR_GROUP, ExtensionContext("coordinator", self.layout.root)),
         ]
+        for attach in CAPABILITIES:
+            mounts += attach(self)
+        mounts += load_service_extensions(COORDINATOR_GROUP, ExtensionContext("coordinator", self.layout.root))
         self.server, self._health = build_server(
             mounts,
             certificate_authenticator(self.sites.check_identity),
@@ -101,6 +109,10 @@ class Coordinator:
         )
         self.address = self.enroll_address = self.metrics_address = ""
         self.public_addresses = ("", "")
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when the coordinator stops, after calls in flight finish."""
+        self._stop_hooks.append(hook)
 
     def _sites_by_state(self) -> dict[str, float]:
         counts: collections.Counter[str] = collections.Counter({state: 0 for state in site_servicers.STATE_TO_PROTO})
@@ -153,6 +165,8 @@ class Coordinator:
         set_not_serving(self._health)
         self.hub.close_all(errors.Unavailable("the coordinator is shutting down; reconnect later"))
         self.server.stop(grace).wait()
+        for hook in reversed(self._stop_hooks):
+            hook()
         self.metrics.stop()
         self.layout.endpoints.unlink(missing_ok=True)
         self.db.close()

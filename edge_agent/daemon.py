@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from silolink import config as config_mod
@@ -22,7 +23,7 @@ from silolink.files import write_atomic
 from silolink.identity import LOCAL
 from silolink.rpc.channels import split_address
 from silolink.rpc.guard import fixed_authenticator
-from silolink.rpc.server import bind, build_server, set_not_serving
+from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
 from . import local_api
 from .control.commands import CommandDispatcher
@@ -32,6 +33,11 @@ from .layout import AgentLayout
 from .resources import resource_report
 
 log = logging.getLogger(__name__)
+
+# Each capability's ``attach(agent) -> list[ServiceMount]``: it opens its stores under the
+# data directory, registers control-command handlers on ``agent.dispatcher`` and stop hooks,
+# and returns the local-API services to mount. Capabilities add themselves here.
+CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = []
 
 
 def load_config(data_dir: Path, environ=None, **overrides) -> AgentConfig:
@@ -67,11 +73,12 @@ class Agent:
         self.site = identity.site
         self.dispatcher = CommandDispatcher()
         self.link = ControlLink(self.layout, self.config, self.dispatcher, lambda: resource_report(self.layout.root))
+        self._stop_hooks: list[Callable[[], None]] = []
         status = local_api.AgentServicer(self.layout, self.config.coordinator, self.link.status)
-        mounts = [
-            local_api.mount(status),
-            *load_service_extensions(AGENT_GROUP, ExtensionContext("agent", self.layout.root)),
-        ]
+        mounts = [local_api.mount(status)]
+        for attach in CAPABILITIES:
+            mounts += attach(self)
+        mounts += load_service_extensions(AGENT_GROUP, ExtensionContext("agent", self.layout.root))
         self.server, self._health = build_server(
             mounts,
             fixed_authenticator(LOCAL),
@@ -103,6 +110,10 @@ class Agent:
         )
         return self
 
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` when the agent stops, after the local API has drained."""
+        self._stop_hooks.append(hook)
+
     def wait_connected(self, timeout_s: float) -> bool:
         return self.link.status.connected_once.wait(timeout_s)
 
@@ -118,6 +129,8 @@ class Agent:
         set_not_serving(self._health)
         self.link.stop(timeout_s=grace)
         self.server.stop(grace).wait()
+        for hook in reversed(self._stop_hooks):
+            hook()
         self.layout.endpoints.unlink(missing_ok=True)
         address = self.local_address
         if address.startswith("unix:"):
