@@ -28,6 +28,7 @@ from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
 from . import bootstrap
+from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
 from .layout import CoordinatorLayout
@@ -69,9 +70,11 @@ class Coordinator:
         bootstrap.ensure_server_certificate(self.layout, self.config, self.ca)
         self.db = open_database(self.layout.database)
         self.hub = ControlHub(clock)
+        self.audit = AuditLog(self.db, bootstrap.load_audit_key(self.layout), clock)
         self.sites = SiteService(
             SiteStore(self.db),
             self.ca,
+            self.audit,
             token_ttl_s=self.config.token_ttl_s,
             site_cert_lifetime_s=self.config.site_cert_lifetime_s,
             clock=clock,

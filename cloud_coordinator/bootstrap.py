@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from silolink import config as config_mod
 from silolink import errors, pki
@@ -53,6 +55,7 @@ def init(root: Path, hostnames: list[str], public_address: str | None = None) ->
     write_atomic(layout.ca_key, pki.key_to_pem(ca.key))
     write_atomic(layout.ca_cert, pki.cert_to_pem(ca.cert), mode=0o644)
     issue_server_certificate(layout, cfg, ca)
+    load_audit_key(layout)
 
     operator_key = pki.generate_key()
     operator_cert = ca.issue_client(
@@ -80,6 +83,23 @@ def init(root: Path, hostnames: list[str], public_address: str | None = None) ->
     write_atomic(layout.config, config_mod.dump(cfg).encode(), mode=0o644)
     log.info("coordinator initialised in %s", layout.root)
     return InitResult(ca.fingerprint, layout.operator_credentials, layout.config)
+
+
+def load_audit_key(layout: CoordinatorLayout) -> Ed25519PrivateKey:
+    """The audit signing key, created on first use (data dirs from before the audit log)."""
+    if not layout.audit_key.exists():
+        key = Ed25519PrivateKey.generate()
+        write_atomic(
+            layout.audit_key,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+        return key
+    key = serialization.load_pem_private_key(layout.audit_key.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise errors.FailedPrecondition(f"{layout.audit_key} is not an Ed25519 key")
+    return key
 
 
 def load_ca(layout: CoordinatorLayout) -> pki.CertificateAuthority:

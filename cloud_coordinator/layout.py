@@ -35,6 +35,11 @@ class CoordinatorLayout:
         return self.pki / "server.pem"
 
     @property
+    def audit_key(self) -> Path:
+        """Signs audit entries; kept apart from the CA key."""
+        return self.pki / "audit.key"
+
+    @property
     def operator(self) -> Path:
         return self.root / "operator"
 

@@ -17,6 +17,7 @@ from cryptography import x509
 from silolink import errors, pki
 from silolink.identity import Identity, Role, validate_site_name
 
+from ..audit.store import AuditLog
 from .store import CertificateRecord, SiteRecord, SiteStore, TokenRecord
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class SiteService:
         self,
         store: SiteStore,
         ca: pki.CertificateAuthority,
+        audit: AuditLog,
         *,
         token_ttl_s: int,
         site_cert_lifetime_s: int,
@@ -58,6 +60,7 @@ class SiteService:
     ) -> None:
         self._store = store
         self._ca = ca
+        self._audit = audit
         self._token_ttl_s = token_ttl_s
         self._cert_lifetime = dt.timedelta(seconds=site_cert_lifetime_s)
         self._clock = clock
@@ -93,7 +96,9 @@ class SiteService:
         self._reload()
 
     # -- operator actions ----------------------------------------------------------------
-    def add_site(self, name: str, kind: str, tags: dict[str, str], token_ttl_s: int = 0) -> IssuedToken:
+    def add_site(
+        self, name: str, kind: str, tags: dict[str, str], token_ttl_s: int = 0, actor: str = "coordinator"
+    ) -> IssuedToken:
         """Register ``name`` and issue its one-time enrollment token.
 
         Adding a site that is still pending issues a fresh token and voids the old one.
@@ -119,6 +124,7 @@ class SiteService:
             else:
                 self._store.update_site(name, kind=kind, tags=tags)
             self._store.put_token(TokenRecord(hash_token(token), name, now, now + ttl, None))
+            self._audit.record(actor, "site.add", name, kind=kind, tags=tags, token_ttl_s=ttl)
         site = self._store.get_site(name)
         assert site is not None
         log.info("site %s (%s) added; enrollment token valid for %d s", name, kind, ttl)
@@ -133,7 +139,7 @@ class SiteService:
             raise errors.NotFound(f"no site named {name!r}; `cloud-coordinator sites list` shows them")
         return site
 
-    def revoke(self, name: str) -> SiteRecord:
+    def revoke(self, name: str, actor: str = "coordinator") -> SiteRecord:
         """Refuse the site's certificates from now on and close its open streams."""
         now = self._clock()
         with self._store.atomic():
@@ -142,6 +148,7 @@ class SiteService:
                 return site
             self._store.update_site(name, revoked_at=now)
             self._store.revoke_certificates(name, Role.AGENT.value, now)
+            self._audit.record(actor, "site.revoke", name)
         self._reload()
         log.warning("site %s revoked", name)
         for listener in self._revocation_listeners:
@@ -173,6 +180,7 @@ class SiteService:
             self._store.mark_token_used(record.token_hash, now)
             self._record_certificate(cert, Role.AGENT, site.name)
             self._store.update_site(site.name, enrolled_at=now, version=agent_version)
+            self._audit.record(f"site:{site.name}", "site.enroll", site.name, certificate=pki.serial_hex(cert))
         self._reload()
         log.info("site %s enrolled (certificate %s)", site.name, pki.serial_hex(cert))
         return Enrollment(self.get_site(site.name), pki.cert_to_pem(cert), pki.cert_to_pem(self._ca.cert))
@@ -185,6 +193,7 @@ class SiteService:
         with self._store.atomic():
             cert = self._ca.sign_csr(csr_pem, Role.AGENT, identity.name, self._cert_lifetime)
             self._record_certificate(cert, Role.AGENT, identity.name)
+            self._audit.record(f"site:{identity.name}", "site.renew", identity.name, certificate=pki.serial_hex(cert))
         self._reload()
         log.info("site %s renewed its certificate (%s)", identity.name, pki.serial_hex(cert))
         return pki.cert_to_pem(cert)

@@ -94,7 +94,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             if tag.key in tags:
                 raise errors.InvalidArgument(f"tag {tag.key!r} is given twice")
             tags[tag.key] = tag.value
-        issued = self._sites.add_site(request.name, kind, tags, request.token_ttl_s)
+        issued = self._sites.add_site(request.name, kind, tags, request.token_ttl_s, actor=str(current_identity()))
         coordinator_address, enroll_address = self._addresses()
         return admin_pb2.AddSiteResponse(
             site=self._pack(issued.site),
@@ -109,7 +109,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ListSitesResponse(sites=[self._pack(s) for s in self._sites.list_sites()])
 
     def RevokeSite(self, request: admin_pb2.RevokeSiteRequest, context: grpc.ServicerContext):
-        return admin_pb2.RevokeSiteResponse(site=self._pack(self._sites.revoke(request.name)))
+        site = self._sites.revoke(request.name, actor=str(current_identity()))
+        return admin_pb2.RevokeSiteResponse(site=self._pack(site))
 
 
 def mounts(

@@ -3,7 +3,9 @@
 import datetime as dt
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_coordinator.audit.store import AuditLog
 from cloud_coordinator.sites.service import SiteService
 from cloud_coordinator.sites.store import SiteStore
 from silolink import errors, pki
@@ -27,7 +29,9 @@ def clock():
 @pytest.fixture
 def service(clock):
     ca = pki.CertificateAuthority.create("test", dt.timedelta(days=1))
-    return SiteService(SiteStore(open_database(None)), ca, token_ttl_s=3600, site_cert_lifetime_s=600, clock=clock)
+    db = open_database(None)
+    audit = AuditLog(db, Ed25519PrivateKey.generate(), clock)
+    return SiteService(SiteStore(db), ca, audit, token_ttl_s=3600, site_cert_lifetime_s=600, clock=clock)
 
 
 def csr():
@@ -110,3 +114,17 @@ def test_revocation_refuses_every_certificate_of_the_site_and_tells_listeners(se
 def test_unknown_serial_is_refused_even_from_our_ca(service):
     with pytest.raises(errors.PermissionDenied, match="not"):
         service.check_identity(Identity(Role.OPERATOR, "admin", "deadbeef"))
+
+
+def test_every_site_action_is_audited_with_its_actor(service):
+    issued = service.add_site("hospital-a", "hospital", {}, actor="operator:admin")
+    service.enroll(issued.token, csr(), "0.1.0")
+    service.revoke("hospital-a", actor="operator:admin")
+    entries = service._audit.entries()
+    assert [(e.actor, e.action, e.subject) for e in entries] == [
+        ("operator:admin", "site.add", "hospital-a"),
+        ("site:hospital-a", "site.enroll", "hospital-a"),
+        ("operator:admin", "site.revoke", "hospital-a"),
+    ]
+    assert issued.token not in repr(entries)
+    service._audit.verify()

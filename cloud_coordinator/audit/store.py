@@ -1,0 +1,96 @@
+"""The audit log's table and the ``AuditLog`` that appends to it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from silolink.db import Migrations, SqliteStore
+
+from .chain import GENESIS, AuditEntry, seal, verify
+
+migrations = Migrations("coordinator.audit")
+
+
+@migrations()
+def m001_audit_log(db) -> None:
+    db["audit_log"].create(
+        {
+            "seq": int,
+            "at": float,
+            "actor": str,
+            "action": str,
+            "subject": str,
+            "details": str,
+            "prev_hash": str,
+            "hash": str,
+            "signature": str,
+        },
+        pk="seq",
+        not_null={"at", "actor", "action", "subject", "details", "prev_hash", "hash", "signature"},
+    )
+
+
+class AuditLog(SqliteStore):
+    """Append-only: ``record`` adds a signed entry at the head; nothing updates or deletes."""
+
+    migrations = migrations
+
+    def __init__(self, db, key: Ed25519PrivateKey, clock: Callable[[], float] = time.time, lock=None) -> None:
+        super().__init__(db, lock)
+        self._key = key
+        self._clock = clock
+
+    @property
+    def public_key(self):
+        return self._key.public_key()
+
+    def record(self, actor: str, action: str, subject: str, **details: Any) -> AuditEntry:
+        """Append an entry. ``actor`` is who acted (``operator:admin``, ``site:hospital-a``,
+        ``coordinator``), ``action`` a dotted verb (``site.revoke``), ``subject`` what it acted on.
+        """
+        with self.atomic():
+            head = self.head()
+            entry = seal(
+                AuditEntry(
+                    seq=(head.seq + 1) if head else 1,
+                    at=self._clock(),
+                    actor=actor,
+                    action=action,
+                    subject=subject,
+                    details=details,
+                    prev_hash=head.hash if head else GENESIS,
+                ),
+                self._key,
+            )
+            row = asdict(entry)
+            row["details"] = json.dumps(entry.details, sort_keys=True)
+            self.db["audit_log"].insert(row)
+        return entry
+
+    def head(self) -> AuditEntry | None:
+        with self.lock:
+            rows = list(self.db.query("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1"))
+        return _entry(rows[0]) if rows else None
+
+    def entries(self, after_seq: int = 0, limit: int | None = None) -> list[AuditEntry]:
+        sql = "SELECT * FROM audit_log WHERE seq > ? ORDER BY seq"
+        params: list[Any] = [after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self.lock:
+            return [_entry(r) for r in self.db.query(sql, params)]
+
+    def verify(self) -> str:
+        """Verify the whole stored chain; return the head hash."""
+        return verify(self.entries(), self.public_key)
+
+
+def _entry(row: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(**{**row, "details": json.loads(row["details"])})

@@ -1,0 +1,50 @@
+"""The audit chain detects any edit, deletion or reordering."""
+
+import dataclasses
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud_coordinator.audit.chain import verify
+from cloud_coordinator.audit.store import AuditLog
+from silolink import errors
+from silolink.db import open_database
+
+
+@pytest.fixture(params=["memory", "file"])
+def log(request, tmp_path):
+    db = open_database(None if request.param == "memory" else tmp_path / "audit.db")
+    audit = AuditLog(db, Ed25519PrivateKey.generate())
+    for i in range(5):
+        audit.record("operator:admin", "site.add", f"site-{i}", kind="hospital")
+    yield audit
+    db.close()
+
+
+def test_an_intact_chain_verifies_and_returns_its_head(log):
+    assert log.verify() == log.head().hash
+    # A site that saw entry 2 verifies only what came after it.
+    seen = log.entries()[1]
+    assert verify(log.entries(after_seq=2), log.public_key, seen.hash) == log.head().hash
+
+
+@pytest.mark.parametrize(
+    "tamper,message",
+    [
+        (lambda es: [dataclasses.replace(es[0], subject="other"), *es[1:]], "altered"),
+        (lambda es: [es[0], *es[2:]], "missing"),
+        (lambda es: [es[0], es[2], es[1], *es[3:]], "missing or out of order"),
+        (lambda es: [*es[:-1], dataclasses.replace(es[-1], signature="00" * 64)], "not signed"),
+    ],
+)
+def test_edits_deletions_and_reordering_are_detected(log, tamper, message):
+    with pytest.raises(errors.FailedPrecondition, match=message):
+        verify(tamper(log.entries()), log.public_key)
+
+
+def test_a_rewritten_chain_without_the_key_is_detected(log):
+    forger = AuditLog(open_database(None), Ed25519PrivateKey.generate())
+    for entry in log.entries():
+        forger.record(entry.actor, entry.action, entry.subject, **entry.details)
+    with pytest.raises(errors.FailedPrecondition, match="not signed"):
+        verify(forger.entries(), log.public_key)
