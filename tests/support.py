@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from cloud_coordinator import bootstrap
@@ -13,6 +11,7 @@ from cloud_coordinator.operator_client import OperatorClient, OperatorCredential
 from edge_agent import enroll as enroll_mod
 from edge_agent.daemon import Agent
 from edge_agent.daemon import load_config as load_agent_config
+from silolink.polling import wait_for  # noqa: F401 - re-exported for tests
 
 # Fast timings so tests see heartbeats, reconnects and staleness within a second or two.
 COORDINATOR_TEST_SETTINGS = dict(
@@ -30,18 +29,6 @@ AGENT_TEST_SETTINGS = dict(
     reconnect_max_s=0.5,
     shutdown_grace_s=0.5,
 )
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def init_coordinator(data_dir: Path) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from cloud_coordinator.operator_client import OperatorClient, OperatorCredentials
+from silolink.polling import wait_for
 
 # Quick heartbeats so the demo shows live state within a second.
 DEMO_ENV = {"SILOLINK_COORDINATOR_HEARTBEAT_INTERVAL_S": "1", "SILOLINK_AGENT_RECONNECT_MAX_S": "2"}
@@ -73,14 +74,7 @@ class DemoWorld:
         return self._operator
 
     def wait_until(self, predicate, timeout_s: float, what: str):
-        deadline = time.monotonic() + timeout_s
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
-            time.sleep(0.1)
+        return wait_for(predicate, timeout_s, what, interval_s=0.1)
 
     def endpoints(self) -> dict:
         return json.loads((self.coordinator_dir / "run" / "endpoints.json").read_text())
