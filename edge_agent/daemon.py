@@ -25,11 +25,13 @@ from silolink.rpc.channels import split_address
 from silolink.rpc.guard import fixed_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import local_api
+from . import inference, local_api
+from .catalog.store import Catalog
 from .control.commands import CommandDispatcher
 from .control.link import ControlLink
 from .identity import load_identity
 from .layout import AgentLayout
+from .models.store import ModelStore
 from .resources import resource_report
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 # Each capability's ``attach(agent) -> list[ServiceMount]``: it opens its stores under the
 # data directory, registers control-command handlers on ``agent.dispatcher`` and stop hooks,
 # and returns the local-API services to mount. Capabilities add themselves here.
-CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = []
+CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = [inference.attach]
 
 
 def load_config(data_dir: Path, environ=None, **overrides) -> AgentConfig:
@@ -74,6 +76,9 @@ class Agent:
         self.dispatcher = CommandDispatcher()
         self.link = ControlLink(self.layout, self.config, self.dispatcher, lambda: resource_report(self.layout.root))
         self._stop_hooks: list[Callable[[], None]] = []
+        # The site's data and models, shared by the capabilities (and by the CLI, through SQLite).
+        self.catalog = Catalog.open(self.layout.catalog_db)
+        self.models = ModelStore.open(self.layout.state_db, self.layout.model_blobs)
         status = local_api.AgentServicer(self.layout, self.config.coordinator, self.link.status)
         mounts = [local_api.mount(status)]
         for attach in CAPABILITIES:
@@ -82,7 +87,7 @@ class Agent:
         self.server, self._health = build_server(
             mounts,
             fixed_authenticator(LOCAL),
-            max_workers=32,
+            max_workers=self.config.local_max_workers,
             max_message_bytes=self.config.max_message_bytes,
         )
         self.local_address = ""

@@ -28,6 +28,21 @@ class AgentLayout:
         return self.pki / "ca.pem"
 
     @property
+    def state_db(self) -> Path:
+        """The agent's own state: installed models and what the capabilities track."""
+        return self.root / "agent.db"
+
+    @property
+    def catalog_db(self) -> Path:
+        """The site's data: one table per dataset. Its rows never leave the site."""
+        return self.root / "catalog.db"
+
+    @property
+    def model_blobs(self) -> Path:
+        """Installed ONNX files, named by their SHA-256."""
+        return self.root / "models" / "blobs"
+
+    @property
     def endpoints(self) -> Path:
         """Written by a running agent: the local API address it bound."""
         return self.root / "run" / "endpoints.json"

@@ -54,6 +54,43 @@ class CoordinatorConfig:
     log_level: str = "INFO"
 
 
+# What the coordinator may learn about each dataset in the site's catalog, least first.
+SHARE_LEVELS = ("nothing", "name", "schema", "count")
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogConfig:
+    """The site's policy for its catalog (``[catalog]`` in agent.toml)."""
+
+    # nothing | name | schema (name and columns) | count (schema and row count).
+    share_with_coordinator: str = "schema"
+
+    def __post_init__(self) -> None:
+        if self.share_with_coordinator not in SHARE_LEVELS:
+            raise InvalidArgument(
+                f"[catalog] share_with_coordinator = {self.share_with_coordinator!r}: "
+                f"use one of {', '.join(SHARE_LEVELS)}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """Model serving on the local API (``[inference]`` in agent.toml)."""
+
+    # Concurrent requests to one model version are run together, up to this many rows.
+    batching: bool = True
+    max_batch_rows: int = 256
+    # How long a batch may wait for more requests before it runs. 0: batches form only
+    # from requests that queued while the previous batch ran (no added latency when idle).
+    max_batch_wait_ms: float = 0.0
+    # Larger requests are refused (use InferStream to score more rows in pieces).
+    max_request_rows: int = 65536
+    # Model versions kept loaded at once; the least recently used is unloaded first.
+    max_loaded_versions: int = 8
+    # onnxruntime threads per model run; 0 lets onnxruntime choose (one per core).
+    intra_op_threads: int = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Settings of ``edge-agent run``."""
@@ -71,8 +108,12 @@ class AgentConfig:
     # Renew the site certificate when less than this fraction of its lifetime remains.
     renew_remaining_fraction: float = 0.33
     max_message_bytes: int = 16 * 1024 * 1024
+    # Threads serving the local API; concurrent Infer calls each hold one while batched.
+    local_max_workers: int = 64
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
+    catalog: CatalogConfig = dataclasses.field(default_factory=CatalogConfig)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
 
 
 def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:

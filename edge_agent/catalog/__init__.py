@@ -1,0 +1,1 @@
+"""The site's data catalog: datasets in a local SQLite file that never leaves the site."""

@@ -1,0 +1,1 @@
+"""The site's local model store (installed ONNX models)."""
