@@ -89,6 +89,9 @@ class InferenceConfig:
     max_loaded_versions: int = 8
     # onnxruntime threads per model run; 0 lets onnxruntime choose (one per core).
     intra_op_threads: int = 0
+    # Let idle onnxruntime threads spin (its default): best for large requests; turn off
+    # when many models share few cores.
+    spin_wait: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,22 +71,26 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def session_options(intra_op_threads: int = 0):
+def session_options(intra_op_threads: int = 0, spinning: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's own warnings are not the site admin's concern
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
+    if not spinning:
+        # Idle onnxruntime threads spin by default: fastest for one big request at a time,
+        # but the spinning takes CPU that gRPC threads and other models need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-def load_session(path: Path, intra_op_threads: int = 0):
+def load_session(path: Path, intra_op_threads: int = 0, spinning: bool = True):
     """An onnxruntime session on the CPU for the file at ``path``."""
     import onnxruntime as ort
 
     return ort.InferenceSession(
-        str(path), sess_options=session_options(intra_op_threads), providers=["CPUExecutionProvider"]
+        str(path), sess_options=session_options(intra_op_threads, spinning), providers=["CPUExecutionProvider"]
     )
 
 

@@ -28,11 +28,16 @@ class _Request:
     def __init__(self, inputs: Inputs, rows: int) -> None:
         self.inputs = inputs
         self.rows = rows
-        # Requests batch together when every input agrees beyond the rows dimension.
-        self.key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(inputs.items()))
+        self.key: tuple | None = None
         self.done = False
-        self.wake = threading.Event()
+        self.wake: threading.Event | None = None  # made only for requests that wait
         self.lead = False
+
+    def batch_key(self) -> tuple:
+        """Requests batch together when every input agrees beyond the rows dimension."""
+        if self.key is None:
+            self.key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(self.inputs.items()))
+        return self.key
         self.outputs: Outputs | None = None
         self.error: BaseException | None = None
 
@@ -57,9 +62,11 @@ class Batcher:
             self._queue.append(request)
             self._queued_rows += rows
             lead = not self._busy
+            if not lead:
+                request.wake = threading.Event()
             self._busy = True
             self._cv.notify()
-        if not lead:
+        if request.wake is not None:
             request.wake.wait()
         if not request.done:  # woken to lead
             self._lead(request)
@@ -77,7 +84,7 @@ class Batcher:
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
-                    successor.wake.set()
+                    successor.wake.set()  # type: ignore[union-attr] - queued requests wait
                 else:
                     self._busy = False
 
@@ -87,11 +94,14 @@ class Batcher:
                 self._cv.wait_for(lambda: self._queued_rows >= self._max_rows, self._max_wait_s)
             first = self._queue.popleft()
             batch, rows = [first], first.rows
+            if not self._queue:
+                self._queued_rows -= rows
+                return batch
             # Take same-shaped requests in arrival order; others wait for a later batch.
             kept: deque[_Request] = deque()
             while self._queue:
                 candidate = self._queue.popleft()
-                if candidate.key == first.key and rows + candidate.rows <= self._max_rows:
+                if candidate.batch_key() == first.batch_key() and rows + candidate.rows <= self._max_rows:
                     batch.append(candidate)
                     rows += candidate.rows
                 else:
@@ -130,5 +140,5 @@ class Batcher:
         request.outputs = outputs
         request.error = error
         request.done = True
-        if not request.lead:
+        if request.wake is not None and not request.lead:
             request.wake.set()

@@ -24,6 +24,7 @@ DTYPES: dict[int, np.dtype] = {
     pb.DATA_TYPE_FLOAT16: np.dtype("<f2"),
 }
 DTYPE_CODES: dict[str, int] = {dtype.name: code for code, dtype in DTYPES.items()}
+_CODES_BY_DTYPE: dict[np.dtype, int] = {dtype: code for code, dtype in DTYPES.items()}
 
 
 def to_array(tensor: pb.Tensor, what: str = "input") -> np.ndarray:
@@ -50,13 +51,15 @@ def to_array(tensor: pb.Tensor, what: str = "input") -> np.ndarray:
 
 def from_array(name: str, array: np.ndarray) -> pb.Tensor:
     array = np.asarray(array)
-    code = DTYPE_CODES.get(array.dtype.name)
+    code = _CODES_BY_DTYPE.get(array.dtype)
     if code is None:
-        raise errors.InvalidArgument(
-            f"{name!r} has dtype {array.dtype.name}; tensors carry {', '.join(DTYPE_CODES)} only"
-        )
-    little = array.astype(DTYPES[code], copy=False)
-    return pb.Tensor(name=name, dtype=code, shape=array.shape, data=np.ascontiguousarray(little).tobytes())
+        code = DTYPE_CODES.get(array.dtype.name)  # a big-endian array: sent little-endian
+        if code is None:
+            raise errors.InvalidArgument(
+                f"{name!r} has dtype {array.dtype.name}; tensors carry {', '.join(DTYPE_CODES)} only"
+            )
+        array = array.astype(DTYPES[code])
+    return pb.Tensor(name=name, dtype=code, shape=array.shape, data=array.tobytes())
 
 
 def inputs_of(request: pb.InferRequest) -> dict[str, np.ndarray]:

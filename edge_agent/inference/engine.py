@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from silolink import errors
 from silolink.config import InferenceConfig
@@ -21,6 +24,8 @@ from ..models.store import ModelRecord, ModelStore
 from .batcher import Batcher, Inputs, Outputs
 
 log = logging.getLogger(__name__)
+# How soon a version installed or activated (by the CLI or the registry) reaches new requests.
+CHANGE_CHECK_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -29,6 +34,7 @@ class LoadedModel:
     session: object
     batcher: Batcher | None = None
     output_names: list[str] = field(default_factory=list)
+    input_dtypes: dict[str, np.dtype] = field(default_factory=dict)
 
     def run(self, inputs: Inputs) -> Outputs:
         try:
@@ -43,10 +49,10 @@ def batchable(signature: Signature) -> bool:
     return all(s.shape and s.shape[0] < 0 for s in (*signature.inputs, *signature.outputs))
 
 
-def check_inputs(record: ModelRecord, inputs: Inputs, max_rows: int) -> int:
+def check_inputs(record: ModelRecord, inputs: Inputs, max_rows: int, dtypes: dict[str, np.dtype]) -> int:
     """InvalidArgument naming what the model expects and what came; returns the rows."""
     specs = {s.name: s for s in record.signature.inputs}
-    if set(inputs) != set(specs):
+    if inputs.keys() != specs.keys():
         expected = "; ".join(s.describe() for s in record.signature.inputs)
         raise errors.InvalidArgument(
             f"model {record.ref} expects inputs ({expected}); got {', '.join(repr(n) for n in inputs)}"
@@ -54,7 +60,7 @@ def check_inputs(record: ModelRecord, inputs: Inputs, max_rows: int) -> int:
     rows = None
     for name, array in inputs.items():
         spec: TensorSpec = specs[name]
-        if array.dtype.name != spec.dtype:
+        if array.dtype != dtypes[name]:
             raise errors.InvalidArgument(
                 f"input {name!r} of model {record.ref} expects dtype {spec.dtype}, got {array.dtype.name}"
             )
@@ -92,10 +98,11 @@ class InferenceEngine:
         self._loading: dict[tuple[str, str, str], threading.Lock] = {}
         self._records: dict[tuple[str, str | None], ModelRecord] = {}
         self._seen_changes = -1
+        self._next_check = 0.0
 
     def infer(self, name: str, version: str | None, inputs: Inputs) -> tuple[ModelRecord, Outputs]:
         model = self.model(name, version)
-        rows = check_inputs(model.record, inputs, self._config.max_request_rows)
+        rows = check_inputs(model.record, inputs, self._config.max_request_rows, model.input_dtypes)
         if model.batcher is not None:
             return model.record, model.batcher.submit(inputs, rows)
         return model.record, model.run(inputs)
@@ -104,11 +111,15 @@ class InferenceEngine:
         """The installed version (active one if None), cached until the store changes."""
         if not name:
             raise errors.InvalidArgument("name the model to run")
-        changes = self._store.changes()
+        now = time.monotonic()
+        if now >= self._next_check:  # a store query per request would cost more than the model
+            self._next_check = now + CHANGE_CHECK_INTERVAL_S
+            changes = self._store.changes()
+            with self._lock:
+                if changes != self._seen_changes:
+                    self._records.clear()
+                    self._seen_changes = changes
         with self._lock:
-            if changes != self._seen_changes:
-                self._records.clear()
-                self._seen_changes = changes
             cached = self._records.get((name, version))
         if cached is not None:
             return cached
@@ -146,13 +157,18 @@ class InferenceEngine:
     def _load(self, record: ModelRecord) -> LoadedModel:
         path = self._store.blob_path(record.sha256)
         try:
-            session = load_session(path, self._config.intra_op_threads)
+            session = load_session(path, self._config.intra_op_threads, self._config.spin_wait)
         except Exception as e:  # noqa: BLE001 - any load failure means the same to the caller
             log.error("model %s failed to load from %s: %s", record.ref, path, e)
             raise errors.FailedPrecondition(
                 f"model {record.ref} is installed but its file failed to load; reinstall it"
             ) from None
-        model = LoadedModel(record, session, output_names=[s.name for s in record.signature.outputs])
+        model = LoadedModel(
+            record,
+            session,
+            output_names=[s.name for s in record.signature.outputs],
+            input_dtypes={s.name: np.dtype(s.dtype) for s in record.signature.inputs},
+        )
         if self._config.batching and batchable(record.signature):
             model.batcher = Batcher(model.run, self._config.max_batch_rows, self._config.max_batch_wait_ms / 1000.0)
         log.info("loaded model %s (sha256 %s)", record.ref, record.sha256[:12])
