@@ -17,6 +17,7 @@ import grpc
 from silolink import errors
 from silolink.cli_util import iso
 from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
+from silolink.gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from silolink.gen.common.v1 import site_pb2
 from silolink.protos import epoch, resources_to_dict
 from silolink.rpc.channels import Credentials, mtls_channel
@@ -90,6 +91,7 @@ class OperatorClient:
         self.channel = mtls_channel(creds.address, creds.credentials)
         self.timeout_s = timeout_s
         self._admin = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self._catalog = catalog_pb2_grpc.CatalogServiceStub(self.channel)
 
     def __enter__(self) -> OperatorClient:
         return self
@@ -136,3 +138,18 @@ class OperatorClient:
 
     def revoke_site(self, name: str) -> dict[str, Any]:
         return site_to_dict(self.call(self._admin.RevokeSite, admin_pb2.RevokeSiteRequest(name=name)).site)
+
+    def list_site_datasets(self, site: str) -> dict[str, Any]:
+        """What ``site`` lets the coordinator know about its datasets (asked of the site now)."""
+        reply = self.call(self._catalog.ListSiteDatasets, catalog_pb2.ListSiteDatasetsRequest(site=site))
+        share = catalog_pb2.ShareLevel.Name(reply.share_level).removeprefix("SHARE_LEVEL_").lower()
+        datasets = []
+        for d in reply.datasets:
+            item: dict[str, Any] = {"name": d.name}
+            if d.columns:
+                item["columns"] = [{"name": c.name, "type": c.type} for c in d.columns]
+                item["label"] = d.label or None
+            if d.HasField("row_count"):
+                item["row_count"] = d.row_count
+            datasets.append(item)
+        return {"site": reply.site, "share": share, "datasets": datasets}

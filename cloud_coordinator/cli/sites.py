@@ -1,4 +1,4 @@
-"""``sites add | list | revoke``."""
+"""``sites add | list | revoke | datasets``."""
 
 from __future__ import annotations
 
@@ -96,3 +96,29 @@ def revoke(client: OperatorClient, name: str, as_json: bool) -> None:
         echo_json(site)
     else:
         click.echo(f"site {site['name']} revoked")
+
+
+@sites.command()
+@click.argument("name")
+@json_option
+@operator_options
+@handle_errors
+def datasets(client: OperatorClient, name: str, as_json: bool) -> None:
+    """Ask site NAME which datasets it holds; it answers as far as its policy allows."""
+    answer = client.list_site_datasets(name)
+    if as_json:
+        echo_json(answer)
+        return
+    click.echo(f"site {answer['site']} shares: {answer['share']}")
+    rows = [
+        [
+            d["name"],
+            ", ".join(f"{c['name']}:{c['type']}" for c in d["columns"][:4]) + (" ..." if len(d["columns"]) > 4 else "")
+            if "columns" in d
+            else None,
+            d.get("label"),
+            d.get("row_count"),
+        ]
+        for d in answer["datasets"]
+    ]
+    click.echo(table(["DATASET", "COLUMNS", "LABEL", "ROWS"], rows))

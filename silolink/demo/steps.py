@@ -139,7 +139,10 @@ def score_local_data(world: DemoWorld) -> None:
              f"{float(live['probabilities'][0][1]):.3f}"]
         )  # fmt: skip
     click.echo(_indent(table(["SITE", "PATIENTS", "COLUMNS", "MODEL", "LOCAL ACCURACY", "LIVE INFER P(benign)"], rows)))
-    click.echo("  the rows stayed in each hospital's catalog.db; the coordinator saw none of them")
+    say(f"cloud-coordinator sites datasets {hospitals[0]}")
+    answer = world.operator().list_site_datasets(hospitals[0])
+    described = ", ".join(f"{d['name']} ({len(d.get('columns', []))} columns)" for d in answer["datasets"])
+    click.echo(f"  {hospitals[0]} shares {answer['share']} only: {described}; its rows never left it")
 
 
 def revoke_a_site(world: DemoWorld) -> None:
