@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import daemon
+from . import daemon, health
 
 
 @click.group()
@@ -21,3 +21,4 @@ def main() -> None:
 main.add_command(daemon.enroll)
 main.add_command(daemon.run)
 main.add_command(daemon.status)
+main.add_command(health.health)
