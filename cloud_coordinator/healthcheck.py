@@ -11,6 +11,10 @@ every site.
 The enrollment listener needs no client certificate, so the default check depends on
 nothing that can expire on its own (an operator certificate does); ``mtls=True`` also checks
 the mTLS listener with the operator credential from the data directory.
+
+The command lives here rather than in ``cli/`` so that probes can run it as
+``python -m cloud_coordinator.healthcheck`` without importing every other command: a
+quarter of the CPU per probe.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import grpc
 
+from silolink import config as config_mod
 from silolink import errors
-from silolink.rpc import health
+from silolink.cli_util import echo_json, handle_errors, parse_duration_s
+from silolink.config import CoordinatorConfig
+from silolink.rpc import health as health_rpc
 from silolink.rpc.channels import mtls_channel, split_address
 
-from .app import load_config
 from .layout import CoordinatorLayout
-from .operator_client import OperatorCredentials
 
 
 def running_endpoints(layout: CoordinatorLayout) -> dict:
@@ -38,9 +44,9 @@ def running_endpoints(layout: CoordinatorLayout) -> dict:
         raise errors.Unavailable(f"{layout.endpoints} is being written; try again") from None
 
 
-def verified_name(data_dir: Path) -> str:
+def verified_name(layout: CoordinatorLayout) -> str:
     """The host name sites dial, which the server certificate must cover."""
-    cfg = load_config(data_dir)
+    cfg = config_mod.load(CoordinatorConfig, layout.config, "SILOLINK_COORDINATOR")
     if cfg.public_address:
         return split_address(cfg.public_address)[0]
     return cfg.hostnames[0] if cfg.hostnames else "localhost"
@@ -50,14 +56,41 @@ def check(data_dir: Path, timeout_s: float = 5.0, mtls: bool = False) -> dict[st
     """``{"enroll": "SERVING", ...}`` for each listener checked, or raise naming the failure."""
     layout = CoordinatorLayout(Path(data_dir).resolve())
     endpoints = running_endpoints(layout)
-    options = [("grpc.ssl_target_name_override", verified_name(layout.root))]
-    result = {}
     address = endpoints["enroll_address"]
-    ca_pem = layout.ca_cert.read_bytes()
-    with grpc.secure_channel(address, grpc.ssl_channel_credentials(ca_pem), options=options) as channel:
-        result["enroll"] = health.check(channel, f"the enrollment listener at {address}", timeout_s=timeout_s)
+    credentials = grpc.ssl_channel_credentials(layout.ca_cert.read_bytes())
+    options = [("grpc.ssl_target_name_override", verified_name(layout))]
+    result = {}
+    with grpc.secure_channel(address, credentials, options=options) as channel:
+        result["enroll"] = health_rpc.check(channel, f"the enrollment listener at {address}", timeout_s=timeout_s)
     if mtls:
+        from .operator_client import OperatorCredentials  # only here: it pulls in the admin API
+
         creds = OperatorCredentials.resolve(data_dir=layout.root)
         with mtls_channel(creds.address, creds.credentials) as channel:
-            result["mtls"] = health.check(channel, f"the mTLS listener at {creds.address}", timeout_s=timeout_s)
+            result["mtls"] = health_rpc.check(channel, f"the mTLS listener at {creds.address}", timeout_s=timeout_s)
     return result
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SILOLINK_COORDINATOR_DATA_DIR",
+    help="The coordinator's data directory.",
+)
+@click.option("--timeout", default="5s", show_default=True, help="Give up on a listener after this long.")
+@click.option("--mtls", is_flag=True, help="Also check the mTLS listener with this host's operator credentials.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@handle_errors
+def health(data_dir: Path, timeout: str, mtls: bool, as_json: bool) -> None:
+    """Exit 0 if the coordinator running on DATA_DIR serves the gRPC health service over TLS."""
+    result = check(data_dir, timeout_s=parse_duration_s(timeout), mtls=mtls)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(", ".join(f"{listener}: {status}" for listener, status in result.items()))
+
+
+if __name__ == "__main__":
+    health(prog_name="cloud-coordinator health")
