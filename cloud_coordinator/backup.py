@@ -165,7 +165,12 @@ def _walk(root: Path) -> tuple[dict[str, int], dict[str, Path]]:
             path = here / name
             if name.endswith(SQLITE_SIDE_FILES):
                 continue
-            info = path.lstat()
+            if here == root and name == MANIFEST:
+                raise errors.FailedPrecondition(f"{path} would clash with the backup's own manifest; move it")
+            try:
+                info = path.lstat()
+            except FileNotFoundError:  # a temporary file, gone already
+                continue
             if stat.S_ISLNK(info.st_mode):
                 raise errors.FailedPrecondition(f"{path} is a symbolic link; a backup holds only real files")
             if stat.S_ISREG(info.st_mode):
