@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import daemon, data, models
+from . import daemon, data, health, models
 
 
 @click.group()
@@ -21,6 +21,7 @@ def main() -> None:
 main.add_command(daemon.enroll)
 main.add_command(daemon.run)
 main.add_command(daemon.status)
+main.add_command(health.health)
 main.add_command(data.data)
 main.add_command(data.infer)
 main.add_command(models.models)
