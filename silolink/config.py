@@ -95,6 +95,20 @@ class InferenceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Which Flower apps may run here, on which datasets (``[training]`` in agent.toml).
+
+    Code never travels from the cloud: a job naming an app or dataset not listed here is
+    refused by the site.
+    """
+
+    # "tabular" (built in) or "NAME=package.module:attribute" for a ClientApp installed here.
+    apps: tuple[str, ...] = ("tabular",)
+    # Catalog datasets jobs may train on; none by default.
+    datasets: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Settings of ``edge-agent run``."""
 
@@ -117,6 +131,7 @@ class AgentConfig:
     log_level: str = "INFO"
     catalog: CatalogConfig = dataclasses.field(default_factory=CatalogConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
 
 
 def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:
