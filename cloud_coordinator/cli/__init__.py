@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import server, sites
+from . import exchange, server, sites
 
 
 @click.group()
@@ -21,3 +21,5 @@ def main() -> None:
 main.add_command(server.init)
 main.add_command(server.serve)
 main.add_command(sites.sites)
+main.add_command(exchange.agreements)
+main.add_command(exchange.audit)
