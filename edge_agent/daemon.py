@@ -25,7 +25,7 @@ from silolink.rpc.channels import split_address
 from silolink.rpc.guard import fixed_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import local_api
+from . import exchange, local_api
 from .control.commands import CommandDispatcher
 from .control.link import ControlLink
 from .identity import load_identity
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Each capability's ``attach(agent) -> list[ServiceMount]``: it opens its stores under the
 # data directory, registers control-command handlers on ``agent.dispatcher`` and stop hooks,
 # and returns the local-API services to mount. Capabilities add themselves here.
-CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = []
+CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = [exchange.attach]
 
 
 def load_config(data_dir: Path, environ=None, **overrides) -> AgentConfig:

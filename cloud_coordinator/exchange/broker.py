@@ -38,6 +38,9 @@ CLOCK_SKEW_S = 300.0
 MAX_SEALED_KEY_BYTES = 4096
 MAX_SIGNATURE_BYTES = 256
 READ_PIECE_BYTES = 1024 * 1024
+# Tombstones outlive expiry by this much, so a late receive or resend gets a clear answer;
+# after that a resend is refused anyway as expired.
+TOMBSTONE_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,10 @@ class Broker:
         if record is None or record.header.recipient != site:
             raise errors.NotFound(f"no envelope {envelope_id!r} for {site}; `edge-agent inbox` lists them")
         if record.state != "pending":
-            raise errors.FailedPrecondition(f"envelope {envelope_id} was already {record.state}")
+            raise errors.FailedPrecondition(
+                f"envelope {envelope_id} was already {record.state}"
+                + ("; ask the sender to send it again" if record.state == "expired" else "")
+            )
         if record.expires_at <= self._clock():
             raise errors.FailedPrecondition(f"envelope {envelope_id} has expired")
         return record
@@ -365,7 +371,7 @@ class Broker:
             for record in expired:
                 self._forget(record)
             log.info("%d envelopes expired undelivered", len(expired))
-        self._store.purge_tombstones(now)
+        self._store.purge_tombstones(now - TOMBSTONE_S)
         return len(expired)
 
     def _sweep_loop(self) -> None:

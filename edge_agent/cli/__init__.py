@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import daemon
+from . import daemon, exchange
 
 
 @click.group()
@@ -21,3 +21,9 @@ def main() -> None:
 main.add_command(daemon.enroll)
 main.add_command(daemon.run)
 main.add_command(daemon.status)
+main.add_command(exchange.send)
+main.add_command(exchange.inbox)
+main.add_command(exchange.receive)
+main.add_command(exchange.agreements)
+main.add_command(exchange.keys)
+main.add_command(exchange.audit)
