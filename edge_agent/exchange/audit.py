@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_coordinator.audit.remote import check_chain, check_continuation, fetch_all
+from silolink import errors
 from silolink.files import write_atomic
 
 from .remote import CoordinatorExchange
@@ -56,7 +57,18 @@ class AuditWatcher:
             head = self.head()
             if head is None:
                 return self._verify_all(None)
-            entries, public_key = fetch_all(self._remote.audit_page, after_seq=head.seq)
+            # Fetch from the remembered entry itself: if it changed or vanished, say so now.
+            entries, public_key = fetch_all(self._remote.audit_page, after_seq=head.seq - 1)
+            if head.seq > 0:
+                if not entries or entries[0].seq != head.seq:
+                    raise errors.FailedPrecondition(
+                        f"audit chain broken: entry {head.seq}, which this site saw before, has been deleted"
+                    )
+                if entries[0].hash != head.hash:
+                    raise errors.FailedPrecondition(
+                        f"audit chain broken: entry {head.seq} no longer has the hash this site saw"
+                    )
+                entries = entries[1:]
             seq, digest = check_continuation(entries, public_key, head.public_key, (head.seq, head.hash))
             if seq != head.seq:
                 head = AuditHead(head.public_key, seq, digest)
