@@ -247,7 +247,7 @@ class Header:
         return self.created_at_ms / 1000 + self.ttl_s
 
     def canonical(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":")).encode()
 
     def digest(self) -> bytes:
         return hashlib.sha256(self.canonical()).digest()

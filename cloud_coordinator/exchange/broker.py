@@ -146,6 +146,9 @@ class Broker:
             os.chmod(folder, 0o700)
         self._lock = threading.Lock()
         self._known_certs: set[str] = set()
+        # Uploads check revocation here, not in the database (see SiteKeys' cache).
+        self._revoked = {s.name for s in sites.list_sites() if s.revoked_at is not None}
+        sites.on_revoke(self._revoked.add)
         self._recover()
         self._committer: GroupCommitter[_Prepared, Receipt] = GroupCommitter(self._commit, config.commit_batch_max)
         self._stop = threading.Event()
@@ -199,8 +202,7 @@ class Broker:
                 f"ttl {header.ttl_s} s)"
             )
         self._agreements.check(sender, header.recipient, header.purpose)
-        recipient = self._sites.get_site(header.recipient)
-        if recipient.revoked_at is not None:
+        if header.recipient in self._revoked:
             raise errors.FailedPrecondition(f"site {header.recipient} has been revoked; nothing can be sent to it")
         self._keys.check_sealed_to(header.recipient, header.recipient_key_id, header.suite, now)
         size = header.ciphertext_size

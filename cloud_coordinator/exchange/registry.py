@@ -135,6 +135,10 @@ class SiteKeys:
         self._sites = sites
         self._audit = audit
         self._clock = clock
+        # (site, key id) -> (suite, superseded_at): uploads check keys without touching the
+        # database, so they never wait behind a group commit's fsync.
+        self._cache: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self._cache_lock = threading.Lock()
 
     def publish(self, site: str, certificate_pem: bytes, key: PublishedKey) -> bool:
         """Record ``key`` as ``site``'s current key; False if it already was."""
@@ -160,6 +164,9 @@ class SiteKeys:
         )
         with self._store.atomic():
             self._store.put_key(record, now)
+            with self._cache_lock:
+                for cached in [k for k in self._cache if k[0] == site]:
+                    del self._cache[cached]
             if not unchanged:
                 self._audit.record(f"site:{site}", "site.key.publish", site, key_id=key.key_id, suite=key.suite)
         if not unchanged:
@@ -179,12 +186,19 @@ class SiteKeys:
 
     def check_sealed_to(self, site: str, key_id: str, suite: str, now: float) -> None:
         """Raise unless ``key_id`` is the site's current key or one superseded moments ago."""
-        key = self._store.get_key(site, key_id)
-        if key is None or key.suite != suite:
+        with self._cache_lock:
+            cached = self._cache.get((site, key_id))
+        if cached is None:
+            key = self._store.get_key(site, key_id)
+            cached = (key.suite, key.superseded_at) if key is not None else ("", None)
+            with self._cache_lock:
+                self._cache[(site, key_id)] = cached
+        key_suite, superseded_at = cached
+        if key_suite != suite:
             raise errors.FailedPrecondition(
                 f"the envelope is sealed to key {key_id}, which is not a key of {site}; fetch its current key"
             )
-        if key.superseded_at is not None and now - key.superseded_at > KEY_GRACE_S:
+        if superseded_at is not None and now - superseded_at > KEY_GRACE_S:
             raise errors.FailedPrecondition(
                 f"the envelope is sealed to an old key of {site} ({key_id}); fetch its current key and seal again"
             )

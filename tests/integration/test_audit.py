@@ -58,7 +58,9 @@ def test_tampering_with_the_chain_is_detected_by_operator_and_site(world, tmp_pa
     head = world.coordinator.audit.head()
     # The site follows the chain on its own (every audit_poll_s) and remembers the head.
     support.wait_for(
-        lambda: world.agents["hospital-a"].exchange_worker._watcher.head().seq >= head.seq, 10, "the site to see the head"
+        lambda: world.agents["hospital-a"].exchange_worker._watcher.head().seq >= head.seq,
+        10,
+        "the site to see the head",
     )
     assert operator_verify(world)["head_seq"] == head.seq
     assert world.site("hospital-a").verify_audit()["remembered_seq"] >= head.seq
@@ -92,7 +94,9 @@ def test_tampering_with_the_chain_is_detected_by_operator_and_site(world, tmp_pa
     for r in original:
         entry = AuditEntry(r[0], r[1], r[2], r[3], "rewritten" if r[0] == 2 else r[4], {}, prev)
         entry = seal(entry, key)
-        forged.append((entry.seq, entry.at, entry.actor, entry.action, entry.subject, "{}", prev, entry.hash, entry.signature))
+        forged.append(
+            (entry.seq, entry.at, entry.actor, entry.action, entry.subject, "{}", prev, entry.hash, entry.signature)
+        )
         prev = entry.hash
     replace_rows(db, forged)
     assert operator_verify(world)["entries"] == len(original)
