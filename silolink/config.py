@@ -26,6 +26,24 @@ T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorExchangeConfig:
+    """``[exchange]``: the envelope broker's limits."""
+
+    # The largest envelope (plaintext bytes) the broker accepts.
+    max_envelope_bytes: int = 1024 * 1024 * 1024
+    # Bytes a site may have waiting in the broker as a sender, across its recipients.
+    quota_bytes_per_site: int = 4 * 1024 * 1024 * 1024
+    # The longest time-to-live a sender may ask for.
+    max_ttl_s: int = 7 * 24 * 3600
+    # Envelopes up to this many ciphertext bytes are stored in the database, larger ones in files.
+    inline_max_bytes: int = 64 * 1024
+    # How often expired envelopes are dropped.
+    sweep_interval_s: float = 60.0
+    # Envelopes committed together at most (group commit: one fsync for many).
+    commit_batch_max: int = 1024
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorConfig:
     """Settings of ``cloud-coordinator serve``."""
 
@@ -52,6 +70,27 @@ class CoordinatorConfig:
     max_workers: int = 256
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
+    exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentExchangeConfig:
+    """``[exchange]``: this site's keys and what it may send."""
+
+    # HPKE suite of the site's key: MLKEM768_X25519 (hybrid post-quantum) or X25519.
+    suite: str = "MLKEM768_X25519"
+    # Time-to-live of sent envelopes unless a sender asks otherwise.
+    ttl_s: int = 24 * 3600
+    # Sites this site may send to; empty allows any site an agreement names.
+    allowed_recipients: tuple[str, ...] = ()
+    # Purposes this site may send; empty allows any purpose an agreement names.
+    allowed_purposes: tuple[str, ...] = ()
+    # Where received files go, relative to the data directory.
+    inbox_dir: str = "inbox"
+    # How long a rotated-out key is kept for envelopes still sealed to it.
+    key_retention_s: int = 8 * 24 * 3600
+    # How often the agent fetches and verifies new audit entries (and republishes its key).
+    audit_poll_s: float = 30.0
 
 
 # What the coordinator may learn about each dataset in the site's catalog, least first.
@@ -132,6 +171,7 @@ class AgentConfig:
     catalog: CatalogConfig = dataclasses.field(default_factory=CatalogConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    exchange: AgentExchangeConfig = dataclasses.field(default_factory=AgentExchangeConfig)
 
 
 def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:

@@ -34,6 +34,18 @@ def open_database(path: Path | None) -> Database:
     return Database(conn, execute_plugins=False)
 
 
+_locks_guard = threading.Lock()
+
+
+def _lock_of(db: Database) -> threading.RLock:
+    with _locks_guard:
+        lock = getattr(db, "_silolink_lock", None)
+        if lock is None:
+            lock = threading.RLock()
+            db._silolink_lock = lock  # type: ignore[attr-defined]
+        return lock
+
+
 class SqliteStore:
     """Base for a store: a database, a lock, migrations and an ``atomic`` block.
 
@@ -45,7 +57,9 @@ class SqliteStore:
 
     def __init__(self, db: Database, lock: threading.RLock | None = None) -> None:
         self.db = db
-        self.lock = lock or threading.RLock()
+        # Stores on one connection share one lock by default: otherwise one store's writes
+        # could land inside (or commit) another store's open transaction.
+        self.lock = lock or _lock_of(db)
         with self.lock:
             self.migrations.apply(db)
 

@@ -73,6 +73,35 @@ class AuditLog(SqliteStore):
             self.db["audit_log"].insert(row)
         return entry
 
+    def record_batch(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> list[AuditEntry]:
+        """Append ``(actor, action, subject, details)`` entries in one transaction, signing
+        only the last (its signature covers the others through the hash links)."""
+        if not items:
+            return []
+        with self.atomic():
+            head = self.head()
+            seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+            at = self._clock()
+            sealed = []
+            for i, (actor, action, subject, details) in enumerate(items):
+                seq += 1
+                entry = seal(
+                    AuditEntry(seq, at, actor, action, subject, details, prev),
+                    self._key if i == len(items) - 1 else None,
+                )
+                sealed.append(entry)
+                prev = entry.hash
+            self.db.conn.executemany(
+                "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash, signature) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (e.seq, e.at, e.actor, e.action, e.subject, json.dumps(e.details, sort_keys=True))
+                    + (e.prev_hash, e.hash, e.signature)
+                    for e in sealed
+                ],
+            )
+        return sealed
+
     def head(self) -> AuditEntry | None:
         with self.lock:
             rows = list(self.db.query("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1"))

@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import daemon, data, health, models
+from . import daemon, data, exchange, health, models
 
 
 @click.group()
@@ -25,3 +25,9 @@ main.add_command(health.health)
 main.add_command(data.data)
 main.add_command(data.infer)
 main.add_command(models.models)
+main.add_command(exchange.send)
+main.add_command(exchange.inbox)
+main.add_command(exchange.receive)
+main.add_command(exchange.agreements)
+main.add_command(exchange.keys)
+main.add_command(exchange.audit)

@@ -48,3 +48,17 @@ def test_a_rewritten_chain_without_the_key_is_detected(log):
         forger.record(entry.actor, entry.action, entry.subject, **entry.details)
     with pytest.raises(errors.FailedPrecondition, match="not signed"):
         verify(forger.entries(), log.public_key)
+
+
+def test_a_batch_is_signed_once_and_verifies(log):
+    batch = log.record_batch([("site:a", "envelope.send", f"env-{i}", {"recipient": "b"}) for i in range(4)])
+    assert [bool(e.signature) for e in batch] == [False, False, False, True]
+    assert log.verify() == batch[-1].hash
+    # Cutting the chain before the batch's signature leaves entries no signature covers.
+    entries = log.entries()
+    with pytest.raises(errors.FailedPrecondition, match="not signed"):
+        verify(entries[:-1], log.public_key)
+    # Editing an unsigned entry inside the batch breaks the link to its successor.
+    edited = [*entries[:6], dataclasses.replace(entries[6], subject="forged"), *entries[7:]]
+    with pytest.raises(errors.FailedPrecondition, match="altered"):
+        verify(edited, log.public_key)

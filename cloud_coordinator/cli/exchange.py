@@ -1,0 +1,154 @@
+"""``agreements add | list | revoke`` and ``audit verify | list``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import click
+
+from silolink.cli_util import echo_json, handle_errors, table
+from silolink.exchange_protos import agreement_to_dict
+from silolink.gen.audit.v1 import audit_pb2, audit_pb2_grpc
+from silolink.gen.exchange.v1 import exchange_pb2, exchange_pb2_grpc
+
+from ..audit.remote import check_chain, fetch_all
+from ..operator_client import OperatorClient
+from .options import json_option, operator_options
+
+
+class ExchangeAdmin:
+    """The operator's calls for agreements and the audit chain, over an OperatorClient's channel."""
+
+    def __init__(self, client: OperatorClient) -> None:
+        self._client = client
+        self._admin = exchange_pb2_grpc.ExchangeAdminServiceStub(client.channel)
+        self._audit = audit_pb2_grpc.AuditServiceStub(client.channel)
+
+    def add_agreement(self, sender: str, recipient: str, purpose: str) -> dict[str, Any]:
+        request = exchange_pb2.CreateAgreementRequest(sender=sender, recipient=recipient, purpose=purpose)
+        return agreement_to_dict(self._client.call(self._admin.CreateAgreement, request).agreement)
+
+    def list_agreements(self) -> list[dict[str, Any]]:
+        reply = self._client.call(self._admin.ListAgreements, exchange_pb2.ListAgreementsRequest())
+        return [agreement_to_dict(a) for a in reply.agreements]
+
+    def revoke_agreement(self, agreement_id: str) -> dict[str, Any]:
+        reply = self._client.call(self._admin.RevokeAgreement, exchange_pb2.RevokeAgreementRequest(id=agreement_id))
+        return agreement_to_dict(reply.agreement)
+
+    def audit_page(self, after_seq: int) -> audit_pb2.ListAuditEntriesResponse:
+        return self._client.call(self._audit.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=after_seq))
+
+    def verify_audit(self) -> dict[str, Any]:
+        """Fetch the whole chain and verify it here, not on the coordinator."""
+        entries, public_key = fetch_all(self.audit_page)
+        chain = check_chain(entries, public_key)
+        return {
+            "ok": True,
+            "entries": len(chain.entries),
+            "head_seq": chain.head_seq,
+            "head_hash": chain.head_hash,
+            "public_key": chain.public_key.hex(),
+        }
+
+
+@click.group()
+def agreements() -> None:
+    """Create, list and revoke sharing agreements between sites."""
+
+
+@agreements.command("add")
+@click.option("--from", "sender", required=True, help="The sending site.")
+@click.option("--to", "recipient", required=True, help="The receiving site (it must accept).")
+@click.option("--purpose", required=True, help="What the data is for, e.g. referral or second-opinion.")
+@json_option
+@operator_options
+@handle_errors
+def add(client: OperatorClient, sender: str, recipient: str, purpose: str, as_json: bool) -> None:
+    """Let one site send one purpose to another, once the receiving site accepts."""
+    agreement = ExchangeAdmin(client).add_agreement(sender, recipient, purpose)
+    if as_json:
+        echo_json(agreement)
+        return
+    click.echo(f"agreement {agreement['id']} created: {sender} may send {purpose!r} to {recipient}")
+    click.echo(f"pending until {recipient} accepts: edge-agent agreements accept {agreement['id']}")
+
+
+@agreements.command("list")
+@json_option
+@operator_options
+@handle_errors
+def list_(client: OperatorClient, as_json: bool) -> None:
+    """Show every agreement and its state."""
+    found = ExchangeAdmin(client).list_agreements()
+    if as_json:
+        echo_json(found)
+        return
+    click.echo(
+        table(
+            ["ID", "FROM", "TO", "PURPOSE", "STATE", "CREATED"],
+            [[a["id"], a["from"], a["to"], a["purpose"], a["state"], a["created_at"]] for a in found],
+        )
+    )
+
+
+@agreements.command("revoke")
+@click.argument("agreement_id")
+@json_option
+@operator_options
+@handle_errors
+def revoke(client: OperatorClient, agreement_id: str, as_json: bool) -> None:
+    """End agreement AGREEMENT_ID; nothing more is accepted under it."""
+    agreement = ExchangeAdmin(client).revoke_agreement(agreement_id)
+    if as_json:
+        echo_json(agreement)
+    else:
+        click.echo(f"agreement {agreement['id']} revoked")
+
+
+@click.group()
+def audit() -> None:
+    """Inspect and verify the hash-chained audit log."""
+
+
+@audit.command("verify")
+@json_option
+@operator_options
+@handle_errors
+def verify(client: OperatorClient, as_json: bool) -> None:
+    """Fetch the whole audit chain and check every link and signature here."""
+    result = ExchangeAdmin(client).verify_audit()
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(
+        f"audit chain verified: {result['entries']} entries, head {result['head_seq']} {result['head_hash'][:16]}"
+    )
+
+
+@audit.command("list")
+@click.option("--last", default=20, show_default=True, help="How many of the newest entries to show.")
+@json_option
+@operator_options
+@handle_errors
+def list_audit(client: OperatorClient, last: int, as_json: bool) -> None:
+    """Show the newest audit entries."""
+    admin = ExchangeAdmin(client)
+    head = admin.audit_page(0).head_seq
+    entries, _ = fetch_all(admin.audit_page, after_seq=max(0, head - last))
+    rows = [
+        {
+            "seq": e.seq,
+            "at": dt.datetime.fromtimestamp(e.at, dt.UTC).isoformat(timespec="seconds"),
+            "actor": e.actor,
+            "action": e.action,
+            "subject": e.subject,
+            "details": e.details,
+        }
+        for e in entries
+    ]
+    if as_json:
+        echo_json(rows)
+        return
+    click.echo(table(["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT"], [[r[k] for k in list(r)[:5]] for r in rows]))

@@ -1,0 +1,398 @@
+"""The envelope broker: accept sealed envelopes, store them durably, hand them to their
+recipient, forget them once acknowledged or expired. It never holds a key that opens one.
+
+Storage: small envelopes (ciphertext up to ``inline_max_bytes``) live in their database
+row, so a batch of them costs one fsync; larger ones stream into a temporary file that is
+fsynced, then renamed to ``blobs/<envelope id>`` by the committer just before the
+transaction that records it. A receipt is sent only after that transaction commits.
+After delivery or expiry the ciphertext is deleted and a tombstone row (header only)
+stays until the envelope's expiry, so a resend of the same id is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from silolink import errors
+from silolink.config import CoordinatorExchangeConfig
+from silolink.envelope import Header
+
+from ..audit.store import AuditLog
+from ..sites.service import SiteService
+from .committer import GroupCommitter
+from .registry import AgreementRegistry, SiteKeys
+from .store import EnvelopeRecord, ExchangeStore
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW_S = 300.0
+MAX_SEALED_KEY_BYTES = 4096
+MAX_SIGNATURE_BYTES = 256
+READ_PIECE_BYTES = 1024 * 1024
+# Tombstones outlive expiry by this much, so a late receive or resend gets a clear answer;
+# after that a resend is refused anyway as expired.
+TOMBSTONE_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Receipt:
+    envelope_id: str
+    duplicate: bool
+    expires_at: float
+
+
+@dataclass
+class _Prepared:
+    record: EnvelopeRecord
+    tmp_path: Path | None
+    cert_fingerprint: str
+    cert_pem: str
+
+
+class Upload:
+    """One envelope arriving on a stream: ``add`` ciphertext, then ``finish``; ``abort`` on failure."""
+
+    def __init__(self, broker: Broker, record: EnvelopeRecord, cert_pem: str, tmp_path: Path | None) -> None:
+        self._broker = broker
+        self._record = record
+        self._cert_pem = cert_pem
+        self._tmp_path = tmp_path
+        self._file = open(tmp_path, "wb") if tmp_path is not None else None  # noqa: SIM115 - closed in finish/abort
+        self._buffer = bytearray() if tmp_path is None else None
+        self._received = 0
+        self._done = False
+
+    @property
+    def envelope_id(self) -> str:
+        return self._record.header.envelope_id
+
+    def add(self, piece: bytes) -> None:
+        self._received += len(piece)
+        if self._received > self._record.ciphertext_size:
+            raise errors.InvalidArgument(
+                f"envelope {self.envelope_id} carries more ciphertext than its header declares"
+            )
+        if self._file is not None:
+            self._file.write(piece)
+        else:
+            self._buffer += piece  # type: ignore[operator]
+
+    def finish(self, signature: bytes) -> Future:
+        """Close the envelope and queue it for commit; the future gives its Receipt."""
+        if not signature or len(signature) > MAX_SIGNATURE_BYTES:
+            raise errors.InvalidArgument(f"envelope {self.envelope_id} has no valid signature")
+        if self._received != self._record.ciphertext_size:
+            raise errors.InvalidArgument(
+                f"envelope {self.envelope_id} carries {self._received} ciphertext bytes; its header declares "
+                f"{self._record.ciphertext_size}"
+            )
+        inline = None
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        else:
+            inline = bytes(self._buffer)  # type: ignore[arg-type]
+        self._done = True
+        record = EnvelopeRecord(**{**self._record.__dict__, "signature": signature, "inline": inline})
+        fingerprint = hashlib.sha256(self._cert_pem.encode()).hexdigest()
+        return self._broker._submit(_Prepared(record, self._tmp_path, fingerprint, self._cert_pem))
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._file is not None:
+            self._file.close()
+        if self._tmp_path is not None:
+            self._tmp_path.unlink(missing_ok=True)
+        self._broker._release(self._record.header.sender, self._record.ciphertext_size)
+
+
+class Broker:
+    """Envelopes in, envelopes out; plain logic, no gRPC."""
+
+    def __init__(
+        self,
+        store: ExchangeStore,
+        agreements: AgreementRegistry,
+        keys: SiteKeys,
+        sites: SiteService,
+        audit: AuditLog,
+        config: CoordinatorExchangeConfig,
+        root: Path,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._agreements = agreements
+        self._keys = keys
+        self._sites = sites
+        self._audit = audit
+        self.config = config
+        self._clock = clock
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+        for folder in (root, self._blobs, self._tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        self._lock = threading.Lock()
+        self._known_certs: set[str] = set()
+        # Uploads check revocation here, not in the database (see SiteKeys' cache).
+        self._revoked = {s.name for s in sites.list_sites() if s.revoked_at is not None}
+        sites.on_revoke(self._revoked.add)
+        self._recover()
+        self._committer: GroupCommitter[_Prepared, Receipt] = GroupCommitter(self._commit, config.commit_batch_max)
+        self._stop = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="exchange-sweep", daemon=True)
+        self._sweeper.start()
+
+    # -- start and stop --------------------------------------------------------------------
+    def _recover(self) -> None:
+        """After a crash: drop half-written uploads and files no committed row refers to."""
+        for path in self._tmp.iterdir():
+            path.unlink(missing_ok=True)
+        keep = self._store.pending_in_files()
+        orphans = [p for p in self._blobs.iterdir() if p.name not in keep]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        self._pending = self._store.pending_bytes_by_sender()
+        self._reserved: dict[str, int] = {}
+        if orphans:
+            log.info("removed %d envelope files left by an interrupted upload or delivery", len(orphans))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._committer.stop()
+        self._sweeper.join(5)
+
+    # -- sending ---------------------------------------------------------------------------
+    def begin(self, sender: str, sender_cert_pem: str, header: Header, sealed_key: bytes) -> Upload:
+        """Check a new envelope's header against identity, agreements, keys and limits."""
+        header.check()
+        now = self._clock()
+        if header.sender != sender:
+            raise errors.PermissionDenied(f"site {sender} cannot send an envelope in the name of {header.sender!r}")
+        if header.recipient == sender:
+            raise errors.InvalidArgument("a site cannot send an envelope to itself")
+        if not sealed_key or len(sealed_key) > MAX_SEALED_KEY_BYTES:
+            raise errors.InvalidArgument(f"envelope {header.envelope_id} has no valid sealed key")
+        if header.payload_size > self.config.max_envelope_bytes:
+            raise errors.ResourceExhausted(
+                f"envelope {header.envelope_id} holds {header.payload_size} bytes; the coordinator accepts at most "
+                f"{self.config.max_envelope_bytes} (exchange.max_envelope_bytes)"
+            )
+        if header.ttl_s > self.config.max_ttl_s:
+            raise errors.InvalidArgument(
+                f"a time-to-live of {header.ttl_s} s is longer than the coordinator allows ({self.config.max_ttl_s} s)"
+            )
+        if header.created_at_ms / 1000 > now + CLOCK_SKEW_S:
+            raise errors.InvalidArgument("the envelope is dated in the future; check the sending site's clock")
+        if header.expires_at <= now:
+            raise errors.FailedPrecondition(
+                f"envelope {header.envelope_id} expired before it arrived (created {header.created_at_ms} ms, "
+                f"ttl {header.ttl_s} s)"
+            )
+        self._agreements.check(sender, header.recipient, header.purpose)
+        if header.recipient in self._revoked:
+            raise errors.FailedPrecondition(f"site {header.recipient} has been revoked; nothing can be sent to it")
+        self._keys.check_sealed_to(header.recipient, header.recipient_key_id, header.suite, now)
+        size = header.ciphertext_size
+        self._reserve(sender, size)
+        record = EnvelopeRecord(
+            header=header,
+            sealed_key=sealed_key,
+            signature=b"",
+            sender_cert=None,
+            ciphertext_size=size,
+            inline=None,
+            in_file=size > self.config.inline_max_bytes,
+            received_at=now,
+            expires_at=header.expires_at,
+        )
+        tmp = self._tmp / f"{header.envelope_id}.{uuid.uuid4().hex[:8]}" if record.in_file else None
+        return Upload(self, record, sender_cert_pem, tmp)
+
+    def _reserve(self, sender: str, size: int) -> None:
+        with self._lock:
+            used = self._pending.get(sender, 0) + self._reserved.get(sender, 0)
+            if used + size > self.config.quota_bytes_per_site:
+                raise errors.ResourceExhausted(
+                    f"site {sender} already has {used} bytes waiting at the coordinator; with {size} more it would "
+                    f"exceed its quota of {self.config.quota_bytes_per_site} bytes "
+                    "(exchange.quota_bytes_per_site): wait until recipients receive them"
+                )
+            self._reserved[sender] = self._reserved.get(sender, 0) + size
+
+    def _release(self, sender: str, size: int, committed: bool = False) -> None:
+        with self._lock:
+            self._reserved[sender] = self._reserved.get(sender, 0) - size
+            if committed:
+                self._pending[sender] = self._pending.get(sender, 0) + size
+
+    def _submit(self, prepared: _Prepared) -> Future:
+        return self._committer.submit(prepared)
+
+    def _commit(self, batch: list[_Prepared]) -> list[Receipt | errors.SiloError]:
+        ids = [p.record.header.envelope_id for p in batch]
+        results: list[Receipt | errors.SiloError] = []
+        fresh: list[_Prepared] = []
+        audit_items = []
+        with self._store.atomic():
+            known = self._store.envelopes_by_id(ids)
+            for p in batch:
+                header = p.record.header
+                prior = known.get(header.envelope_id)
+                if prior is not None:
+                    results.append(self._resent(prior, p.record))
+                    continue
+                known[header.envelope_id] = p.record
+                fresh.append(p)
+                results.append(Receipt(header.envelope_id, False, p.record.expires_at))
+                audit_items.append(
+                    (
+                        f"site:{header.sender}",
+                        "envelope.send",
+                        header.envelope_id,
+                        {
+                            "recipient": header.recipient,
+                            "purpose": header.purpose,
+                            "bytes": p.record.ciphertext_size,
+                            "key_id": header.recipient_key_id,
+                        },
+                    )
+                )
+            if any(p.tmp_path is not None for p in fresh):
+                for p in fresh:
+                    if p.tmp_path is not None:
+                        os.replace(p.tmp_path, self._blobs / p.record.header.envelope_id)
+                _fsync_dir(self._blobs)
+            for p in fresh:
+                if p.cert_fingerprint not in self._known_certs:
+                    self._store.add_certificate(p.cert_fingerprint, p.cert_pem)
+            records = [EnvelopeRecord(**{**p.record.__dict__, "sender_cert": p.cert_fingerprint}) for p in fresh]
+            self._store.insert_envelopes(records)
+            self._audit.record_batch(audit_items)
+        self._known_certs.update(p.cert_fingerprint for p in fresh)
+        fresh_ids = {id(p) for p in fresh}
+        for p in batch:
+            is_fresh = id(p) in fresh_ids
+            if not is_fresh and p.tmp_path is not None:
+                p.tmp_path.unlink(missing_ok=True)
+            self._release(p.record.header.sender, p.record.ciphertext_size, committed=is_fresh)
+        if fresh:
+            log.debug("committed %d envelopes", len(fresh))
+        return results
+
+    @staticmethod
+    def _resent(prior: EnvelopeRecord, record: EnvelopeRecord) -> Receipt | errors.SiloError:
+        envelope_id = record.header.envelope_id
+        if prior.header != record.header or prior.signature != record.signature:
+            return errors.AlreadyExists(f"envelope id {envelope_id} is already taken by another envelope")
+        if prior.state == "pending":
+            return Receipt(envelope_id, True, prior.expires_at)
+        return errors.AlreadyExists(
+            f"envelope {envelope_id} was already {prior.state}; an envelope is never delivered twice"
+        )
+
+    # -- receiving -------------------------------------------------------------------------
+    def inbox(self, site: str) -> list[EnvelopeRecord]:
+        return self._store.inbox(site, self._clock())
+
+    def _pending_for(self, site: str, envelope_id: str, with_ciphertext: bool = False) -> EnvelopeRecord:
+        record = self._store.get_envelope(envelope_id, with_ciphertext)
+        if record is None or record.header.recipient != site:
+            raise errors.NotFound(f"no envelope {envelope_id!r} for {site}; `edge-agent inbox` lists them")
+        if record.state != "pending":
+            raise errors.FailedPrecondition(
+                f"envelope {envelope_id} was already {record.state}"
+                + ("; ask the sender to send it again" if record.state == "expired" else "")
+            )
+        if record.expires_at <= self._clock():
+            raise errors.FailedPrecondition(f"envelope {envelope_id} has expired")
+        return record
+
+    def fetch(self, site: str, envelope_id: str) -> tuple[EnvelopeRecord, str, Iterator[bytes]]:
+        """The envelope, its sender's certificate, and its ciphertext in pieces."""
+        record = self._pending_for(site, envelope_id, with_ciphertext=True)
+        cert = self._store.certificate(record.sender_cert or "") or ""
+        if not record.in_file:
+            data = record.inline or b""
+            return record, cert, iter([data[i : i + READ_PIECE_BYTES] for i in range(0, len(data), READ_PIECE_BYTES)])
+        try:
+            handle = open(self._blobs / envelope_id, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise errors.FailedPrecondition(f"envelope {envelope_id} is no longer available") from None
+        return record, cert, _read_pieces(handle)
+
+    def ack(self, site: str, envelope_id: str) -> None:
+        """The recipient has the envelope: drop its ciphertext (idempotent)."""
+        record = self._store.get_envelope(envelope_id)
+        if record is None or record.header.recipient != site:
+            raise errors.NotFound(f"no envelope {envelope_id!r} for {site}")
+        if record.state != "pending":
+            return
+        with self._store.atomic():
+            self._store.finish_envelope(envelope_id, "delivered", self._clock())
+            self._audit.record(f"site:{site}", "envelope.deliver", envelope_id, sender=record.header.sender)
+        self._forget(record)
+
+    def _forget(self, record: EnvelopeRecord) -> None:
+        if record.in_file:
+            (self._blobs / record.header.envelope_id).unlink(missing_ok=True)
+        with self._lock:
+            sender = record.header.sender
+            self._pending[sender] = self._pending.get(sender, 0) - record.ciphertext_size
+
+    def pending_key_ids(self, site: str) -> set[str]:
+        return self._store.pending_key_ids(site)
+
+    # -- expiry ----------------------------------------------------------------------------
+    def sweep(self) -> int:
+        """Drop expired envelopes and old tombstones; return how many envelopes expired."""
+        now = self._clock()
+        expired = self._store.expired(now)
+        if expired:
+            with self._store.atomic():
+                for record in expired:
+                    self._store.finish_envelope(record.header.envelope_id, "expired", now)
+                self._audit.record_batch(
+                    [
+                        ("coordinator", "envelope.expire", r.header.envelope_id, {"recipient": r.header.recipient})
+                        for r in expired
+                    ]
+                )
+            for record in expired:
+                self._forget(record)
+            log.info("%d envelopes expired undelivered", len(expired))
+        self._store.purge_tombstones(now - TOMBSTONE_S)
+        return len(expired)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.config.sweep_interval_s):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - the sweeper must keep running
+                log.exception("sweeping expired envelopes failed")
+
+
+def _read_pieces(handle) -> Iterator[bytes]:
+    with handle:
+        while piece := handle.read(READ_PIECE_BYTES):
+            yield piece
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,314 @@
+"""The broker's tables: envelopes (header, wrapped key, signature, small ciphertexts inline),
+sharing agreements and the sites' published HPKE keys. Nothing here can open an envelope."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from silolink.db import Migrations, SqliteStore
+from silolink.envelope import Header
+
+migrations = Migrations("coordinator.exchange")
+
+HEADER_FIELDS = [f.name for f in dataclasses.fields(Header)]
+
+
+@migrations()
+def m001_exchange(db) -> None:
+    db.execute(
+        """CREATE TABLE envelopes (
+            envelope_id TEXT PRIMARY KEY,
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            recipient_key_id TEXT NOT NULL,
+            suite TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            ttl_s INTEGER NOT NULL,
+            payload_size INTEGER NOT NULL,
+            chunk_size INTEGER NOT NULL,
+            sealed_key BLOB,
+            signature BLOB NOT NULL,
+            sender_cert TEXT,
+            ciphertext_size INTEGER NOT NULL,
+            inline BLOB,
+            in_file INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            done_at REAL
+        )"""
+    )
+    # Senders' certificates, once each: envelopes refer to them by SHA-256 fingerprint.
+    db.execute("CREATE TABLE sender_certs (fingerprint TEXT PRIMARY KEY, pem TEXT NOT NULL)")
+    db.execute("CREATE INDEX envelopes_inbox ON envelopes (recipient, state, received_at)")
+    db.execute("CREATE INDEX envelopes_expiry ON envelopes (state, expires_at)")
+    db["agreements"].create(
+        {
+            "id": str,
+            "sender": str,
+            "recipient": str,
+            "purpose": str,
+            "state": str,
+            "created_at": float,
+            "created_by": str,
+            "accepted_at": float,
+            "revoked_at": float,
+        },
+        pk="id",
+        not_null={"sender", "recipient", "purpose", "state", "created_at", "created_by"},
+    )
+    db["site_keys"].create(
+        {
+            "site": str,
+            "key_id": str,
+            "suite": str,
+            "public_key": bytes,
+            "created_at_ms": int,
+            "signature": bytes,
+            "certificate_pem": str,
+            "published_at": float,
+            "superseded_at": float,
+        },
+        pk=("site", "key_id"),
+        not_null={"suite", "public_key", "created_at_ms", "signature", "certificate_pem", "published_at"},
+    )
+
+
+@dataclass(frozen=True)
+class EnvelopeRecord:
+    """An envelope as stored: ``state`` is pending, delivered or expired; only pending ones
+    keep ciphertext (inline, or in a file named by the id)."""
+
+    header: Header
+    sealed_key: bytes | None
+    signature: bytes
+    sender_cert: str | None
+    ciphertext_size: int
+    inline: bytes | None
+    in_file: bool
+    received_at: float
+    expires_at: float
+    state: str = "pending"
+    done_at: float | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EnvelopeRecord:
+        return cls(
+            header=Header(**{k: row[k] for k in HEADER_FIELDS}),
+            sealed_key=row["sealed_key"],
+            signature=row["signature"],
+            sender_cert=row["sender_cert"],
+            ciphertext_size=row["ciphertext_size"],
+            inline=row["inline"],
+            in_file=bool(row["in_file"]),
+            received_at=row["received_at"],
+            expires_at=row["expires_at"],
+            state=row["state"],
+            done_at=row["done_at"],
+        )
+
+    def row(self) -> tuple:
+        h = self.header
+        return (
+            *(getattr(h, k) for k in HEADER_FIELDS),
+            self.sealed_key,
+            self.signature,
+            self.sender_cert,
+            self.ciphertext_size,
+            self.inline,
+            int(self.in_file),
+            self.received_at,
+            self.expires_at,
+            self.state,
+            self.done_at,
+        )
+
+
+_COLUMNS = [
+    *HEADER_FIELDS,
+    "sealed_key",
+    "signature",
+    "sender_cert",
+    "ciphertext_size",
+    "inline",
+    "in_file",
+    "received_at",
+    "expires_at",
+    "state",
+    "done_at",
+]
+_INSERT = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_META = ", ".join(c for c in _COLUMNS if c != "inline")
+
+
+@dataclass(frozen=True)
+class AgreementRecord:
+    id: str
+    sender: str
+    recipient: str
+    purpose: str
+    state: str  # pending | active | revoked
+    created_at: float
+    created_by: str
+    accepted_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SiteKeyRecord:
+    site: str
+    key_id: str
+    suite: str
+    public_key: bytes
+    created_at_ms: int
+    signature: bytes
+    certificate_pem: str
+    published_at: float
+    superseded_at: float | None = None
+
+
+class ExchangeStore(SqliteStore):
+    """Envelopes, agreements and site keys. Writers group work with ``atomic()``."""
+
+    migrations = migrations
+
+    # -- envelopes -------------------------------------------------------------------------
+    def insert_envelopes(self, records: list[EnvelopeRecord]) -> None:
+        with self.atomic():
+            self.db.conn.executemany(_INSERT, [r.row() for r in records])
+
+    def envelopes_by_id(self, ids: list[str]) -> dict[str, EnvelopeRecord]:
+        """Metadata (no inline ciphertext) of the envelopes among ``ids`` that exist."""
+        found: dict[str, EnvelopeRecord] = {}
+        with self.lock:
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                sql = (
+                    f"SELECT {_META}, NULL AS inline FROM envelopes WHERE envelope_id IN ({','.join('?' * len(part))})"
+                )
+                for row in self.db.query(sql, part):
+                    found[row["envelope_id"]] = EnvelopeRecord.from_row(row)
+        return found
+
+    def get_envelope(self, envelope_id: str, with_ciphertext: bool = False) -> EnvelopeRecord | None:
+        columns = "*" if with_ciphertext else f"{_META}, NULL AS inline"
+        with self.lock:
+            rows = list(self.db.query(f"SELECT {columns} FROM envelopes WHERE envelope_id = ?", [envelope_id]))
+        return EnvelopeRecord.from_row(rows[0]) if rows else None
+
+    def inbox(self, recipient: str, now: float) -> list[EnvelopeRecord]:
+        with self.lock:
+            rows = self.db.query(
+                f"SELECT {_META}, NULL AS inline FROM envelopes WHERE recipient = ? AND state = 'pending' "
+                "AND expires_at > ? ORDER BY received_at",
+                [recipient, now],
+            )
+            return [EnvelopeRecord.from_row(r) for r in rows]
+
+    def add_certificate(self, fingerprint: str, pem: str) -> None:
+        with self.atomic():
+            self.db.execute("INSERT OR IGNORE INTO sender_certs (fingerprint, pem) VALUES (?, ?)", [fingerprint, pem])
+
+    def certificate(self, fingerprint: str) -> str | None:
+        with self.lock:
+            rows = list(self.db.query("SELECT pem FROM sender_certs WHERE fingerprint = ?", [fingerprint]))
+        return rows[0]["pem"] if rows else None
+
+    def finish_envelope(self, envelope_id: str, state: str, at: float) -> None:
+        """Mark an envelope delivered or expired and drop its ciphertext (a tombstone stays
+        until expiry so a resend of the same id is recognised)."""
+        with self.atomic():
+            self.db.execute(
+                "UPDATE envelopes SET state = ?, done_at = ?, inline = NULL, sealed_key = NULL WHERE envelope_id = ?",
+                [state, at, envelope_id],
+            )
+
+    def expired(self, now: float, limit: int = 1000) -> list[EnvelopeRecord]:
+        with self.lock:
+            rows = self.db.query(
+                f"SELECT {_META}, NULL AS inline FROM envelopes WHERE state = 'pending' AND expires_at <= ? LIMIT ?",
+                [now, limit],
+            )
+            return [EnvelopeRecord.from_row(r) for r in rows]
+
+    def purge_tombstones(self, now: float) -> int:
+        with self.atomic():
+            cursor = self.db.execute("DELETE FROM envelopes WHERE state != 'pending' AND expires_at <= ?", [now])
+            return cursor.rowcount
+
+    def pending_bytes_by_sender(self) -> dict[str, int]:
+        with self.lock:
+            rows = self.db.query(
+                "SELECT sender, SUM(ciphertext_size) AS total FROM envelopes WHERE state = 'pending' GROUP BY sender"
+            )
+            return {r["sender"]: r["total"] for r in rows}
+
+    def pending_in_files(self) -> set[str]:
+        with self.lock:
+            return {
+                r["envelope_id"]
+                for r in self.db.query("SELECT envelope_id FROM envelopes WHERE state = 'pending' AND in_file = 1")
+            }
+
+    def pending_key_ids(self, recipient: str) -> set[str]:
+        with self.lock:
+            return {
+                r["recipient_key_id"]
+                for r in self.db.query(
+                    "SELECT DISTINCT recipient_key_id FROM envelopes WHERE recipient = ? AND state = 'pending'",
+                    [recipient],
+                )
+            }
+
+    # -- agreements ------------------------------------------------------------------------
+    def add_agreement(self, agreement: AgreementRecord) -> None:
+        with self.lock:
+            self.db["agreements"].insert(dataclasses.asdict(agreement))
+
+    def get_agreement(self, agreement_id: str) -> AgreementRecord | None:
+        with self.lock:
+            rows = list(self.db["agreements"].rows_where("id = ?", [agreement_id]))
+        return AgreementRecord(**rows[0]) if rows else None
+
+    def list_agreements(self, site: str | None = None) -> list[AgreementRecord]:
+        with self.lock:
+            if site is None:
+                rows = self.db["agreements"].rows_where(order_by="created_at")
+            else:
+                rows = self.db["agreements"].rows_where(
+                    "sender = ? OR recipient = ?", [site, site], order_by="created_at"
+                )
+            return [AgreementRecord(**r) for r in rows]
+
+    def update_agreement(self, agreement_id: str, **values: Any) -> None:
+        with self.lock:
+            self.db["agreements"].update(agreement_id, values)
+
+    # -- site keys -------------------------------------------------------------------------
+    def current_key(self, site: str) -> SiteKeyRecord | None:
+        with self.lock:
+            rows = list(
+                self.db.query(
+                    "SELECT * FROM site_keys WHERE site = ? AND superseded_at IS NULL "
+                    "ORDER BY published_at DESC LIMIT 1",
+                    [site],
+                )
+            )
+        return SiteKeyRecord(**rows[0]) if rows else None
+
+    def get_key(self, site: str, key_id: str) -> SiteKeyRecord | None:
+        with self.lock:
+            rows = list(self.db["site_keys"].rows_where("site = ? AND key_id = ?", [site, key_id]))
+        return SiteKeyRecord(**rows[0]) if rows else None
+
+    def put_key(self, key: SiteKeyRecord, now: float) -> None:
+        """Make ``key`` the site's current key (superseding the previous one)."""
+        with self.atomic():
+            self.db.execute(
+                "UPDATE site_keys SET superseded_at = ? WHERE site = ? AND superseded_at IS NULL AND key_id != ?",
+                [now, key.site, key.key_id],
+            )
+            self.db["site_keys"].upsert(dataclasses.asdict(key), pk=("site", "key_id"))
