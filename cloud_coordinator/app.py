@@ -27,7 +27,7 @@ from silolink.files import write_atomic
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import audit, bootstrap, catalog, exchange
+from . import audit, bootstrap, catalog, exchange, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
@@ -42,7 +42,12 @@ log = logging.getLogger(__name__)
 # Each capability's ``attach(coordinator) -> list[ServiceMount]``: it builds its stores and
 # services from the coordinator's database, hub, site service and config, registers stop
 # hooks, and returns the gRPC services to mount. Capabilities add themselves here.
-CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [audit.attach, catalog.attach, exchange.attach]
+CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
+    audit.attach,
+    catalog.attach,
+    exchange.attach,
+    training.attach,
+]
 
 
 def load_config(data_dir: Path, environ=None, **overrides) -> CoordinatorConfig:

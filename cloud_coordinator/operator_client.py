@@ -19,6 +19,7 @@ from silolink.cli_util import iso
 from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
 from silolink.gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from silolink.gen.common.v1 import site_pb2
+from silolink.gen.training.v1 import training_pb2, training_pb2_grpc
 from silolink.protos import epoch, resources_to_dict
 from silolink.rpc.channels import Credentials, mtls_channel
 from silolink.rpc.status import from_rpc_error
@@ -92,6 +93,7 @@ class OperatorClient:
         self.timeout_s = timeout_s
         self._admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self.channel)
+        self._training = training_pb2_grpc.TrainingServiceStub(self.channel)
 
     def __enter__(self) -> OperatorClient:
         return self
@@ -153,3 +155,49 @@ class OperatorClient:
                 item["row_count"] = d.row_count
             datasets.append(item)
         return {"site": reply.site, "share": share, "datasets": datasets}
+
+    def start_training(self, **spec: Any) -> dict[str, Any]:
+        """Start a job; ``spec`` holds JobSpec fields (app, dataset, sites, rounds, ...)."""
+        try:
+            request = training_pb2.StartJobRequest(spec=training_pb2.JobSpec(**spec))
+        except (TypeError, ValueError) as e:
+            raise errors.InvalidArgument(f"bad training job settings: {e}") from None
+        return job_to_dict(self.call(self._training.StartJob, request).job)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(self.call(self._training.GetJob, training_pb2.GetJobRequest(id=job_id)).job)
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return [job_to_dict(j) for j in self.call(self._training.ListJobs, training_pb2.ListJobsRequest()).jobs]
+
+    def stop_job(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(self.call(self._training.StopJob, training_pb2.StopJobRequest(id=job_id)).job)
+
+
+def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    spec = MessageToDict(job.spec, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return {
+        "job": job.id,
+        "state": training_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
+        "spec": spec,
+        "rounds": [
+            {
+                "round": r.round,
+                "participants": list(r.participants),
+                "excluded": [{"site": e.site, "reason": e.reason} for e in r.excluded],
+                "train_metrics": dict(r.train_metrics),
+                "eval_metrics": dict(r.eval_metrics),
+                "duration_s": round(r.duration_s, 3),
+            }
+            for r in job.rounds
+        ],
+        "error": job.error or None,
+        "model": job.model or None,
+        "privacy": {"epsilon": job.dp_epsilon, "delta": job.dp_delta} if job.dp_delta else None,
+        "created_by": job.created_by,
+        "created_at": iso(epoch(job, "created_at")),
+        "updated_at": iso(epoch(job, "updated_at")),
+        "resumed": job.resumed,
+    }

@@ -65,6 +65,22 @@ class SqliteStore:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """One transaction: everything inside commits together or not at all."""
-        with self.lock, self.db.atomic():
-            yield
+        """One transaction: everything inside commits together or not at all.
+
+        The outermost block takes SQLite's write lock up front (BEGIN IMMEDIATE): another
+        process may share the file (a training job's own process does), and a transaction
+        that read first and wrote later would fail at once instead of waiting its turn.
+        """
+        with self.lock:
+            conn = self.db.conn
+            if conn.in_transaction:
+                with self.db.atomic():  # a savepoint inside the open transaction
+                    yield
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.execute("COMMIT")

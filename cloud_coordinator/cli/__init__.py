@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import backup, exchange, health, server, sites
+from . import backup, exchange, health, server, sites, training
 
 
 @click.group()
@@ -26,3 +26,4 @@ main.add_command(backup.backup)
 main.add_command(backup.restore)
 main.add_command(exchange.agreements)
 main.add_command(exchange.audit)
+main.add_command(training.train)

@@ -88,6 +88,8 @@ class FlowerHost:
 
             if isinstance(e, AppInputError):
                 raise errors.FailedPrecondition(f"app {task.app}: {e}") from None
+            if isinstance(e, errors.SiloError):  # silolink's own errors carry safe messages
+                raise
             ref = uuid.uuid4().hex[:12]
             log.exception("app %s failed on %s for job %s (ref %s)", task.app, task.dataset, task.job_id, ref)
             raise errors.Internal(

@@ -1,0 +1,57 @@
+"""Federated training: Flower strategies over silolink's agent connections.
+
+The operator API is mounted on the coordinator's mTLS port; the job processes reach the
+coordinator through a JobRunnerService of their own on loopback (token per process).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from silolink.rpc.server import ServiceMount
+
+if TYPE_CHECKING:
+    from ..app import Coordinator
+
+
+def attach(coordinator: Coordinator) -> list[ServiceMount]:
+    from silolink.identity import LOCAL
+    from silolink.rpc.guard import fixed_authenticator
+    from silolink.rpc.server import bind, build_server
+
+    from .jobs import JobService
+    from .servicer import JobRunnerServicer, TrainingServicer, operator_mount, runner_mount
+    from .store import JobStore
+
+    def register(job, path):
+        registry = getattr(coordinator, "registry", None)
+        if registry is None:
+            return f"file:{path.relative_to(coordinator.layout.root)}"
+        return registry.register_training_result(job, path)
+
+    jobs = JobService(
+        JobStore(coordinator.db),
+        coordinator.sites,
+        coordinator.hub,
+        coordinator.layout.root,
+        coordinator.audit.record,
+        register,
+    )
+    runner_server, _ = build_server(
+        [runner_mount(JobRunnerServicer(jobs))],
+        fixed_authenticator(LOCAL),
+        max_workers=64,
+        max_message_bytes=coordinator.config.max_message_bytes,
+    )
+    port = bind(runner_server, "127.0.0.1:0", None)
+    runner_server.start()
+    jobs.runner_address = f"127.0.0.1:{port}"
+    coordinator.training = jobs
+    jobs.resume_all()
+
+    def stop() -> None:
+        jobs.shutdown()
+        runner_server.stop(1).wait()
+
+    coordinator.on_stop(stop)
+    return [operator_mount(TrainingServicer(jobs))]

@@ -1,0 +1,143 @@
+"""Federated training end to end: Flower strategies at the coordinator, the tabular app at
+real agents over mTLS, breast-cancer rows split between hospitals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.catalog.store import Catalog
+from silolink import errors
+from silolink.config import TrainingConfig
+from silolink.demo import datasets
+from tests import support
+
+HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
+
+
+def hospital(make_agent, tmp_path, name: str, split: dict, **training):
+    config = TrainingConfig(**{"datasets": ("patients",), **training})
+    agent = make_agent(name, training=config)
+    source = datasets.write_csv(tmp_path / f"{name}.csv", split)
+    Catalog.open(agent.layout.catalog_db).import_csv(source, "patients", label="diagnosis", id_column="patient_id")
+    return agent
+
+
+@pytest.fixture
+def splits():
+    return datasets.breast_cancer_splits(HOSPITALS)
+
+
+def run_job(coordinator, timeout_s: float = 90, **spec):
+    with support.operator(coordinator) as client:
+        job = client.start_training(**{"app": "tabular", "dataset": "patients", "sites": ["kind=hospital"], **spec})
+        support.wait_for(
+            lambda: client.get_job(job["job"])["state"] != "running", timeout_s, f"job {job['job']} to end"
+        )
+        return client.get_job(job["job"])
+
+
+def test_fedavg_trains_a_model_the_sites_agree_is_good(coordinator, make_agent, tmp_path, splits):
+    reference, parts = splits
+    for name in HOSPITALS:
+        hospital(make_agent, tmp_path, name, parts[name])
+    job = run_job(coordinator, rounds=3, min_sites=3, round_timeout_s=30, local_epochs=2)
+    assert job["state"] == "completed", job["error"]
+    assert [r["round"] for r in job["rounds"]] == [1, 2, 3]
+    assert all(r["participants"] == HOSPITALS and not r["excluded"] for r in job["rounds"])
+    assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.9
+    # The exported model scores the held-back reference patients well.
+    import onnxruntime as ort
+
+    path = coordinator.layout.root / job["model"].removeprefix("file:")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels = session.run(["label"], {"X": reference["X"]})[0]
+    assert np.mean(labels == reference["y"]) > 0.9
+
+
+def test_sites_refuse_what_they_do_not_allow_and_bad_updates_are_excluded(coordinator, make_agent, tmp_path, splits):
+    _, parts = splits
+    hospital(make_agent, tmp_path, "hospital-a", parts["hospital-a"])
+    hospital(make_agent, tmp_path, "hospital-b", parts["hospital-b"])
+    hospital(make_agent, tmp_path, "hospital-c", parts["hospital-c"], datasets=())
+    job = run_job(coordinator, rounds=2, min_sites=2, round_timeout_s=20)
+    assert job["state"] == "completed", job["error"]
+    for record in job["rounds"]:
+        assert record["participants"] == ["hospital-a", "hospital-b"]
+        assert any(e["site"] == "hospital-c" and "not allowed for training" in e["reason"] for e in record["excluded"])
+
+
+@pytest.mark.parametrize(
+    ("app", "reason"),
+    [
+        ("tests.integration.flower_apps:nan_app", "array W holds NaN or infinite values"),
+        ("tests.integration.flower_apps:wrong_shape_app", "array W has shape [3, 2], expected [30, 2]"),
+        ("tests.integration.flower_apps:silent_app", "site hospital-c did not answer within 3 s"),
+    ],
+)
+def test_a_misbehaving_site_is_excluded_with_a_reason(coordinator, make_agent, tmp_path, splits, app, reason):
+    _, parts = splits
+    hospital(make_agent, tmp_path, "hospital-a", parts["hospital-a"])
+    hospital(make_agent, tmp_path, "hospital-b", parts["hospital-b"])
+    hospital(make_agent, tmp_path, "hospital-c", parts["hospital-c"], apps=(f"tabular={app}",))
+    job = run_job(coordinator, rounds=1, min_sites=2, round_timeout_s=3)
+    assert job["state"] == "completed", job["error"]
+    (record,) = job["rounds"]
+    assert record["participants"] == ["hospital-a", "hospital-b"]
+    assert {"site": "hospital-c", "reason": reason} in record["excluded"]
+
+
+def test_job_fails_cleanly_when_too_few_sites_can_take_part(coordinator, make_agent, tmp_path, splits):
+    _, parts = splits
+    hospital(make_agent, tmp_path, "hospital-a", parts["hospital-a"])
+    hospital(make_agent, tmp_path, "hospital-b", parts["hospital-b"])
+    job = run_job(coordinator, app="nope", rounds=1, min_sites=2, round_timeout_s=10)
+    assert job["state"] == "failed"
+    assert "app 'nope' is not installed at this site" in job["error"]
+    with support.operator(coordinator) as client, pytest.raises(errors.FailedPrecondition, match="at least 3"):
+        client.start_training(app="tabular", dataset="patients", sites=["kind=hospital"], rounds=1, min_sites=3)
+    with support.operator(coordinator) as client, pytest.raises(errors.InvalidArgument, match="strategy"):
+        client.start_training(app="tabular", dataset="patients", sites=["kind=hospital"], rounds=1, strategy="sgd")
+
+
+def test_stop_and_resume_after_a_coordinator_restart(tmp_path, splits):
+    _, parts = splits
+    coordinator = support.start_coordinator(tmp_path / "coordinator")
+    agents = []
+    try:
+        for name in ("hospital-a", "hospital-b"):
+            agent_dir = tmp_path / name
+            support.enroll_site(coordinator, name, agent_dir)
+            config = TrainingConfig(apps=("tabular=tests.integration.flower_apps:slow_app",), datasets=("patients",))
+            agent = support.start_agent(agent_dir, training=config)
+            agents.append(agent)
+            source = datasets.write_csv(tmp_path / f"{name}.csv", parts[name])
+            Catalog.open(agent.layout.catalog_db).import_csv(source, "patients", label="diagnosis")
+        for agent in agents:
+            assert agent.wait_connected(10)
+        with support.operator(coordinator) as client:
+            job_id = client.start_training(
+                app="tabular", dataset="patients", sites=["kind=hospital"], rounds=6, round_timeout_s=20
+            )["job"]
+            support.wait_for(lambda: len(client.get_job(job_id)["rounds"]) >= 1, 30, "a first round")
+        address = coordinator.address
+        coordinator.stop(0)
+        host, port = address.rsplit(":", 1)
+        coordinator = support.start_coordinator(tmp_path / "coordinator", listen=f"{host}:{port}")
+        with support.operator(coordinator) as client:
+            support.wait_for(lambda: client.get_job(job_id)["state"] != "running", 90, "the resumed job to end")
+            job = client.get_job(job_id)
+            assert job["state"] == "completed", job["error"]
+            assert job["resumed"] == 1
+            assert [r["round"] for r in job["rounds"]] == [1, 2, 3, 4, 5, 6]
+            second = client.start_training(
+                app="tabular", dataset="patients", sites=["kind=hospital"], rounds=50, round_timeout_s=20
+            )["job"]
+            stopped = client.stop_job(second)
+            assert stopped["state"] == "stopped" and "stopped by operator" in stopped["error"]
+            with pytest.raises(errors.FailedPrecondition, match="already stopped"):
+                client.stop_job(second)
+    finally:
+        for agent in agents:
+            agent.stop(0)
+        coordinator.stop(0)
