@@ -70,6 +70,8 @@ def enroll_sites(world: DemoWorld) -> None:
 def start_agents(world: DemoWorld) -> None:
     """Start each site's agent daemon; it dials out and holds a control stream."""
     for name, site in world.sites.items():
+        if site["kind"] == "hospital":
+            allow_training(site["data_dir"], "patients")
         say(f"edge-agent run --data-dir {site['data_dir']}")
         world.spawn(
             f"agent-{name}",
@@ -146,6 +148,38 @@ def score_local_data(world: DemoWorld) -> None:
     click.echo(f"  {hospitals[0]} shares {answer['share']} only: {described}; its rows never left it")
 
 
+def allow_training(data_dir: Path, dataset: str) -> None:
+    """The site admin's policy: which dataset federated jobs may train on (agent.toml)."""
+    import dataclasses
+
+    from edge_agent.daemon import load_config
+    from edge_agent.layout import AgentLayout
+    from silolink import config
+
+    cfg = load_config(data_dir, environ={})
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, datasets=(dataset,)))
+    AgentLayout(data_dir).config.write_text(config.dump(cfg))
+
+
+def train_together(world: DemoWorld) -> None:
+    """The hospitals train a classifier together: only model updates travel, never rows."""
+    from cloud_coordinator.cli.training import round_line
+
+    operator = world.operator()
+    say("cloud-coordinator train start --app tabular --dataset patients --sites kind=hospital --rounds 5 --watch")
+    job = operator.start_training(
+        app="tabular", dataset="patients", sites=["kind=hospital"], rounds=5, min_sites=2, round_timeout_s=30,
+        local_epochs=2, strategy="fedavg",
+    )  # fmt: skip
+    world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
+    job = operator.get_job(job["job"])
+    for record in job["rounds"]:
+        click.echo("  " + round_line(record).replace("\n", "\n  "))
+    if job["state"] != "completed":
+        raise RuntimeError(f"training job {job['job']} {job['state']}: {job['error']}")
+    click.echo(f"  job {job['job']} completed; global model exported to ONNX: {job['model']}")
+
+
 def exchange_sealed_file(world: DemoWorld) -> None:
     """Send a sealed file from one hospital to the other under an agreement."""
     from cloud_coordinator.cli.exchange import ExchangeAdmin
@@ -212,6 +246,7 @@ STEPS = [
     enroll_sites,
     start_agents,
     score_local_data,
+    train_together,
     exchange_sealed_file,
     verify_audit_chain,
     revoke_a_site,
