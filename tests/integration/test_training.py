@@ -141,3 +141,25 @@ def test_stop_and_resume_after_a_coordinator_restart(tmp_path, splits):
         for agent in agents:
             agent.stop(0)
         coordinator.stop(0)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"strategy": "fedprox", "proximal_mu": 0.1},
+        {"strategy": "fedadam", "server_learning_rate": 0.05},
+        {"strategy": "fedavg", "dp_noise_multiplier": 0.5, "dp_clipping_norm": 5.0},
+    ],
+)
+def test_other_strategies_and_differential_privacy(coordinator, make_agent, tmp_path, splits, spec):
+    _, parts = splits
+    for name in HOSPITALS[:2]:
+        hospital(make_agent, tmp_path, name, parts[name])
+    job = run_job(coordinator, rounds=2, min_sites=2, round_timeout_s=20, **spec)
+    assert job["state"] == "completed", job["error"]
+    assert len(job["rounds"]) == 2 and job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.5
+    if spec.get("dp_noise_multiplier"):
+        assert job["privacy"]["delta"] == pytest.approx(1e-5)
+        assert 0 < job["privacy"]["epsilon"] < float("inf")
+    else:
+        assert job["privacy"] is None
