@@ -113,8 +113,9 @@ class _Parser:
         kind, value = self.take()
         if kind == "paren" and value == "(":
             node = self.expr(depth + 1)
-            if self.take() != ("paren", ")"):
+            if self.peek() != ("paren", ")"):
                 raise errors.InvalidArgument("--where: a '(' is not closed")
+            self.pos += 1
             return node
         if kind != "word" or value.lower() in ("and", "or", "not"):
             raise errors.InvalidArgument(f"--where: expected a column name, found {value!r}")
