@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,9 +71,12 @@ class Coordinator:
         bootstrap.ensure_server_certificate(self.layout, self.config, self.ca)
         self.db = open_database(self.layout.database)
         self.hub = ControlHub(clock)
-        self.audit = AuditLog(self.db, bootstrap.load_audit_key(self.layout), clock)
+        # Stores share the one connection, so they must share one lock: with a lock each, a
+        # heartbeat's update could land inside another store's transaction (and fail).
+        self.db_lock = threading.RLock()
+        self.audit = AuditLog(self.db, bootstrap.load_audit_key(self.layout), clock, lock=self.db_lock)
         self.sites = SiteService(
-            SiteStore(self.db),
+            SiteStore(self.db, self.db_lock),
             self.ca,
             self.audit,
             token_ttl_s=self.config.token_ttl_s,

@@ -92,11 +92,11 @@ class QueryService:
     def _run(self, query_id: str, query: pb.Query, sites: list[str]) -> QueryResult:
         offline = [s for s in sites if not self._hub.is_connected(s)]
         if offline:
-            raise errors.Unavailable(
+            raise errors.FailedPrecondition(
                 f"site(s) {', '.join(offline)} are not connected; the query needs every selected site"
             )
         setup = pb.AnalyticsSetupCommand(query_id=query_id, query=query, sites=sites)
-        answers = self._round(sites, "analytics_setup", lambda site: setup, "refused the query")
+        answers = self._round(sites, "analytics_setup", lambda site: setup, "round 1")
         length = vector_length(query)
         peers = []
         for site in sites:
@@ -112,9 +112,7 @@ class QueryService:
                 )
             )
         mask_command = pb.AnalyticsMaskCommand(query_id=query_id, peers=peers)
-        masked = self._round(
-            sites, "analytics_mask", lambda site: mask_command, "failed in the second round, so no total was formed"
-        )
+        masked = self._round(sites, "analytics_mask", lambda site: mask_command, "round 2")
         vectors = [list(masked[site].analytics_mask.masked) for site in sites]
         for site, vector in zip(sites, vectors, strict=True):
             if len(vector) != length:
@@ -124,7 +122,7 @@ class QueryService:
         return QueryResult(query_id, query, sites, totals, epsilons)
 
     def _round(
-        self, sites: list[str], field_name: str, command: Callable[[str], Any], failing: str
+        self, sites: list[str], field_name: str, command: Callable[[str], Any], step: str
     ) -> dict[str, control_pb2.CommandResult]:
         """Send one command to every site at once; all answer, or the round fails naming who did not."""
         futures: dict[str, concurrent.futures.Future] = {}
@@ -146,9 +144,7 @@ class QueryService:
             except errors.SiloError as e:
                 failures[site] = e
         if failures:
-            first = failures[min(failures)]
-            reasons = "; ".join(f"{site}: {failures[site].message}" for site in sorted(failures))
-            raise type(first)(f"site(s) {', '.join(sorted(failures))} {failing} ({reasons})")
+            raise _round_failure(failures, step)
         return answers
 
     def _record(self, actor: str, query_id: str, query: pb.Query, sites: list[str], **outcome: str) -> None:
@@ -172,3 +168,33 @@ def _certificate_names(pem: bytes, site: str) -> bool:
     except errors.SiloError:
         return False
     return identity is not None and identity.role is Role.AGENT and identity.name == site
+
+
+def _round_failure(failures: dict[str, errors.SiloError], step: str) -> errors.SiloError:
+    """One error naming every site that failed a round and why.
+
+    Sites that disconnected or timed out make it ABORTED (run the query again when they are back), not
+    UNAVAILABLE: the coordinator itself was reached, and clients read UNAVAILABLE as "cannot
+    reach the coordinator".
+    """
+    gone = (errors.Code.UNAVAILABLE, errors.Code.DEADLINE_EXCEEDED)
+    dropped = sorted(s for s, e in failures.items() if e.code in gone)
+    refused = sorted(s for s in failures if s not in dropped)
+    parts = []
+    if refused:
+        messages = {failures[s].message for s in refused}
+        if len(refused) == 1:
+            parts.append(f"site {refused[0]} refused the query: {failures[refused[0]].message}")
+        elif len(messages) == 1:
+            parts.append(f"sites {', '.join(refused)} refused the query, each: {messages.pop()}")
+        else:
+            reasons = "; ".join(f"{s}: {failures[s].message}" for s in refused)
+            parts.append(f"sites {', '.join(refused)} refused the query ({reasons})")
+    if dropped:
+        plural = len(dropped) > 1
+        parts.append(
+            f"site{'s' if plural else ''} {', '.join(dropped)} dropped out in {step} (disconnected or no answer "
+            f"in time), so no total was formed; run the query again when {'they are' if plural else 'it is'} back"
+        )
+    kind = type(failures[refused[0]]) if refused else errors.Aborted
+    return kind("; ".join(parts))

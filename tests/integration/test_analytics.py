@@ -77,9 +77,15 @@ def test_totals_match_a_direct_computation(coordinator, hospitals):
 
 
 def test_refusals_are_clear_and_audited(coordinator, hospitals):
-    with pytest.raises(errors.FailedPrecondition, match=r"hospital-c: the query matches fewer rows here than .* 10"):
+    with pytest.raises(
+        errors.FailedPrecondition,
+        match=r"refused the query, each: the query matches fewer rows here than this site's minimum cohort of 10",
+    ):
         run(coordinator, "count", where="age > 85")
-    with pytest.raises(errors.NotFound, match="hospital-a: this site has no dataset named 'nothing_here'"):
+    with pytest.raises(
+        errors.NotFound,
+        match="hospital-c refused the query, each: this site has no dataset named 'nothing_here'",
+    ):
         with support.operator(coordinator) as op:
             AnalyticsClient(op).run_query("nothing_here", "count", ["kind=hospital"])
     with pytest.raises(errors.InvalidArgument, match="has no column 'weight'"):
@@ -114,6 +120,8 @@ def test_refusals_are_clear_and_audited(coordinator, hospitals):
     assert cohort.actor.startswith("operator:") and cohort.details["sites"] == sorted(hospitals)
     assert cohort.details["dataset"] == "patients" and cohort.details["statistic"] == "count"
     assert coordinator.audit.verify()
+    # Audit entries are written while heartbeats update sites on the same connection: one lock.
+    assert coordinator.audit.lock is coordinator.db_lock
 
 
 def test_policy_min_sites_and_noise(coordinator, make_agent, tmp_path):
@@ -125,7 +133,9 @@ def test_policy_min_sites_and_noise(coordinator, make_agent, tmp_path):
         agent.catalog.import_csv(write_patients(tmp_path / f"{name}.csv", name, 200, 5), "patients")
     with pytest.raises(errors.FailedPrecondition) as refused:
         run(coordinator, "count")
-    assert "hospital-b: this site takes part only in queries across at least 3 sites" in refused.value.message
+    assert "site hospital-b refused the query: this site takes part only in queries across at least 3 sites" in (
+        refused.value.message
+    )
     b.stop(0)
     b = support.start_agent(tmp_path / "hospital-b", analytics=AnalyticsConfig(datasets=("other",)))
     try:
@@ -137,7 +147,9 @@ def test_policy_min_sites_and_noise(coordinator, make_agent, tmp_path):
     b = support.start_agent(tmp_path / "hospital-b")
     try:
         assert b.wait_connected(10)
-        with pytest.raises(errors.FailedPrecondition, match="hospital-a: this site adds noise .* --clip"):
+        with pytest.raises(
+            errors.FailedPrecondition, match="site hospital-a refused the query: this site adds noise .* --clip"
+        ):
             run(coordinator, "mean", "age")
         truth = len(rows_of(a)) + len(rows_of(b))
         noisy = [run(coordinator, "count") for _ in range(3)]
