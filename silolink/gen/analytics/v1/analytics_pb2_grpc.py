@@ -53,8 +53,10 @@ class AnalyticsServiceServicer:
 
     def RunQuery(self, request, context):
         """RunQuery asks the selected sites for one statistic and returns the total across them.
-        FAILED_PRECONDITION when a site refuses (cohort too small, policy); UNAVAILABLE when a
-        selected site is offline or drops out; the error names the site.
+        Errors name the site: INVALID_ARGUMENT, NOT_FOUND or PERMISSION_DENIED as a site
+        answered (bad filter or column, no such dataset, not allowed by its policy);
+        FAILED_PRECONDITION when a site refuses (cohort too small, too few sites) or a selected
+        site is offline; ABORTED when a site drops out between rounds (no total is formed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
