@@ -21,13 +21,13 @@ import grpc
 from silolink import config as config_mod
 from silolink import errors
 from silolink.config import CoordinatorConfig
-from silolink.db import open_database
+from silolink.db import lock_of, open_database
 from silolink.extensions import COORDINATOR_GROUP, ExtensionContext, load_service_extensions
 from silolink.files import write_atomic
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import audit, bootstrap, catalog, exchange, training
+from . import analytics, audit, bootstrap, catalog, exchange, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
@@ -47,6 +47,7 @@ CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
     catalog.attach,
     exchange.attach,
     training.attach,
+    analytics.attach,
 ]
 
 
@@ -75,9 +76,12 @@ class Coordinator:
         bootstrap.ensure_server_certificate(self.layout, self.config, self.ca)
         self.db = open_database(self.layout.database)
         self.hub = ControlHub(clock)
-        self.audit = AuditLog(self.db, bootstrap.load_audit_key(self.layout), clock)
+        # Stores share the one connection, so they must share one lock: with a lock each, a
+        # heartbeat's update could land inside another store's transaction (and fail).
+        self.db_lock = lock_of(self.db)  # every store on this connection shares it
+        self.audit = AuditLog(self.db, bootstrap.load_audit_key(self.layout), clock, lock=self.db_lock)
         self.sites = SiteService(
-            SiteStore(self.db),
+            SiteStore(self.db, self.db_lock),
             self.ca,
             self.audit,
             token_ttl_s=self.config.token_ttl_s,
@@ -98,6 +102,7 @@ class Coordinator:
             lambda: {"agent": len(self.hub.connected_sites())},
         )
         self._stop_hooks: list[Callable[[], None]] = []
+        self._stopping_hooks: list[Callable[[], None]] = []
         control = control_servicer.ControlServicer(
             self.hub, self.sites, self.config.heartbeat_interval_s, self.config.stale_after_s
         )
@@ -117,6 +122,10 @@ class Coordinator:
         )
         self.address = self.enroll_address = self.metrics_address = ""
         self.public_addresses = ("", "")
+
+    def on_stopping(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` first when the coordinator stops, while agent streams are still open."""
+        self._stopping_hooks.append(hook)
 
     def on_stop(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` when the coordinator stops, after calls in flight finish."""
@@ -171,6 +180,8 @@ class Coordinator:
         """Stop taking calls, end agent streams, finish calls in flight, close the database."""
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         set_not_serving(self._health)
+        for hook in self._stopping_hooks:
+            hook()
         self.hub.close_all(errors.Unavailable("the coordinator is shutting down; reconnect later"))
         self.server.stop(grace).wait()
         for hook in reversed(self._stop_hooks):

@@ -113,6 +113,33 @@ class CatalogConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AnalyticsConfig:
+    """Federated queries this site answers (``[analytics]`` in agent.toml)."""
+
+    # Datasets the site answers queries on: "*" for every dataset in its catalog, [] for none.
+    datasets: tuple[str, ...] = ("*",)
+    # Refuse any answer computed over fewer rows than this, and any histogram with a bin
+    # holding between 1 and min_cohort - 1 rows.
+    min_cohort: int = 10
+    # Take part only in queries across at least this many sites. With 2, the other site
+    # together with the operator could work out this site's value from the total.
+    min_sites: int = 2
+    # Differential privacy: 0 sends exact values; above 0, discrete Laplace noise calibrated
+    # to this epsilon is added to each answer (sum and mean then need clipping bounds).
+    epsilon: float = 0.0
+    # How long a query's round-1 state waits for round 2 before it is dropped.
+    pending_ttl_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.min_cohort < 1:
+            raise InvalidArgument(f"[analytics] min_cohort = {self.min_cohort}: use 1 or more")
+        if self.min_sites < 2:
+            raise InvalidArgument(f"[analytics] min_sites = {self.min_sites}: secure aggregation needs 2 or more")
+        if not self.epsilon >= 0 or self.epsilon == float("inf"):
+            raise InvalidArgument(f"[analytics] epsilon = {self.epsilon}: use 0 (no noise) or a positive number")
+
+
+@dataclasses.dataclass(frozen=True)
 class InferenceConfig:
     """Model serving on the local API (``[inference]`` in agent.toml)."""
 
@@ -172,6 +199,7 @@ class AgentConfig:
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     exchange: AgentExchangeConfig = dataclasses.field(default_factory=AgentExchangeConfig)
+    analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
 
 
 def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:

@@ -37,7 +37,8 @@ def open_database(path: Path | None) -> Database:
 _locks_guard = threading.Lock()
 
 
-def _lock_of(db: Database) -> threading.RLock:
+def lock_of(db: Database) -> threading.RLock:
+    """The one lock every store on this connection shares."""
     with _locks_guard:
         lock = getattr(db, "_silolink_lock", None)
         if lock is None:
@@ -59,7 +60,7 @@ class SqliteStore:
         self.db = db
         # Stores on one connection share one lock by default: otherwise one store's writes
         # could land inside (or commit) another store's open transaction.
-        self.lock = lock or _lock_of(db)
+        self.lock = lock or lock_of(db)
         with self.lock:
             self.migrations.apply(db)
 

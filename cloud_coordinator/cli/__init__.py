@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import backup, exchange, health, server, sites, training
+from . import backup, exchange, health, query, server, sites, training
 
 
 @click.group()
@@ -27,3 +27,4 @@ main.add_command(backup.restore)
 main.add_command(exchange.agreements)
 main.add_command(exchange.audit)
 main.add_command(training.train)
+main.add_command(query.query)

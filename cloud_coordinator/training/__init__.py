@@ -49,9 +49,8 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     coordinator.training = jobs
     jobs.resume_all()
 
-    def stop() -> None:
-        jobs.shutdown()
-        runner_server.stop(1).wait()
-
-    coordinator.on_stop(stop)
+    # Job processes stop before the agents' streams close, so no job mistakes the
+    # coordinator's own shutdown for its sites failing; their jobs resume on the next start.
+    coordinator.on_stopping(jobs.shutdown)
+    coordinator.on_stop(lambda: runner_server.stop(1).wait())
     return [operator_mount(TrainingServicer(jobs))]

@@ -100,7 +100,7 @@ def test_job_fails_cleanly_when_too_few_sites_can_take_part(coordinator, make_ag
         client.start_training(app="tabular", dataset="patients", sites=["kind=hospital"], rounds=1, strategy="sgd")
 
 
-def test_stop_and_resume_after_a_coordinator_restart(tmp_path, splits):
+def test_a_coordinator_restart_resumes_the_job_which_can_be_stopped(tmp_path, splits):
     _, parts = splits
     coordinator = support.start_coordinator(tmp_path / "coordinator")
     agents = []
@@ -117,26 +117,24 @@ def test_stop_and_resume_after_a_coordinator_restart(tmp_path, splits):
             assert agent.wait_connected(10)
         with support.operator(coordinator) as client:
             job_id = client.start_training(
-                app="tabular", dataset="patients", sites=["kind=hospital"], rounds=6, round_timeout_s=20
+                app="tabular", dataset="patients", sites=["kind=hospital"], rounds=200, round_timeout_s=20
             )["job"]
-            support.wait_for(lambda: len(client.get_job(job_id)["rounds"]) >= 1, 30, "a first round")
+            support.wait_for(lambda: len(client.get_job(job_id)["rounds"]) >= 1, 60, "a first round")
         address = coordinator.address
         coordinator.stop(0)
         host, port = address.rsplit(":", 1)
         coordinator = support.start_coordinator(tmp_path / "coordinator", listen=f"{host}:{port}")
         with support.operator(coordinator) as client:
-            support.wait_for(lambda: client.get_job(job_id)["state"] != "running", 90, "the resumed job to end")
-            job = client.get_job(job_id)
-            assert job["state"] == "completed", job["error"]
-            assert job["resumed"] == 1
-            assert [r["round"] for r in job["rounds"]] == [1, 2, 3, 4, 5, 6]
-            second = client.start_training(
-                app="tabular", dataset="patients", sites=["kind=hospital"], rounds=50, round_timeout_s=20
-            )["job"]
-            stopped = client.stop_job(second)
-            assert stopped["state"] == "stopped" and "stopped by operator" in stopped["error"]
+            before = client.get_job(job_id)
+            assert before["state"] == "running" and before["resumed"] == 1, before
+            done = len(before["rounds"])
+            support.wait_for(lambda: len(client.get_job(job_id)["rounds"]) > done, 60, "a round after the restart")
+            job = client.stop_job(job_id)
+            assert job["state"] == "stopped" and "stopped by operator" in job["error"]
+            rounds = [r["round"] for r in job["rounds"]]
+            assert rounds == list(range(1, len(rounds) + 1)) and len(rounds) > done  # went on from the checkpoint
             with pytest.raises(errors.FailedPrecondition, match="already stopped"):
-                client.stop_job(second)
+                client.stop_job(job_id)
     finally:
         for agent in agents:
             agent.stop(0)
@@ -157,9 +155,10 @@ def test_other_strategies_and_differential_privacy(coordinator, make_agent, tmp_
         hospital(make_agent, tmp_path, name, parts[name])
     job = run_job(coordinator, rounds=2, min_sites=2, round_timeout_s=20, **spec)
     assert job["state"] == "completed", job["error"]
-    assert len(job["rounds"]) == 2 and job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.5
-    if spec.get("dp_noise_multiplier"):
+    assert len(job["rounds"]) == 2
+    if spec.get("dp_noise_multiplier"):  # the noise can cost accuracy; the privacy spent is reported
         assert job["privacy"]["delta"] == pytest.approx(1e-5)
         assert 0 < job["privacy"]["epsilon"] < float("inf")
     else:
         assert job["privacy"] is None
+        assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.8

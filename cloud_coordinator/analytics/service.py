@@ -1,0 +1,200 @@
+"""Federated queries from the coordinator's side: choose sites, run both rounds, add up.
+
+The coordinator relays the sites' signed keys and sums their masked vectors; it never holds
+a site's own value. Masked vectors live only in this call's memory and are dropped when it
+returns, whether the query succeeded or not. Every query is audited (who, what, which
+sites, outcome), never with any site's contribution.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from silolink import errors, pki
+from silolink.analytics import secagg
+from silolink.analytics.query import STATISTIC_NAMES, check_query, decode_totals, describe, vector_length
+from silolink.gen.analytics.v1 import analytics_pb2 as pb
+from silolink.gen.control.v1 import control_pb2
+from silolink.identity import Role
+
+from ..audit.store import AuditLog
+from ..control.hub import ControlHub
+from ..sites.service import SiteService
+from . import selector as selector_mod
+
+log = logging.getLogger(__name__)
+
+# Two sites is the least that hides one site's value from the coordinator. (Either of two
+# sites, with the operator's result, could work out the other's: sites raise their own
+# [analytics] min_sites where that matters.)
+MIN_SITES = 2
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query_id: str
+    query: pb.Query
+    sites: list[str]
+    totals: dict[str, Any]
+    epsilons: dict[str, float] = field(default_factory=dict)
+
+
+class QueryService:
+    """Runs federated queries over the control hub."""
+
+    def __init__(
+        self,
+        hub: ControlHub,
+        sites: SiteService,
+        audit: AuditLog,
+        round_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._hub = hub
+        self._sites = sites
+        self._audit = audit
+        self._round_timeout_s = round_timeout_s
+        self._clock = clock
+
+    def run(self, actor: str, query: pb.Query, selectors: Sequence[pb.SiteSelector]) -> QueryResult:
+        query_id = uuid.uuid4().hex
+        chosen: list[str] = []
+        subject = query.dataset
+        try:
+            check_query(query)
+            subject = f"{query.dataset}: {describe(query)}"
+            chosen = self._choose(selectors)
+            result = self._run(query_id, query, chosen)
+        except errors.SiloError as e:
+            self._record(actor, query_id, query, chosen, outcome="failed", reason=e.message)
+            log.warning("query %s by %s (%s) on %d sites failed: %s", query_id, actor, subject, len(chosen), e.message)
+            raise
+        self._record(actor, query_id, query, chosen, outcome="ok")
+        log.info("query %s by %s (%s) on %d sites: done", query_id, actor, subject, len(chosen))
+        return result
+
+    def _choose(self, selectors: Sequence[pb.SiteSelector]) -> list[str]:
+        chosen = selector_mod.choose(self._sites.list_sites(), selectors)
+        if len(chosen) < MIN_SITES:
+            found = f" ({', '.join(chosen)})" if chosen else ""
+            raise errors.FailedPrecondition(
+                f"the site selectors match {len(chosen)} enrolled site(s){found}; a query needs at least "
+                f"{MIN_SITES} so that no single site's value is revealed"
+            )
+        return chosen
+
+    def _run(self, query_id: str, query: pb.Query, sites: list[str]) -> QueryResult:
+        offline = [s for s in sites if not self._hub.is_connected(s)]
+        if offline:
+            raise errors.FailedPrecondition(
+                f"site(s) {', '.join(offline)} are not connected; the query needs every selected site"
+            )
+        setup = pb.AnalyticsSetupCommand(query_id=query_id, query=query, sites=sites)
+        answers = self._round(sites, "analytics_setup", lambda site: setup, "round 1")
+        length = vector_length(query)
+        peers = []
+        for site in sites:
+            answer: pb.AnalyticsSetupResult = answers[site].analytics_setup
+            if answer.vector_length != length or not _certificate_names(answer.certificate_pem, site):
+                raise errors.FailedPrecondition(f"site {site} answered round 1 in a form this coordinator cannot use")
+            peers.append(
+                pb.PeerKey(
+                    site=site,
+                    public_key=answer.public_key,
+                    signature=answer.signature,
+                    certificate_pem=answer.certificate_pem,
+                )
+            )
+        mask_command = pb.AnalyticsMaskCommand(query_id=query_id, peers=peers)
+        masked = self._round(sites, "analytics_mask", lambda site: mask_command, "round 2")
+        vectors = [list(masked[site].analytics_mask.masked) for site in sites]
+        for site, vector in zip(sites, vectors, strict=True):
+            if len(vector) != length:
+                raise errors.FailedPrecondition(f"site {site} sent a contribution of the wrong length")
+        totals = decode_totals(query, secagg.aggregate(vectors))
+        epsilons = {site: answers[site].analytics_setup.epsilon for site in sites}
+        return QueryResult(query_id, query, sites, totals, epsilons)
+
+    def _round(
+        self, sites: list[str], field_name: str, command: Callable[[str], Any], step: str
+    ) -> dict[str, control_pb2.CommandResult]:
+        """Send one command to every site at once; all answer, or the round fails naming who did not."""
+        futures: dict[str, concurrent.futures.Future] = {}
+        failures: dict[str, errors.SiloError] = {}
+        for site in sites:
+            try:
+                futures[site] = self._hub.request(site, **{field_name: command(site)})
+            except errors.SiloError as e:
+                failures[site] = e
+        deadline = self._clock() + self._round_timeout_s
+        answers = {}
+        for site, future in futures.items():
+            try:
+                answers[site] = future.result(max(0.0, deadline - self._clock()))
+            except concurrent.futures.TimeoutError:
+                failures[site] = errors.DeadlineExceeded(
+                    f"site {site} did not answer within {self._round_timeout_s:.0f} s"
+                )
+            except errors.SiloError as e:
+                failures[site] = e
+        if failures:
+            raise _round_failure(failures, step)
+        return answers
+
+    def _record(self, actor: str, query_id: str, query: pb.Query, sites: list[str], **outcome: str) -> None:
+        self._audit.record(
+            actor,
+            "query.run",
+            query_id,
+            dataset=query.dataset,
+            statistic=STATISTIC_NAMES.get(query.statistic, "?"),
+            column=query.column or None,
+            where=query.where or None,
+            bins=len(query.bin_edges) - 1 if query.bin_edges else None,
+            sites=sites,
+            **outcome,
+        )
+
+
+def _certificate_names(pem: bytes, site: str) -> bool:
+    try:
+        identity = pki.identity_of(pki.load_cert(pem))
+    except errors.SiloError:
+        return False
+    return identity is not None and identity.role is Role.AGENT and identity.name == site
+
+
+def _round_failure(failures: dict[str, errors.SiloError], step: str) -> errors.SiloError:
+    """One error naming every site that failed a round and why.
+
+    Sites that disconnected or timed out make it ABORTED (run the query again when they are back), not
+    UNAVAILABLE: the coordinator itself was reached, and clients read UNAVAILABLE as "cannot
+    reach the coordinator".
+    """
+    gone = (errors.Code.UNAVAILABLE, errors.Code.DEADLINE_EXCEEDED)
+    dropped = sorted(s for s, e in failures.items() if e.code in gone)
+    refused = sorted(s for s in failures if s not in dropped)
+    parts = []
+    if refused:
+        messages = {failures[s].message for s in refused}
+        if len(refused) == 1:
+            parts.append(f"site {refused[0]} refused the query: {failures[refused[0]].message}")
+        elif len(messages) == 1:
+            parts.append(f"sites {', '.join(refused)} refused the query, each: {messages.pop()}")
+        else:
+            reasons = "; ".join(f"{s}: {failures[s].message}" for s in refused)
+            parts.append(f"sites {', '.join(refused)} refused the query ({reasons})")
+    if dropped:
+        plural = len(dropped) > 1
+        parts.append(
+            f"site{'s' if plural else ''} {', '.join(dropped)} dropped out in {step} (disconnected or no answer "
+            f"in time), so no total was formed; run the query again when {'they are' if plural else 'it is'} back"
+        )
+    kind = type(failures[refused[0]]) if refused else errors.Aborted
+    return kind("; ".join(parts))
