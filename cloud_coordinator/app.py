@@ -27,7 +27,7 @@ from silolink.files import write_atomic
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import bootstrap, catalog
+from . import bootstrap, catalog, registry
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # Each capability's ``attach(coordinator) -> list[ServiceMount]``: it builds its stores and
 # services from the coordinator's database, hub, site service and config, registers stop
 # hooks, and returns the gRPC services to mount. Capabilities add themselves here.
-CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [catalog.attach]
+CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [catalog.attach, registry.attach]
 
 
 def load_config(data_dir: Path, environ=None, **overrides) -> CoordinatorConfig:

@@ -25,7 +25,7 @@ from silolink.rpc.channels import split_address
 from silolink.rpc.guard import fixed_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import catalog, inference, local_api
+from . import catalog, inference, local_api, registry
 from .catalog.store import Catalog
 from .control.commands import CommandDispatcher
 from .control.link import ControlLink
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # Each capability's ``attach(agent) -> list[ServiceMount]``: it opens its stores under the
 # data directory, registers control-command handlers on ``agent.dispatcher`` and stop hooks,
 # and returns the local-API services to mount. Capabilities add themselves here.
-CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = [catalog.attach, inference.attach]
+CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = [catalog.attach, inference.attach, registry.attach]
 
 
 def load_config(data_dir: Path, environ=None, **overrides) -> AgentConfig:

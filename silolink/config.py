@@ -95,6 +95,18 @@ class InferenceConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RegistryConfig:
+    """Models rolled out from the coordinator's registry (``[registry]`` in agent.toml)."""
+
+    # Hold each verified model until `edge-agent models approve NAME:VERSION` (change control).
+    require_approval: bool = False
+    # A broken download resumes from its last byte, up to this many times, with backoff.
+    download_retries: int = 8
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Settings of ``edge-agent run``."""
 
@@ -117,6 +129,7 @@ class AgentConfig:
     log_level: str = "INFO"
     catalog: CatalogConfig = dataclasses.field(default_factory=CatalogConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+    registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
 
 
 def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:

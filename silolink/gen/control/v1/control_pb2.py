@@ -25,33 +25,34 @@ _sym_db = _symbol_database.Default()
 
 from silolink.gen.catalog.v1 import catalog_pb2 as silolink_dot_catalog_dot_v1_dot_catalog__pb2
 from silolink.gen.common.v1 import site_pb2 as silolink_dot_common_dot_v1_dot_site__pb2
+from silolink.gen.registry.v1 import registry_pb2 as silolink_dot_registry_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!silolink/control/v1/control.proto\x12\x13silolink.control.v1\x1a!silolink/catalog/v1/catalog.proto\x1a\x1dsilolink/common/v1/site.proto\"\xb0\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.silolink.control.v1.HelloH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.silolink.control.v1.HeartbeatH\x00\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\".silolink.control.v1.CommandResultH\x00\x42\x06\n\x04kind\"{\n\x0f\x43onnectResponse\x12/\n\x07welcome\x18\x01 \x01(\x0b\x32\x1c.silolink.control.v1.WelcomeH\x00\x12/\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1c.silolink.control.v1.CommandH\x00\x42\x06\n\x04kind\">\n\x05Hello\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\"I\n\x07Welcome\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nsession_id\x18\x03 \x01(\t\"B\n\tHeartbeat\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\"\xa0\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x30\n\x04ping\x18\n \x01(\x0b\x32 .silolink.control.v1.PingCommandH\x00\x12G\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32+.silolink.catalog.v1.DescribeCatalogCommandH\x00\x42\x06\n\x04\x62ody\"\x1e\n\x0bPingCommand\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1d\n\nPingResult\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\xd1\x01\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\r\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12/\n\x04ping\x18\n \x01(\x0b\x32\x1f.silolink.control.v1.PingResultH\x00\x12\x46\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32*.silolink.catalog.v1.DescribeCatalogResultH\x00\x42\x06\n\x04\x62ody2j\n\x0e\x43ontrolService\x12X\n\x07\x43onnect\x12#.silolink.control.v1.ConnectRequest\x1a$.silolink.control.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!silolink/control/v1/control.proto\x12\x13silolink.control.v1\x1a!silolink/catalog/v1/catalog.proto\x1a\x1dsilolink/common/v1/site.proto\x1a#silolink/registry/v1/registry.proto\"\xb0\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.silolink.control.v1.HelloH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.silolink.control.v1.HeartbeatH\x00\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\".silolink.control.v1.CommandResultH\x00\x42\x06\n\x04kind\"{\n\x0f\x43onnectResponse\x12/\n\x07welcome\x18\x01 \x01(\x0b\x32\x1c.silolink.control.v1.WelcomeH\x00\x12/\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1c.silolink.control.v1.CommandH\x00\x42\x06\n\x04kind\">\n\x05Hello\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\"I\n\x07Welcome\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nsession_id\x18\x03 \x01(\t\"B\n\tHeartbeat\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\"\xe4\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x30\n\x04ping\x18\n \x01(\x0b\x32 .silolink.control.v1.PingCommandH\x00\x12G\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32+.silolink.catalog.v1.DescribeCatalogCommandH\x00\x12\x42\n\rinstall_model\x18\x14 \x01(\x0b\x32).silolink.registry.v1.InstallModelCommandH\x00\x42\x06\n\x04\x62ody\"\x1e\n\x0bPingCommand\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1d\n\nPingResult\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x94\x02\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\r\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12/\n\x04ping\x18\n \x01(\x0b\x32\x1f.silolink.control.v1.PingResultH\x00\x12\x46\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32*.silolink.catalog.v1.DescribeCatalogResultH\x00\x12\x41\n\rinstall_model\x18\x14 \x01(\x0b\x32(.silolink.registry.v1.InstallModelResultH\x00\x42\x06\n\x04\x62ody2j\n\x0e\x43ontrolService\x12X\n\x07\x43onnect\x12#.silolink.control.v1.ConnectRequest\x1a$.silolink.control.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'silolink.control.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONNECTREQUEST']._serialized_start=125
-  _globals['_CONNECTREQUEST']._serialized_end=301
-  _globals['_CONNECTRESPONSE']._serialized_start=303
-  _globals['_CONNECTRESPONSE']._serialized_end=426
-  _globals['_HELLO']._serialized_start=428
-  _globals['_HELLO']._serialized_end=490
-  _globals['_WELCOME']._serialized_start=492
-  _globals['_WELCOME']._serialized_end=565
-  _globals['_HEARTBEAT']._serialized_start=567
-  _globals['_HEARTBEAT']._serialized_end=633
-  _globals['_COMMAND']._serialized_start=636
-  _globals['_COMMAND']._serialized_end=796
-  _globals['_PINGCOMMAND']._serialized_start=798
-  _globals['_PINGCOMMAND']._serialized_end=828
-  _globals['_PINGRESULT']._serialized_start=830
-  _globals['_PINGRESULT']._serialized_end=859
-  _globals['_COMMANDRESULT']._serialized_start=862
-  _globals['_COMMANDRESULT']._serialized_end=1071
-  _globals['_CONTROLSERVICE']._serialized_start=1073
-  _globals['_CONTROLSERVICE']._serialized_end=1179
+  _globals['_CONNECTREQUEST']._serialized_start=162
+  _globals['_CONNECTREQUEST']._serialized_end=338
+  _globals['_CONNECTRESPONSE']._serialized_start=340
+  _globals['_CONNECTRESPONSE']._serialized_end=463
+  _globals['_HELLO']._serialized_start=465
+  _globals['_HELLO']._serialized_end=527
+  _globals['_WELCOME']._serialized_start=529
+  _globals['_WELCOME']._serialized_end=602
+  _globals['_HEARTBEAT']._serialized_start=604
+  _globals['_HEARTBEAT']._serialized_end=670
+  _globals['_COMMAND']._serialized_start=673
+  _globals['_COMMAND']._serialized_end=901
+  _globals['_PINGCOMMAND']._serialized_start=903
+  _globals['_PINGCOMMAND']._serialized_end=933
+  _globals['_PINGRESULT']._serialized_start=935
+  _globals['_PINGRESULT']._serialized_end=964
+  _globals['_COMMANDRESULT']._serialized_start=967
+  _globals['_COMMANDRESULT']._serialized_end=1243
+  _globals['_CONTROLSERVICE']._serialized_start=1245
+  _globals['_CONTROLSERVICE']._serialized_end=1351
 # @@protoc_insertion_point(module_scope)
