@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import backup, health, server, sites
+from . import backup, health, models, server, sites
 
 
 @click.group()
@@ -24,3 +24,4 @@ main.add_command(sites.sites)
 main.add_command(health.health)
 main.add_command(backup.backup)
 main.add_command(backup.restore)
+main.add_command(models.models)
