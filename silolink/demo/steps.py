@@ -145,6 +145,35 @@ def score_local_data(world: DemoWorld) -> None:
     click.echo(f"  {hospitals[0]} shares {answer['share']} only: {described}; its rows never left it")
 
 
+def roll_out_a_signed_model(world: DemoWorld) -> None:
+    """Publish a signed model once and roll it out to the hospitals only."""
+    from cloud_coordinator.registry.client import RegistryClient
+    from edge_agent.client import LocalClient
+
+    registry = RegistryClient(world.operator())
+    model_file = world.root / "shared" / "breast-cancer.onnx"
+    say(f"cloud-coordinator models push {model_file.name} --name breast-cancer --version 2")
+    model = registry.push(model_file, "breast-cancer", "2", "reference logistic regression, signed by the registry")
+    click.echo(f"  registered breast-cancer:2 (sha256 {model['sha256'][:12]}, {model['size_bytes']} bytes), "
+               "manifest signed with the coordinator's model-signing key")  # fmt: skip
+    say("cloud-coordinator models rollout breast-cancer:2 --to kind=hospital")
+    rollout = registry.rollout("breast-cancer", "2", ["kind=hospital"])
+    sites = [s["site"] for s in rollout["sites"]]
+    world.wait_until(
+        lambda: all(s["state"] == "active" for s in registry.status("breast-cancer", "2")), 30, "rollout active"
+    )
+    say("cloud-coordinator models status breast-cancer:2")
+    rows = [[s["site"], s["state"], f"{s['bytes_received']}/{s['size_bytes']}", s["reason"]]
+            for s in registry.status("breast-cancer", "2")]  # fmt: skip
+    click.echo(_indent(table(["SITE", "STATE", "BYTES", "REASON"], rows)))
+    import numpy as np
+
+    with LocalClient.for_data_dir(world.sites[sites[0]]["data_dir"]) as client:
+        served = client.infer("breast-cancer", {"X": np.zeros((1, 30), np.float32)}).version
+    click.echo(f"  each hospital checked the signature and digest before activating; {sites[0]} now serves "
+               f"breast-cancer:{served}; factory-a was not targeted and got nothing")  # fmt: skip
+
+
 def revoke_a_site(world: DemoWorld) -> None:
     """Show revocation: a factory cut off at once, its stream closed."""
     operator = world.operator()
@@ -159,4 +188,4 @@ def _indent(text: str) -> str:
 
 
 # Revocation is one-way, so it stays last; capabilities insert their steps before it.
-STEPS = [start_coordinator, enroll_sites, start_agents, score_local_data, revoke_a_site]
+STEPS = [start_coordinator, enroll_sites, start_agents, score_local_data, roll_out_a_signed_model, revoke_a_site]
