@@ -13,7 +13,6 @@ staging folder until ``edge-agent models approve NAME:VERSION``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
@@ -31,6 +30,7 @@ from ..control.backoff import Backoff
 from ..layout import AgentLayout
 from ..models.store import ModelStore
 from .orders import OPEN_STATES, Order, OrderStore
+from .sink import PartialFile
 
 log = logging.getLogger(__name__)
 APPROVAL_POLL_S = 0.25
@@ -163,67 +163,60 @@ class Installer:
             return  # verified before a restart
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         partial = self.partial_dir / f"{order.sha256}.part"
-        digest, offset = hashlib.sha256(), 0
-        if partial.exists():
-            offset = _hash_file(partial, digest)
-            if offset > order.size_bytes:
-                partial.unlink()
-                digest, offset = hashlib.sha256(), 0
-        self._set(order, "downloading", "", offset)
+        if partial.exists() and partial.stat().st_size > order.size_bytes:
+            partial.unlink()
+        sink = PartialFile(partial)
         backoff = Backoff(self._config.retry_initial_s, self._config.retry_max_s)
         attempts = 0
-        pos = [offset]  # advanced by _receive as bytes land, so a break resumes after them
-        with self._client_factory() as client, partial.open("ab") as out:  # type: ignore[attr-defined]
-            while pos[0] < order.size_bytes:
-                try:
-                    self._receive(order, client, out, digest, pos)
-                    if self._stop.is_set():
-                        return  # resumed at the next start
-                    if pos[0] < order.size_bytes:
-                        raise errors.Unavailable(f"the stream ended at byte {pos[0]} of {order.size_bytes}")
-                except TRANSIENT as e:
-                    attempts += 1
-                    if attempts > self._config.download_retries:
-                        raise errors.Unavailable(
-                            f"the download of {order.ref} failed {attempts} times, last at byte {pos[0]} of "
-                            f"{order.size_bytes}: {e.message}"
-                        ) from None
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "download of %s broke at byte %d (%s); resuming in %.1f s", order.ref, pos[0], e.message, delay
+        try:
+            with self._client_factory() as client:  # type: ignore[attr-defined]
+                self._set(order, "downloading", "", sink.offset, client)
+                while sink.offset < order.size_bytes:
+                    try:
+                        self._receive(order, client, sink)
+                        if self._stop.is_set():
+                            return  # resumed at the next start
+                        if sink.offset < order.size_bytes:
+                            raise errors.Unavailable(f"the stream ended at byte {sink.offset} of {order.size_bytes}")
+                    except TRANSIENT as e:
+                        sink.drain()
+                        attempts += 1
+                        if attempts > self._config.download_retries:
+                            raise errors.Unavailable(
+                                f"the download of {order.ref} failed {attempts} times, last at byte {sink.offset} "
+                                f"of {order.size_bytes}: {e.message}"
+                            ) from None
+                        delay = backoff.next_delay()
+                        log.warning("download of %s broke at byte %d (%s); resuming in %.1f s", order.ref,
+                                    sink.offset, e.message, delay)  # fmt: skip
+                        if self._stop.wait(delay):
+                            return
+                actual = sink.close()
+                if actual != order.sha256:
+                    raise errors.FailedPrecondition(
+                        f"the downloaded file's sha256 {actual[:16]}... does not match the signed manifest's "
+                        f"{order.sha256[:16]}...; discarded it, the current version stays active"
                     )
-                    if self._stop.wait(delay):
-                        return
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if actual != order.sha256:
-            raise errors.FailedPrecondition(
-                f"the downloaded file's sha256 {actual[:16]}... does not match the signed manifest's "
-                f"{order.sha256[:16]}...; discarded it, the current version stays active"
-            )
-        self.staged_dir.mkdir(parents=True, exist_ok=True)
-        os.replace(partial, staged)
-        self._set(order, "verified", "", order.size_bytes)
+                self.staged_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(partial, staged)
+                self._set(order, "verified", "", order.size_bytes, client)
+        finally:
+            sink.close(fsync=False)  # no-op when closed above; otherwise keeps what arrived for a resume
 
-    def _receive(self, order: Order, client, out, digest, pos: list[int]) -> None:
+    def _receive(self, order: Order, client, sink: PartialFile) -> None:
         last_report = time.monotonic()
-        for at, data in client.download(order.name, order.version, pos[0]):
-            if at != pos[0]:
-                raise errors.Unavailable(f"the coordinator sent bytes from {at}, expected {pos[0]}")
-            if pos[0] + len(data) > order.size_bytes:
+        for at, data in client.download(order.name, order.version, sink.offset):
+            if at != sink.offset:
+                raise errors.Unavailable(f"the coordinator sent bytes from {at}, expected {sink.offset}")
+            if sink.offset + len(data) > order.size_bytes:
                 raise errors.FailedPrecondition(
                     f"the coordinator sent more than the {order.size_bytes} bytes the signed manifest names"
                 )
-            out.write(data)
-            digest.update(data)
-            pos[0] += len(data)
+            sink.put(data)
             if self._stop.is_set():
-                out.flush()
                 return
             if time.monotonic() - last_report > PROGRESS_EVERY_S:
-                out.flush()
-                self._set(order, "downloading", "", pos[0])
+                self._set(order, "downloading", "", sink.offset, client)
                 last_report = time.monotonic()
 
     def _activate(self, order: Order) -> None:
@@ -253,7 +246,7 @@ class Installer:
             (self.partial_dir / f"{order.sha256}.part").unlink(missing_ok=True)
             (self.staged_dir / f"{order.sha256}.onnx").unlink(missing_ok=True)
 
-    def _set(self, order: Order, state: str, reason: str, bytes_received: int = 0) -> None:
+    def _set(self, order: Order, state: str, reason: str, bytes_received: int = 0, client=None) -> None:
         """Record the state here, then tell the coordinator (best effort: a site that is
         offline reports again when the coordinator re-sends the order on reconnect)."""
         values = {"state": state, "reason": reason}
@@ -261,16 +254,10 @@ class Installer:
             values["bytes_received"] = bytes_received
         self.orders.update(order.rollout_id, **values)
         try:
-            with self._client_factory() as client:  # type: ignore[attr-defined]
+            if client is not None:
                 client.report(order.rollout_id, STATE_TO_PROTO[state], reason, bytes_received)
+            else:
+                with self._client_factory() as fresh:  # type: ignore[attr-defined]
+                    fresh.report(order.rollout_id, STATE_TO_PROTO[state], reason, bytes_received)
         except errors.SiloError as e:
             log.info("could not report %s of order %s yet: %s", state, order.rollout_id, e.message)
-
-
-def _hash_file(path: Path, digest) -> int:
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size
