@@ -179,7 +179,6 @@ class Installer:
                         if sink.offset < order.size_bytes:
                             raise errors.Unavailable(f"the stream ended at byte {sink.offset} of {order.size_bytes}")
                     except TRANSIENT as e:
-                        sink.drain()
                         attempts += 1
                         if attempts > self._config.download_retries:
                             raise errors.Unavailable(
