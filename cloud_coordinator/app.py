@@ -27,7 +27,7 @@ from silolink.files import write_atomic
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import analytics, audit, bootstrap, catalog, exchange, training
+from . import analytics, audit, bootstrap, catalog, exchange, registry, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
     audit.attach,
     catalog.attach,
+    registry.attach,
     exchange.attach,
     training.attach,
     analytics.attach,

@@ -25,6 +25,7 @@ from silolink.files import private_dir, write_atomic
 from silolink.identity import Role
 
 from .layout import CoordinatorLayout
+from .registry.signing import ensure_signer
 from .sites.store import CertificateRecord, SiteStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def init(root: Path, hostnames: list[str], public_address: str | None = None) ->
     write_atomic(layout.ca_cert, pki.cert_to_pem(ca.cert), mode=0o644)
     issue_server_certificate(layout, cfg, ca)
     load_audit_key(layout)
+    ensure_signer(layout, ca)
 
     operator_key = pki.generate_key()
     operator_cert = ca.issue_client(

@@ -25,7 +25,7 @@ from silolink.rpc.channels import split_address
 from silolink.rpc.guard import fixed_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import analytics, catalog, exchange, inference, local_api, training
+from . import analytics, catalog, exchange, inference, local_api, registry, training
 from .catalog.store import Catalog
 from .control.commands import CommandDispatcher
 from .control.link import ControlLink
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = [
     catalog.attach,
     inference.attach,
+    registry.attach,
     training.attach,
     exchange.attach,
     analytics.attach,

@@ -175,6 +175,18 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RegistryConfig:
+    """Models rolled out from the coordinator's registry (``[registry]`` in agent.toml)."""
+
+    # Hold each verified model until `edge-agent models approve NAME:VERSION` (change control).
+    require_approval: bool = False
+    # A broken download resumes from its last byte, up to this many times, with backoff.
+    download_retries: int = 8
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
 class AgentConfig:
     """Settings of ``edge-agent run``."""
 
@@ -200,6 +212,7 @@ class AgentConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     exchange: AgentExchangeConfig = dataclasses.field(default_factory=AgentExchangeConfig)
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
+    registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
 
 
 def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:

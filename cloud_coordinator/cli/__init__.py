@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import backup, exchange, health, query, server, sites, training
+from . import backup, exchange, health, models, query, server, sites, training
 
 
 @click.group()
@@ -28,3 +28,4 @@ main.add_command(exchange.agreements)
 main.add_command(exchange.audit)
 main.add_command(training.train)
 main.add_command(query.query)
+main.add_command(models.models)

@@ -23,11 +23,20 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     from .servicer import JobRunnerServicer, TrainingServicer, operator_mount, runner_mount
     from .store import JobStore
 
-    def register(job, path):
+    def register(job, path) -> str:
+        """Push the job's model into the registry (signed), named after the job's spec."""
         registry = getattr(coordinator, "registry", None)
-        if registry is None:
+        if registry is None:  # a coordinator built without the registry capability
             return f"file:{path.relative_to(coordinator.layout.root)}"
-        return registry.register_training_result(job, path)
+        spec = job.spec
+        version = registry.push_file(
+            path,
+            spec.model_name or f"{spec.dataset}-{spec.app}",
+            description=f"federated {spec.strategy}, {spec.rounds} rounds, sites {', '.join(spec.sites)}",
+            creator=f"job:{job.id}",
+            source_job=job.id,
+        )
+        return f"{version.name}:{version.version}"
 
     jobs = JobService(
         JobStore(coordinator.db),

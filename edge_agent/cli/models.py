@@ -97,3 +97,36 @@ def _exact(ref: str) -> tuple[str, str]:
     if version is None:
         raise click.UsageError(f"name a version: {ref}:VERSION")
     return name, version
+
+
+@models.command()
+@click.argument("ref", metavar="NAME:VERSION")
+@data_dir_option
+@json_option
+@handle_errors
+def approve(ref: str, data_dir: Path, as_json: bool) -> None:
+    """Approve a rolled-out version that waits for local approval; the agent activates it."""
+    from ..registry.orders import OrderStore
+
+    name, version = _exact(ref)
+    order = OrderStore.open(AgentLayout(data_dir.resolve()).state_db).approve(name, version)
+    if as_json:
+        echo_json(order.to_dict())
+        return
+    click.echo(f"approved {order.ref}; the running agent activates it within a second (or when it next starts)")
+
+
+@models.command()
+@data_dir_option
+@json_option
+@handle_errors
+def orders(data_dir: Path, as_json: bool) -> None:
+    """List the model orders received from the coordinator and where each stands."""
+    from ..registry.orders import OrderStore
+
+    found = OrderStore.open(AgentLayout(data_dir.resolve()).state_db).list()
+    if as_json:
+        echo_json([o.to_dict() for o in found])
+        return
+    rows = [[o.ref, o.state, o.rollout_id, iso(o.updated_at), o.reason] for o in found]
+    click.echo(table(["MODEL", "STATE", "ROLLOUT", "UPDATED", "REASON"], rows))

@@ -166,10 +166,13 @@ def train_together(world: DemoWorld) -> None:
     from cloud_coordinator.cli.training import round_line
 
     operator = world.operator()
-    say("cloud-coordinator train start --app tabular --dataset patients --sites kind=hospital --rounds 5 --watch")
+    say(
+        "cloud-coordinator train start --app tabular --dataset patients --sites kind=hospital --rounds 5 "
+        "--model-name breast-cancer-federated --watch"
+    )
     job = operator.start_training(
         app="tabular", dataset="patients", sites=["kind=hospital"], rounds=5, min_sites=2, round_timeout_s=30,
-        local_epochs=2, strategy="fedavg",
+        local_epochs=2, strategy="fedavg", model_name="breast-cancer-federated",
     )  # fmt: skip
     world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
     job = operator.get_job(job["job"])
@@ -177,7 +180,9 @@ def train_together(world: DemoWorld) -> None:
         click.echo("  " + round_line(record).replace("\n", "\n  "))
     if job["state"] != "completed":
         raise RuntimeError(f"training job {job['job']} {job['state']}: {job['error']}")
-    click.echo(f"  job {job['job']} completed; global model exported to ONNX: {job['model']}")
+    click.echo(f"  job {job['job']} completed; the global model was exported to ONNX and registered, signed, "
+               f"as {job['model']}")  # fmt: skip
+    world.trained_model = job["model"]
 
 
 def exchange_sealed_file(world: DemoWorld) -> None:
@@ -264,6 +269,38 @@ def query_across_hospitals(world: DemoWorld) -> None:
         click.echo(f"  refused: {e.message}")
 
 
+def roll_out_a_signed_model(world: DemoWorld) -> None:
+    """Roll the federated model out to the hospitals only; each verifies it before serving."""
+    import numpy as np
+
+    from cloud_coordinator.registry.client import RegistryClient
+    from edge_agent.client import LocalClient
+
+    from . import datasets
+
+    registry = RegistryClient(world.operator())
+    name, version = world.trained_model.split(":")
+    say(f"cloud-coordinator models show {name}:{version}")
+    (model,) = registry.show(name, version)
+    click.echo(f"  {name}:{version}: sha256 {model['sha256'][:12]}, {model['size_bytes']} bytes, created by "
+               f"{model['creator']}; manifest signed with the coordinator's model-signing key")  # fmt: skip
+    say(f"cloud-coordinator models rollout {name}:{version} --to kind=hospital")
+    registry.rollout(name, version, ["kind=hospital"])
+    world.wait_until(lambda: all(s["state"] == "active" for s in registry.status(name, version)), 30, "rollout")
+    say(f"cloud-coordinator models status {name}:{version}")
+    rows = [[s["site"], s["state"], f"{s['bytes_received']}/{s['size_bytes']}", s["reason"]]
+            for s in registry.status(name, version)]  # fmt: skip
+    click.echo(_indent(table(["SITE", "STATE", "BYTES", "REASON"], rows)))
+    hospitals = [n for n, site in world.sites.items() if site["kind"] == "hospital"]
+    _, splits = datasets.breast_cancer_splits(hospitals)
+    for site in hospitals:
+        with LocalClient.for_data_dir(world.sites[site]["data_dir"]) as client:
+            served = client.infer(name, {"X": splits[site]["X"]})
+        accuracy = float(np.mean(served["label"] == splits[site]["y"]))
+        click.echo(f"  {site} serves {name}:{served.version}; on its own patients: accuracy {accuracy:.3f}")
+    click.echo("  factory-a was not targeted and got nothing")
+
+
 def revoke_a_site(world: DemoWorld) -> None:
     """Show revocation: a factory cut off at once, its stream closed."""
     operator = world.operator()
@@ -284,6 +321,7 @@ STEPS = [
     start_agents,
     score_local_data,
     train_together,
+    roll_out_a_signed_model,
     query_across_hospitals,
     exchange_sealed_file,
     verify_audit_chain,

@@ -37,6 +37,7 @@ class DemoWorld:
     root: Path
     daemons: dict[str, Daemon] = field(default_factory=dict)
     sites: dict[str, dict] = field(default_factory=dict)  # name -> {"kind", "data_dir"}
+    trained_model: str = ""  # "name:version" the training step registered
     _operator: OperatorClient | None = None
 
     @property

@@ -49,7 +49,11 @@ def test_fedavg_trains_a_model_the_sites_agree_is_good(coordinator, make_agent, 
     # The exported model scores the held-back reference patients well.
     import onnxruntime as ort
 
-    path = coordinator.layout.root / job["model"].removeprefix("file:")
+    name, version = job["model"].split(":")
+    assert name == "patients-tabular"  # registered (and signed) under the default name
+    record = coordinator.registry.get(name, version)
+    assert record.source_job == job["job"] and record.creator == f"job:{job['job']}"
+    path = coordinator.registry.blob_path(record.sha256)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     labels = session.run(["label"], {"X": reference["X"]})[0]
     assert np.mean(labels == reference["y"]) > 0.9

@@ -1,0 +1,284 @@
+"""Rollouts: which sites get which version, the orders sent down their control streams,
+and each site's progress.
+
+A rollout resolves its targets (kind, tag, site name; a union) to sites once, when it
+starts, and records one order per site. Orders go to connected sites at once and to the
+others when they connect; the agent answers each with the order's state and reports
+later progress itself. A newer order for the same model at a site supersedes older open
+ones there, and a site's active order supersedes the one it replaced. With a canary of K,
+the first K sites (by name) get the order and the rest are held until the operator
+continues the rollout, which is refused until every canary site is active.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from silolink import errors
+from silolink.gen.registry.v1 import registry_pb2 as pb
+
+from ..audit.store import AuditLog
+from ..control.hub import ControlHub
+from ..sites.service import SITE_KINDS, SiteService
+from ..sites.store import SiteRecord
+from .models import ModelRegistry
+from .store import FINAL_STATES, OPEN_STATES, STATES, OrderRecord, RegistryStore, RolloutRecord
+
+log = logging.getLogger(__name__)
+# Progress only moves forward; a late "pending" answer never undoes a "downloading" report.
+RANK = {"held": 0, "pending": 1, "downloading": 2, "verified": 3, "awaiting_approval": 4, "active": 5,
+        "failed": 5, "superseded": 6}  # fmt: skip
+STATE_TO_PROTO = {s: pb.RolloutState.Value(f"ROLLOUT_STATE_{s.upper()}") for s in STATES}
+PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+
+Target = tuple[str, str]  # ("kind", "hospital") | ("tag", "region=north") | ("site", "st-marys")
+
+
+def describe_target(target: Target) -> str:
+    kind, value = target
+    return f"tag:{value}" if kind == "tag" else f"{kind}={value}"
+
+
+class Rollouts:
+    def __init__(
+        self,
+        store: RegistryStore,
+        models: ModelRegistry,
+        sites: SiteService,
+        hub: ControlHub,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._models = models
+        self._sites = sites
+        self._hub = hub
+        self._audit = audit
+        self._clock = clock
+        hub.on_change(self._site_changed)
+
+    # -- operator actions ----------------------------------------------------------------
+    def start(
+        self, name: str, version: str, targets: list[Target], canary: int = 0, actor: str = "coordinator"
+    ) -> tuple[RolloutRecord, list[OrderRecord]]:
+        """Order the sites ``targets`` select to install and activate ``name:version``."""
+        record = self._models.get(name, version)
+        if record.deprecated_at is not None:
+            raise errors.FailedPrecondition(f"model {record.ref} is deprecated and cannot be rolled out")
+        sites = self.resolve(targets)
+        if canary < 0:
+            raise errors.InvalidArgument("--canary must be a positive number of sites")
+        rollout = self._create(name, version, "rollout", [describe_target(t) for t in targets], sites, canary, actor)
+        self._audit.record(actor, "model.rollout", f"{name}:{version}", rollout_id=rollout.rollout_id,
+                           targets=rollout.targets, canary=canary, sites=[s.name for s in sites])  # fmt: skip
+        return rollout, self._deliver_rollout(rollout.rollout_id)
+
+    def resume(self, name: str, version: str, actor: str = "coordinator") -> tuple[RolloutRecord, list[OrderRecord]]:
+        """Send a canary rollout's held sites their orders once every canary site is active."""
+        rollout = self.store.latest_rollout(name, version)
+        if rollout is None:
+            raise errors.NotFound(f"model {name}:{version} has not been rolled out")
+        orders = self.store.orders("rollout_id = ?", [rollout.rollout_id])
+        held = [o for o in orders if o.state == "held"]
+        if not held:
+            raise errors.FailedPrecondition(f"the latest rollout of {name}:{version} holds no sites back")
+        waiting = [o for o in orders if o.state != "held" and o.state not in ("active", "superseded")]
+        if waiting:
+            listed = ", ".join(f"{o.site} ({o.state}{': ' + o.reason if o.reason else ''})" for o in waiting)
+            raise errors.FailedPrecondition(
+                f"the canary sites are not all active yet: {listed}; continue once they are, "
+                f"or roll back with `models rollback {name} --to VERSION`"
+            )
+        with self.store.atomic():
+            for order in held:
+                self._supersede_open(order.site, name, rollout.rollout_id)
+                self.store.update_order(rollout.rollout_id, order.site, state="pending", updated_at=self._clock())
+            self._audit.record(actor, "model.rollout.continue", f"{name}:{version}", rollout_id=rollout.rollout_id,
+                               sites=[o.site for o in held])  # fmt: skip
+        return rollout, self._deliver_rollout(rollout.rollout_id)
+
+    def rollback(
+        self, name: str, to_version: str, actor: str = "coordinator"
+    ) -> tuple[RolloutRecord, list[OrderRecord]]:
+        """Order every (unrevoked) site that was sent any version of ``name`` back to ``to_version``."""
+        record = self._models.get(name, to_version)
+        if record.deprecated_at is not None:
+            raise errors.FailedPrecondition(
+                f"model {record.ref} is deprecated; roll back to a version that is not, or push a new one"
+            )
+        names = sorted({o.site for o in self.store.orders("name = ?", [name])})
+        sites = [s for s in self._sites.list_sites() if s.name in names and s.revoked_at is None]
+        if not sites:
+            raise errors.FailedPrecondition(f"no site was sent model {name}; there is nothing to roll back")
+        targets = [f"site={s.name}" for s in sites]
+        rollout = self._create(name, to_version, "rollback", targets, sites, 0, actor)
+        self._audit.record(actor, "model.rollback", f"{name}:{to_version}", rollout_id=rollout.rollout_id,
+                           sites=[s.name for s in sites])  # fmt: skip
+        return rollout, self._deliver_rollout(rollout.rollout_id)
+
+    def status(self, name: str, version: str) -> list[OrderRecord]:
+        """Each site's latest order for ``name:version``, by site name."""
+        self._models.get(name, version)
+        latest: dict[str, tuple[float, OrderRecord]] = {}
+        with self.store.lock:
+            created = {
+                r["rollout_id"]: r["created_at"]
+                for r in self.store.db["registry_rollouts"].rows_where("name = ? and version = ?", [name, version])
+            }
+        for order in self.store.orders("name = ? and version = ?", [name, version]):
+            at = created.get(order.rollout_id, 0.0)
+            if order.site not in latest or at >= latest[order.site][0]:
+                latest[order.site] = (at, order)
+        return [latest[s][1] for s in sorted(latest)]
+
+    def resolve(self, targets: list[Target]) -> list[SiteRecord]:
+        """The unrevoked sites ``targets`` select (a union), by name; refuse empty selections."""
+        if not targets:
+            raise errors.InvalidArgument(
+                "name at least one target: --to kind=hospital, --to tag:KEY=VALUE or --to site=NAME"
+            )
+        sites = self._sites.list_sites()
+        chosen: dict[str, SiteRecord] = {}
+        for kind, value in targets:
+            if kind == "site":
+                site = self._sites.get_site(value)  # NotFound names the unknown site
+                if site.revoked_at is not None:
+                    raise errors.FailedPrecondition(f"site {value} is revoked; it cannot receive models")
+                matched = [site]
+            elif kind == "kind":
+                if value not in SITE_KINDS:
+                    raise errors.InvalidArgument(f"site kind must be one of {', '.join(SITE_KINDS)}, not {value!r}")
+                matched = [s for s in sites if s.kind == value and s.revoked_at is None]
+            elif kind == "tag":
+                key, sep, tag_value = value.partition("=")
+                if not sep or not key:
+                    raise errors.InvalidArgument(f"tag target {value!r} must be KEY=VALUE")
+                matched = [s for s in sites if s.tags.get(key) == tag_value and s.revoked_at is None]
+            else:
+                raise errors.InvalidArgument(f"unknown target kind {kind!r}; use kind, tag or site")
+            if not matched:
+                raise errors.InvalidArgument(
+                    f"target {describe_target((kind, value))} matches no site that can receive models; "
+                    "`cloud-coordinator sites list` shows the sites, their kinds and tags"
+                )
+            chosen.update({s.name: s for s in matched})
+        return [chosen[n] for n in sorted(chosen)]
+
+    # -- agents --------------------------------------------------------------------------
+    def report(self, site: str, rollout_id: str, state: str, reason: str = "", bytes_received: int = 0) -> None:
+        """A site's progress on one of its orders."""
+        if state not in STATES or state in ("held", "superseded"):
+            raise errors.InvalidArgument(f"{state!r} is not a state a site can report")
+        if self.store.order(rollout_id, site) is None:
+            raise errors.NotFound(f"site {site} has no order in rollout {rollout_id!r}")
+        self._apply(site, rollout_id, state, reason, bytes_received)
+
+    def check_download(self, site: str, name: str, version: str) -> tuple[str, int]:
+        """The blob's path and size, if ``site`` was sent an order for ``name:version``."""
+        orders = self.store.orders("site = ? and name = ? and version = ? and state != 'held'", [site, name, version])
+        if not orders:
+            raise errors.PermissionDenied(f"site {site} has no order for model {name}:{version}")
+        record = self._models.get(name, version)
+        path = self._models.blob_path(record.sha256)
+        if not path.exists():
+            raise errors.Internal(f"the blob of {record.ref} is missing from the registry")
+        return str(path), record.size_bytes
+
+    # -- internals -----------------------------------------------------------------------
+    def _create(self, name, version, kind, targets, sites, canary, actor) -> RolloutRecord:
+        now = self._clock()
+        rollout = RolloutRecord(uuid.uuid4().hex[:16], name, version, kind, canary, targets, actor, now)
+        orders = [
+            OrderRecord(rollout.rollout_id, s.name, name, version, i, "held" if canary and i >= canary else "pending",
+                        "waiting for `models rollout --continue`" if canary and i >= canary else "", 0, now)
+            for i, s in enumerate(sites)
+        ]  # fmt: skip
+        with self.store.atomic():
+            for order in orders:
+                if order.state == "pending":
+                    self._supersede_open(order.site, name, rollout.rollout_id)
+            self.store.add_rollout(rollout, orders)
+        log.info("%s %s of %s:%s to %d site(s)", kind, rollout.rollout_id, name, version, len(orders))
+        return rollout
+
+    def _supersede_open(self, site: str, name: str, newer_rollout: str) -> None:
+        for old in self.store.orders(
+            f"site = ? and name = ? and rollout_id != ? and state in ({','.join('?' * 5)})",
+            [site, name, newer_rollout, "held", *OPEN_STATES],
+        ):
+            self.store.update_order(old.rollout_id, site, state="superseded", reason="replaced by a newer order",
+                                    updated_at=self._clock())  # fmt: skip
+
+    def _deliver_rollout(self, rollout_id: str) -> list[OrderRecord]:
+        for order in self.store.orders("rollout_id = ? and state = 'pending'", [rollout_id]):
+            if self._hub.is_connected(order.site):
+                self._send(order)
+        return self.store.orders("rollout_id = ?", [rollout_id])
+
+    def _site_changed(self, site: str, connected: bool) -> None:
+        if connected:
+            # Off the hub's thread: the site's stream is opening right now.
+            threading.Thread(target=self._deliver_site, args=(site,), name=f"rollout-{site}", daemon=True).start()
+
+    def _deliver_site(self, site: str) -> None:
+        try:
+            placeholders = ",".join("?" * len(OPEN_STATES))
+            for order in self.store.orders(f"site = ? and state in ({placeholders})", [site, *OPEN_STATES]):
+                self._send(order)
+        except Exception:  # noqa: BLE001 - a failed redelivery is retried at the next connect
+            log.exception("could not send pending model orders to %s", site)
+
+    def _send(self, order: OrderRecord) -> None:
+        record = self._models.get(order.name, order.version)
+        command = pb.InstallModelCommand(
+            rollout_id=order.rollout_id,
+            name=order.name,
+            version=order.version,
+            manifest=record.manifest,
+            manifest_signature=record.manifest_signature,
+            signer_certificate_pem=self._models.signer.certificate_pem,
+        )
+        try:
+            future = self._hub.request(order.site, install_model=command)
+        except errors.Unavailable:
+            return  # sent when the site connects
+        future.add_done_callback(lambda f: self._answered(order, f))
+
+    def _answered(self, order: OrderRecord, future: Future) -> None:
+        try:
+            result = future.result().install_model
+            self._apply(order.site, order.rollout_id, PROTO_TO_STATE.get(result.state, "pending"), result.reason)
+        except errors.Unavailable:
+            pass  # the site went away first; the order stays pending and is re-sent
+        except errors.SiloError as e:
+            self._apply(order.site, order.rollout_id, "failed", e.message)
+        except Exception:  # noqa: BLE001 - a callback must not die silently
+            log.exception("handling the answer of %s to rollout %s failed", order.site, order.rollout_id)
+
+    def _apply(self, site: str, rollout_id: str, state: str, reason: str, bytes_received: int = 0) -> None:
+        with self.store.atomic():
+            current = self.store.order(rollout_id, site)
+            if current is None or current.state in FINAL_STATES or RANK[state] < RANK[current.state]:
+                return
+            values = {"state": state, "reason": reason, "updated_at": self._clock()}
+            if bytes_received:
+                values["bytes_received"] = bytes_received
+            elif state in ("verified", "awaiting_approval", "active"):
+                values["bytes_received"] = self._models.get(current.name, current.version).size_bytes
+            self.store.update_order(rollout_id, site, **values)
+            if state == "active":
+                for old in self.store.orders(
+                    "site = ? and name = ? and rollout_id != ? and state = 'active'", [site, current.name, rollout_id]
+                ):
+                    self.store.update_order(old.rollout_id, site, state="superseded",
+                                            reason=f"replaced by {current.name}:{current.version}",
+                                            updated_at=self._clock())  # fmt: skip
+        if state != current.state:
+            level = logging.WARNING if state == "failed" else logging.INFO
+            log.log(level, "site %s: %s:%s %s%s", site, current.name, current.version, state,
+                    f" ({reason})" if reason else "")  # fmt: skip

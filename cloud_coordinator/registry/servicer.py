@@ -1,0 +1,202 @@
+"""RegistryService (operators) and DistributionService (agents): unpack, call, pack."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator
+
+import grpc
+
+from silolink import errors
+from silolink.gen.common.v1 import site_pb2
+from silolink.gen.registry.v1 import registry_pb2 as pb
+from silolink.gen.registry.v1 import registry_pb2_grpc
+from silolink.identity import Role
+from silolink.protos import timestamp
+from silolink.rpc.guard import current_identity
+from silolink.rpc.server import ServiceMount
+
+from .models import CHUNK_BYTES, ModelRegistry
+from .rollouts import PROTO_TO_STATE, STATE_TO_PROTO, Rollouts
+from .store import ModelVersion, OrderRecord, RolloutRecord
+
+KIND_NAMES = {site_pb2.SITE_KIND_HOSPITAL: "hospital", site_pb2.SITE_KIND_FACTORY: "factory"}
+
+
+def version_to_proto(record: ModelVersion) -> pb.ModelVersion:
+    return pb.ModelVersion(
+        name=record.name,
+        version=record.version,
+        sha256=record.sha256,
+        size_bytes=record.size_bytes,
+        inputs=[pb.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in record.signature.inputs],
+        outputs=[pb.TensorSpec(name=s.name, dtype=s.dtype, shape=s.shape) for s in record.signature.outputs],
+        description=record.description,
+        creator=record.creator,
+        source_job=record.source_job,
+        created_at=timestamp(record.created_at),
+        deprecated=record.deprecated_at is not None,
+        manifest=record.manifest,
+        manifest_signature=record.manifest_signature,
+    )
+
+
+def order_to_proto(order: OrderRecord, size_bytes: int) -> pb.SiteRollout:
+    return pb.SiteRollout(
+        site=order.site,
+        state=STATE_TO_PROTO[order.state],
+        reason=order.reason,
+        rollout_id=order.rollout_id,
+        updated_at=timestamp(order.updated_at),
+        bytes_received=order.bytes_received,
+        size_bytes=size_bytes,
+    )
+
+
+def _target(message: pb.Target) -> tuple[str, str]:
+    which = message.WhichOneof("selector")
+    if which == "kind":
+        if message.kind not in KIND_NAMES:
+            raise errors.InvalidArgument("a kind target needs a site kind (hospital or factory)")
+        return ("kind", KIND_NAMES[message.kind])
+    if which == "tag":
+        return ("tag", f"{message.tag.key}={message.tag.value}")
+    if which == "site":
+        return ("site", message.site)
+    raise errors.InvalidArgument("a target must name a kind, a tag or a site")
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self, models: ModelRegistry, rollouts: Rollouts) -> None:
+        self._models = models
+        self._rollouts = rollouts
+
+    def PushModel(self, request_iterator: Iterator[pb.PushModelRequest], context: grpc.ServicerContext):
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise errors.InvalidArgument("a push must start with a header naming the model")
+        header = first.header
+        with self._models.begin_upload(header.name, header.version or None) as upload:
+            for message in request_iterator:
+                if not message.HasField("chunk"):
+                    raise errors.InvalidArgument("a push carries one header, then chunks of the file")
+                upload.write(message.chunk)
+            record = upload.finish(header.description, creator=str(current_identity()))
+        return pb.PushModelResponse(model=version_to_proto(record))
+
+    def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext):
+        return pb.ListModelsResponse(models=[version_to_proto(r) for r in self._models.list()])
+
+    def GetModel(self, request: pb.GetModelRequest, context: grpc.ServicerContext):
+        found = self._models.show(request.name, request.version or None)
+        return pb.GetModelResponse(versions=[version_to_proto(r) for r in found])
+
+    def DeprecateModel(self, request: pb.DeprecateModelRequest, context: grpc.ServicerContext):
+        record = self._models.deprecate(request.name, request.version, str(current_identity()))
+        return pb.DeprecateModelResponse(model=version_to_proto(record))
+
+    def StartRollout(self, request: pb.StartRolloutRequest, context: grpc.ServicerContext):
+        rollout, orders = self._rollouts.start(
+            request.name,
+            request.version,
+            [_target(t) for t in request.targets],
+            request.canary,
+            str(current_identity()),
+        )
+        return pb.StartRolloutResponse(rollout=self._rollout(rollout, orders))
+
+    def ContinueRollout(self, request: pb.ContinueRolloutRequest, context: grpc.ServicerContext):
+        rollout, orders = self._rollouts.resume(request.name, request.version, str(current_identity()))
+        return pb.ContinueRolloutResponse(rollout=self._rollout(rollout, orders))
+
+    def GetRolloutStatus(self, request: pb.GetRolloutStatusRequest, context: grpc.ServicerContext):
+        orders = self._rollouts.status(request.name, request.version)
+        size = self._models.get(request.name, request.version).size_bytes
+        return pb.GetRolloutStatusResponse(
+            name=request.name, version=request.version, sites=[order_to_proto(o, size) for o in orders]
+        )
+
+    def RollbackModel(self, request: pb.RollbackModelRequest, context: grpc.ServicerContext):
+        rollout, orders = self._rollouts.rollback(request.name, request.to_version, str(current_identity()))
+        return pb.RollbackModelResponse(rollout=self._rollout(rollout, orders))
+
+    def _rollout(self, rollout: RolloutRecord, orders: list[OrderRecord]) -> pb.Rollout:
+        size = self._models.get(rollout.name, rollout.version).size_bytes
+        return pb.Rollout(
+            rollout_id=rollout.rollout_id,
+            name=rollout.name,
+            version=rollout.version,
+            kind=rollout.kind,
+            canary=rollout.canary,
+            created_by=rollout.created_by,
+            created_at=timestamp(rollout.created_at),
+            sites=[order_to_proto(o, size) for o in orders],
+        )
+
+
+class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
+    def __init__(self, rollouts: Rollouts, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self._rollouts = rollouts
+        self.chunk_bytes = chunk_bytes
+        # For tests of broken downloads: end the next download with UNAVAILABLE after this
+        # many chunks (then reset). Never set in production.
+        self.break_after_chunks: int | None = None
+        # Recent download requests (site, name, version, offset): names and offsets only.
+        self.requests: deque[tuple[str, str, str, int]] = deque(maxlen=256)
+        self._lock = threading.Lock()
+
+    def DownloadModel(self, request: pb.DownloadModelRequest, context: grpc.ServicerContext):
+        site = current_identity().name
+        path, size = self._rollouts.check_download(site, request.name, request.version)
+        if not 0 <= request.offset <= size:
+            raise errors.InvalidArgument(f"offset {request.offset} is outside the model's {size} bytes")
+        self.requests.append((site, request.name, request.version, request.offset))
+        with self._lock:
+            cut, self.break_after_chunks = self.break_after_chunks, None
+        offset = request.offset
+        with open(path, "rb") as blob:
+            blob.seek(offset)
+            sent = 0
+            while chunk := blob.read(self.chunk_bytes):
+                if cut is not None and sent >= cut:
+                    raise errors.Unavailable("the download was cut (test fault)")
+                yield pb.DownloadModelResponse(offset=offset, data=chunk)
+                offset += len(chunk)
+                sent += 1
+
+    def ReportRolloutStatus(self, request: pb.ReportRolloutStatusRequest, context: grpc.ServicerContext):
+        state = PROTO_TO_STATE.get(request.state)
+        if state is None:
+            raise errors.InvalidArgument("the report names no state")
+        self._rollouts.report(
+            current_identity().name, request.rollout_id, state, request.reason, request.bytes_received
+        )
+        return pb.ReportRolloutStatusResponse()
+
+
+def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> list[ServiceMount]:
+    return [
+        ServiceMount(
+            name=pb.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+            register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server),
+            rules={
+                m: {Role.OPERATOR}
+                for m in (
+                    "PushModel",
+                    "ListModels",
+                    "GetModel",
+                    "DeprecateModel",
+                    "StartRollout",
+                    "ContinueRollout",
+                    "GetRolloutStatus",
+                    "RollbackModel",
+                )
+            },
+        ),
+        ServiceMount(
+            name=pb.DESCRIPTOR.services_by_name["DistributionService"].full_name,
+            register=lambda server: registry_pb2_grpc.add_DistributionServiceServicer_to_server(distribution, server),
+            rules={"DownloadModel": {Role.AGENT}, "ReportRolloutStatus": {Role.AGENT}},
+        ),
+    ]

@@ -1,0 +1,212 @@
+"""The model registry end to end: real coordinator, real agents, real mTLS, real ONNX."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cloud_coordinator.registry.client import RegistryClient
+from edge_agent.registry.orders import OrderStore
+from silolink import errors
+from silolink.config import RegistryConfig
+from tests import support
+from tests.onnx_builders import linear_model, mlp_model
+
+
+def model_file(tmp_path, name: str, scale: float = 1.0):
+    weights = np.array([[1, 0], [0, 1], [1, 1]], np.float32) * scale
+    return linear_model(tmp_path / f"{name}.onnx", weights)
+
+
+def wait_state(client: RegistryClient, name: str, version: str, site: str, state: str, timeout_s: float = 15):
+    def reached():
+        found = {s["site"]: s for s in client.status(name, version)}
+        return found.get(site) if found.get(site, {}).get("state") == state else None
+
+    return support.wait_for(reached, timeout_s, f"{site} {state} on {name}:{version}")
+
+
+def leftovers(agent) -> list[str]:
+    root = agent.layout.root / "registry"
+    return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_push_rollout_to_hospitals_and_status(coordinator, make_agent, tmp_path):
+    a = make_agent("hospital-a")
+    b = make_agent("hospital-b")
+    f = make_agent("factory-a", kind="factory")
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        pushed = client.push(model_file(tmp_path, "risk"), "risk", description="first")
+        assert pushed["version"] == "1" and pushed["creator"] == "operator:admin"
+        assert pushed["inputs"] == [{"name": "x", "dtype": "float32", "shape": [-1, 3]}]
+        assert client.push(model_file(tmp_path, "risk2", 2.0), "risk")["version"] == "2"
+        rollout = client.rollout("risk", "1", ["kind=hospital"])
+        assert [s["site"] for s in rollout["sites"]] == ["hospital-a", "hospital-b"]
+        for site in ("hospital-a", "hospital-b"):
+            done = wait_state(client, "risk", "1", site, "active")
+            assert done["bytes_received"] == pushed["size_bytes"]
+        assert [s["site"] for s in client.status("risk", "1")] == ["hospital-a", "hospital-b"]
+        shown = client.show("risk", "1")[0]
+        assert '"sha256":"' + pushed["sha256"] in shown["manifest"]
+    for agent in (a, b):
+        record = agent.models.get("risk")
+        assert (record.version, record.source, record.sha256) == ("1", "registry", pushed["sha256"])
+        assert leftovers(agent) == []
+    with pytest.raises(errors.NotFound):
+        f.models.get("risk")
+    actions = [e.action for e in coordinator.audit.entries()]
+    assert actions.count("model.push") == 2 and "model.rollout" in actions
+    coordinator.audit.verify()
+
+
+def test_bad_models_and_targets_are_refused_with_nothing_left(coordinator, make_agent, tmp_path):
+    make_agent("hospital-a")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not a model")
+    blobs = coordinator.layout.root / "registry" / "blobs"
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        with pytest.raises(errors.InvalidArgument, match="not a valid ONNX model"):
+            client.push(junk, "junk")
+        assert client.list() == [] and list(blobs.iterdir()) == []
+        client.push(model_file(tmp_path, "m"), "m", version="7")
+        with pytest.raises(errors.AlreadyExists, match="already registered"):
+            client.push(model_file(tmp_path, "m"), "m", version="7")
+        with pytest.raises(errors.NotFound, match="no site named 'nowhere'"):
+            client.rollout("m", "7", ["site=nowhere"])
+        with pytest.raises(errors.InvalidArgument, match="kind=factory matches no site"):
+            client.rollout("m", "7", ["kind=factory"])
+        with pytest.raises(errors.InvalidArgument, match="tag:KEY=VALUE"):
+            client.rollout("m", "7", ["region=north"])
+        with pytest.raises(errors.NotFound, match="has no version '8'"):
+            client.rollout("m", "8", ["kind=hospital"])
+        client.deprecate("m", "7")
+        with pytest.raises(errors.FailedPrecondition, match="deprecated"):
+            client.rollout("m", "7", ["kind=hospital"])
+    assert len(list(blobs.iterdir())) == 1
+
+
+def test_cut_download_resumes_from_last_offset(coordinator, make_agent, tmp_path):
+    agent = make_agent("hospital-a", registry=RegistryConfig(retry_initial_s=0.05, retry_max_s=0.2))
+    coordinator.distribution.chunk_bytes = 64 * 1024
+    coordinator.distribution.break_after_chunks = 3
+    big = mlp_model(tmp_path / "big.onnx", [256, 512, 2])  # about 520 KB: 9 chunks
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        pushed = client.push(big, "big")
+        client.rollout("big", "1", ["site=hospital-a"])
+        wait_state(client, "big", "1", "hospital-a", "active")
+    offsets = [r[3] for r in coordinator.distribution.requests if r[1] == "big"]
+    assert offsets == [0, 3 * 64 * 1024]
+    assert agent.models.get("big").sha256 == pushed["sha256"]
+    assert leftovers(agent) == []
+
+
+def test_tampered_blob_signature_or_signer_keeps_the_current_version(coordinator, make_agent, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from silolink import manifests, pki
+
+    agent = make_agent("hospital-a")
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        client.push(model_file(tmp_path, "v1"), "risk")
+        client.rollout("risk", "1", ["site=hospital-a"])
+        wait_state(client, "risk", "1", "hospital-a", "active")
+
+        # A flipped byte in the stored blob: the site's digest check refuses it.
+        v2 = client.push(model_file(tmp_path, "v2", 2.0), "risk")
+        blob = coordinator.registry.blob_path(v2["sha256"])
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob.write_bytes(bytes(data))
+        client.rollout("risk", "2", ["site=hospital-a"])
+        failed = wait_state(client, "risk", "2", "hospital-a", "failed")
+        assert "does not match the signed manifest" in failed["reason"]
+        assert agent.models.get("risk").version == "1" and leftovers(agent) == []
+
+        # A flipped byte in the stored signature: refused before any download.
+        v3 = client.push(model_file(tmp_path, "v3", 3.0), "risk")
+        record = coordinator.registry.store.get_version("risk", v3["version"])
+        bad = bytearray(record.manifest_signature)
+        bad[0] ^= 0x01
+        with coordinator.registry.store.lock:
+            coordinator.db["registry_models"].update(("risk", "3"), {"manifest_signature": bytes(bad)})
+        client.rollout("risk", "3", ["site=hospital-a"])
+        failed = wait_state(client, "risk", "3", "hospital-a", "failed")
+        assert "signature does not verify" in failed["reason"]
+
+        # A manifest signed by another key, with a certificate from another CA.
+        real = coordinator.registry.signer
+        other_key = Ed25519PrivateKey.generate()
+        other_ca = pki.CertificateAuthority.create("someone else", pki.dt.timedelta(days=1))
+        forged = manifests.issue_signer_certificate(other_ca, other_key.public_key(), pki.dt.timedelta(days=1))
+        coordinator.registry.signer = manifests.Signer(other_key, pki.cert_to_pem(forged))
+        client.push(model_file(tmp_path, "v4", 4.0), "risk")
+        client.rollout("risk", "4", ["site=hospital-a"])
+        failed = wait_state(client, "risk", "4", "hospital-a", "failed")
+        assert "not issued by the coordinator CA" in failed["reason"]
+        # Another key presented with the real certificate: the signature does not verify.
+        coordinator.registry.signer = manifests.Signer(other_key, real.certificate_pem)
+        client.push(model_file(tmp_path, "v5", 5.0), "risk")
+        client.rollout("risk", "5", ["site=hospital-a"])
+        failed = wait_state(client, "risk", "5", "hospital-a", "failed")
+        assert "signature does not verify" in failed["reason"]
+        coordinator.registry.signer = real
+    assert [r.version for r in agent.models.list()] == ["1"] and agent.models.get("risk").version == "1"
+    assert leftovers(agent) == []
+    assert agent.registry.orders.get(failed["rollout_id"]) is None  # refused orders are never recorded
+
+
+def test_approval_canary_rollback_and_offline_sites(coordinator, make_agent, tmp_path):
+    a = make_agent("hospital-a", registry=RegistryConfig(require_approval=True))
+    b = make_agent("hospital-b")
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        client.push(model_file(tmp_path, "v1"), "risk")
+        client.push(model_file(tmp_path, "v2", 2.0), "risk")
+        rollout = client.rollout("risk", "1", ["kind=hospital"], canary=1)
+        assert [(s["site"], s["state"]) for s in rollout["sites"]] == [
+            ("hospital-a", "pending"),
+            ("hospital-b", "held"),
+        ]
+        waiting = wait_state(client, "risk", "1", "hospital-a", "awaiting_approval")
+        assert "edge-agent models approve risk:1" in waiting["reason"]
+        with pytest.raises(errors.NotFound):
+            a.models.get("risk")
+        with pytest.raises(errors.FailedPrecondition, match="hospital-a \\(awaiting_approval"):
+            client.continue_rollout("risk", "1")
+        OrderStore.open(a.layout.state_db).approve("risk", "1")  # what `edge-agent models approve` does
+        wait_state(client, "risk", "1", "hospital-a", "active")
+        assert client.status("risk", "1")[1]["state"] == "held"
+
+        # hospital-b goes offline; continuing the canary queues its order until it returns.
+        b.stop(0)
+        support.wait_for(lambda: not coordinator.hub.is_connected("hospital-b"), 10, "hospital-b offline")
+        client.continue_rollout("risk", "1")
+        assert {s["site"]: s["state"] for s in client.status("risk", "1")}["hospital-b"] == "pending"
+        b2 = support.start_agent(b.layout.root)
+        try:
+            wait_state(client, "risk", "1", "hospital-b", "active")
+            client.rollout("risk", "2", ["site=hospital-b"])
+            wait_state(client, "risk", "2", "hospital-b", "active")
+            assert b2.models.get("risk").version == "2"
+            back = client.rollback("risk", "1")
+            assert back["kind"] == "rollback" and [s["site"] for s in back["sites"]] == ["hospital-a", "hospital-b"]
+            wait_state(client, "risk", "1", "hospital-b", "active")
+            assert b2.models.get("risk").version == "1"
+            assert client.status("risk", "2")[0]["state"] == "superseded"
+        finally:
+            b2.stop(0)
+    assert "model.rollback" in [e.action for e in coordinator.audit.entries()]
+
+
+def test_push_file_api_for_training_jobs(coordinator, tmp_path):
+    record = coordinator.registry.push_file(
+        model_file(tmp_path, "trained"), "fed-risk", creator="job:42", source_job="42"
+    )
+    assert (record.version, record.creator, record.source_job) == ("1", "job:42", "42")
+    assert b'"source_job":"42"' in record.manifest
+    with pytest.raises(errors.InvalidArgument, match="model name"):
+        coordinator.registry.push_file(model_file(tmp_path, "x"), "bad name")
