@@ -27,9 +27,9 @@ from pathlib import Path
 from silolink import errors
 from silolink.gen.training.v1 import training_pb2 as pb
 
+from ..analytics import selector as site_selector
 from ..control.hub import ControlHub
 from ..sites.service import SiteService
-from . import site_selection
 from .store import Job, JobSpec, JobStore
 
 log = logging.getLogger(__name__)
@@ -129,14 +129,11 @@ class JobService:
         return job
 
     def nodes(self, job: Job) -> list[tuple[int, str]]:
-        chosen = site_selection.parse(job.spec.sites)
-        return [
-            (node_id(s.name), s.name)
-            for s in self._sites.list_sites()
-            if s.revoked_at is None
-            and self._hub.is_connected(s.name)
-            and site_selection.matches(chosen, s.name, s.kind, s.tags)
-        ]
+        return [(node_id(name), name) for name in self._chosen(job.spec) if self._hub.is_connected(name)]
+
+    def _chosen(self, spec: JobSpec) -> list[str]:
+        """The enrolled, unrevoked sites the job's selectors pick (the same syntax as queries)."""
+        return site_selector.choose(self._sites.list_sites(), [site_selector.parse(s) for s in spec.sites])
 
     def exchange(self, job: Job, site: str, message: bytes, timeout_s: float) -> bytes:
         if site not in {name for _, name in self.nodes(job)}:
@@ -240,14 +237,7 @@ class JobService:
             raise errors.InvalidArgument("round timeout, learning rate and local epochs must be positive")
         if spec.dp_noise_multiplier < 0 or (spec.dp_noise_multiplier > 0 and spec.dp_clipping_norm <= 0):
             raise errors.InvalidArgument("differential privacy needs a noise multiplier >= 0 and a clipping norm > 0")
-        chosen = site_selection.parse(spec.sites)
-        matched = [
-            s.name
-            for s in self._sites.list_sites()
-            if s.revoked_at is None
-            and s.enrolled_at is not None
-            and site_selection.matches(chosen, s.name, s.kind, s.tags)
-        ]
+        matched = self._chosen(spec)
         if len(matched) < spec.min_sites:
             which = ", ".join(matched) or "none"
             raise errors.FailedPrecondition(
