@@ -11,6 +11,7 @@ stays until the envelope's expiry, so a resend of the same id is recognised.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ from silolink.envelope import Header
 
 from ..audit.store import AuditLog
 from ..sites.service import SiteService
+from .audit_entries import send_entries
 from .committer import GroupCommitter
 from .registry import AgreementRegistry, SiteKeys
 from .store import EnvelopeRecord, ExchangeStore
@@ -50,21 +52,40 @@ class Receipt:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class Sender:
+    """The site on the other end of an upload stream and the certificate it presented
+    (fingerprinted once per stream, not once per envelope)."""
+
+    name: str
+    cert_pem: str
+    cert_fingerprint: str
+
+    @classmethod
+    def of(cls, name: str, cert_pem: str) -> Sender:
+        return cls(name, cert_pem, hashlib.sha256(cert_pem.encode()).hexdigest())
+
+
 @dataclass
 class _Prepared:
     record: EnvelopeRecord
     tmp_path: Path | None
-    cert_fingerprint: str
-    cert_pem: str
+    sender: Sender
+    # The request the envelope came in (its audit entry is shared with that request's others).
+    request: object = None
+
+
+# A whole envelope as it arrives in one message: header, sealed key, ciphertext, signature.
+Whole = tuple[Header, bytes, bytes, bytes]
 
 
 class Upload:
     """One envelope arriving on a stream: ``add`` ciphertext, then ``finish``; ``abort`` on failure."""
 
-    def __init__(self, broker: Broker, record: EnvelopeRecord, cert_pem: str, tmp_path: Path | None) -> None:
+    def __init__(self, broker: Broker, record: EnvelopeRecord, sender: Sender, tmp_path: Path | None) -> None:
         self._broker = broker
         self._record = record
-        self._cert_pem = cert_pem
+        self._sender = sender
         self._tmp_path = tmp_path
         self._file = open(tmp_path, "wb") if tmp_path is not None else None  # noqa: SIM115 - closed in finish/abort
         self._buffer = bytearray() if tmp_path is None else None
@@ -87,7 +108,13 @@ class Upload:
             self._buffer += piece  # type: ignore[operator]
 
     def finish(self, signature: bytes) -> Future:
-        """Close the envelope and queue it for commit; the future gives its Receipt."""
+        """Close the envelope and queue it for commit; the future gives ``[Receipt]`` (or
+        ``[error]``)."""
+        return self._broker._committer.submit([self.prepare(signature)])
+
+    def prepare(self, signature: bytes) -> _Prepared:
+        """Close the envelope: check it is complete and make its ciphertext durable if it
+        goes to a file. The caller submits it for commit."""
         if not signature or len(signature) > MAX_SIGNATURE_BYTES:
             raise errors.InvalidArgument(f"envelope {self.envelope_id} has no valid signature")
         if self._received != self._record.ciphertext_size:
@@ -103,9 +130,8 @@ class Upload:
         else:
             inline = bytes(self._buffer)  # type: ignore[arg-type]
         self._done = True
-        record = EnvelopeRecord(**{**self._record.__dict__, "signature": signature, "inline": inline})
-        fingerprint = hashlib.sha256(self._cert_pem.encode()).hexdigest()
-        return self._broker._submit(_Prepared(record, self._tmp_path, fingerprint, self._cert_pem))
+        record = dataclasses.replace(self._record, signature=signature, inline=inline)
+        return _Prepared(record, self._tmp_path, self._sender, self)
 
     def abort(self) -> None:
         if self._done:
@@ -175,10 +201,60 @@ class Broker:
         self._sweeper.join(5)
 
     # -- sending ---------------------------------------------------------------------------
-    def begin(self, sender: str, sender_cert_pem: str, header: Header, sealed_key: bytes) -> Upload:
+    def begin(self, sender: Sender, header: Header, sealed_key: bytes) -> Upload:
         """Check a new envelope's header against identity, agreements, keys and limits."""
-        header.check()
         now = self._clock()
+        self._admit(sender.name, header, sealed_key, now)
+        size = header.ciphertext_size
+        self._reserve(sender.name, size)
+        record = EnvelopeRecord(
+            header=header,
+            sealed_key=sealed_key,
+            signature=b"",
+            sender_cert=sender.cert_fingerprint,
+            ciphertext_size=size,
+            inline=None,
+            in_file=size > self.config.inline_max_bytes,
+            received_at=now,
+            expires_at=header.expires_at,
+        )
+        tmp = self._tmp / f"{header.envelope_id}.{uuid.uuid4().hex[:8]}" if record.in_file else None
+        return Upload(self, record, sender, tmp)
+
+    def send_whole(self, sender: Sender, envelopes: list[Whole]) -> tuple[Future | None, errors.SiloError | None]:
+        """Admit whole envelopes and queue them for commit together.
+
+        Returns the future of their receipts (one per envelope, in order) and the refusal
+        that stopped the batch, if any: the envelopes before a refused one are still
+        stored, exactly as if each had come in a request of its own.
+        """
+        prepared: list[_Prepared] = []
+        failure: errors.SiloError | None = None
+        for header, sealed_key, ciphertext, signature in envelopes:
+            try:
+                if len(ciphertext) != header.ciphertext_size:
+                    raise errors.InvalidArgument(
+                        f"envelope {header.envelope_id} carries {len(ciphertext)} ciphertext bytes; its header "
+                        f"declares {header.ciphertext_size}"
+                    )
+                upload = self.begin(sender, header, sealed_key)
+                try:
+                    upload.add(ciphertext)
+                    prepared.append(upload.prepare(signature))
+                except BaseException:
+                    upload.abort()
+                    raise
+            except errors.SiloError as e:
+                failure = e
+                break
+        request = object()
+        for p in prepared:
+            p.request = request
+        future = self._committer.submit(prepared) if prepared else None
+        return future, failure
+
+    def _admit(self, sender: str, header: Header, sealed_key: bytes, now: float) -> None:
+        header.check()
         if header.sender != sender:
             raise errors.PermissionDenied(f"site {sender} cannot send an envelope in the name of {header.sender!r}")
         if header.recipient == sender:
@@ -205,21 +281,6 @@ class Broker:
         if header.recipient in self._revoked:
             raise errors.FailedPrecondition(f"site {header.recipient} has been revoked; nothing can be sent to it")
         self._keys.check_sealed_to(header.recipient, header.recipient_key_id, header.suite, now)
-        size = header.ciphertext_size
-        self._reserve(sender, size)
-        record = EnvelopeRecord(
-            header=header,
-            sealed_key=sealed_key,
-            signature=b"",
-            sender_cert=None,
-            ciphertext_size=size,
-            inline=None,
-            in_file=size > self.config.inline_max_bytes,
-            received_at=now,
-            expires_at=header.expires_at,
-        )
-        tmp = self._tmp / f"{header.envelope_id}.{uuid.uuid4().hex[:8]}" if record.in_file else None
-        return Upload(self, record, sender_cert_pem, tmp)
 
     def _reserve(self, sender: str, size: int) -> None:
         with self._lock:
@@ -238,14 +299,27 @@ class Broker:
             if committed:
                 self._pending[sender] = self._pending.get(sender, 0) + size
 
-    def _submit(self, prepared: _Prepared) -> Future:
-        return self._committer.submit(prepared)
-
     def _commit(self, batch: list[_Prepared]) -> list[Receipt | errors.SiloError]:
         ids = [p.record.header.envelope_id for p in batch]
         results: list[Receipt | errors.SiloError] = []
         fresh: list[_Prepared] = []
-        audit_items = []
+        try:
+            self._store_fresh(batch, ids, results, fresh)
+        except BaseException:
+            # Nothing was stored: drop files already moved in, free every reservation below.
+            for p in fresh:
+                if p.tmp_path is not None:
+                    (self._blobs / p.record.header.envelope_id).unlink(missing_ok=True)
+            fresh.clear()
+            raise
+        finally:
+            self._settle(batch, fresh)
+        return results
+
+    def _store_fresh(
+        self, batch: list[_Prepared], ids: list[str], results: list[Receipt | errors.SiloError], fresh: list[_Prepared]
+    ) -> None:
+        """One transaction: the envelopes not already stored, their audit entries."""
         with self._store.atomic():
             known = self._store.envelopes_by_id(ids)
             for p in batch:
@@ -257,40 +331,38 @@ class Broker:
                 known[header.envelope_id] = p.record
                 fresh.append(p)
                 results.append(Receipt(header.envelope_id, False, p.record.expires_at))
-                audit_items.append(
-                    (
-                        f"site:{header.sender}",
-                        "envelope.send",
-                        header.envelope_id,
-                        {
-                            "recipient": header.recipient,
-                            "purpose": header.purpose,
-                            "bytes": p.record.ciphertext_size,
-                            "key_id": header.recipient_key_id,
-                        },
-                    )
-                )
             if any(p.tmp_path is not None for p in fresh):
                 for p in fresh:
                     if p.tmp_path is not None:
                         os.replace(p.tmp_path, self._blobs / p.record.header.envelope_id)
                 _fsync_dir(self._blobs)
-            for p in fresh:
-                if p.cert_fingerprint not in self._known_certs:
-                    self._store.add_certificate(p.cert_fingerprint, p.cert_pem)
-            records = [EnvelopeRecord(**{**p.record.__dict__, "sender_cert": p.cert_fingerprint}) for p in fresh]
-            self._store.insert_envelopes(records)
-            self._audit.record_batch(audit_items)
-        self._known_certs.update(p.cert_fingerprint for p in fresh)
+            senders = {p.sender.cert_fingerprint: p.sender for p in fresh}
+            for fingerprint, sender in senders.items():
+                if fingerprint not in self._known_certs:
+                    self._store.add_certificate(fingerprint, sender.cert_pem)
+            self._store.insert_envelopes([p.record for p in fresh])
+            self._audit.record_batch(send_entries((p.record, p.request) for p in fresh))
+        self._known_certs.update(senders)
+
+    def _settle(self, batch: list[_Prepared], fresh: list[_Prepared]) -> None:
+        """Turn the batch's reservations into pending bytes (stored) or free them."""
         fresh_ids = {id(p) for p in fresh}
+        released: dict[str, int] = {}
+        committed: dict[str, int] = {}
         for p in batch:
-            is_fresh = id(p) in fresh_ids
-            if not is_fresh and p.tmp_path is not None:
+            sender, size = p.record.header.sender, p.record.ciphertext_size
+            released[sender] = released.get(sender, 0) + size
+            if id(p) in fresh_ids:
+                committed[sender] = committed.get(sender, 0) + size
+            elif p.tmp_path is not None:
                 p.tmp_path.unlink(missing_ok=True)
-            self._release(p.record.header.sender, p.record.ciphertext_size, committed=is_fresh)
+        with self._lock:
+            for sender, size in released.items():
+                self._reserved[sender] = self._reserved.get(sender, 0) - size
+            for sender, size in committed.items():
+                self._pending[sender] = self._pending.get(sender, 0) + size
         if fresh:
             log.debug("committed %d envelopes", len(fresh))
-        return results
 
     @staticmethod
     def _resent(prior: EnvelopeRecord, record: EnvelopeRecord) -> Receipt | errors.SiloError:
