@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ AGREEMENT_STATE_NAMES = {v: k for k, v in AGREEMENT_STATES.items()}
 
 
 _HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(Header))
+_header_values = operator.attrgetter(*_HEADER_FIELDS)
 # Envelopes with at most this much ciphertext travel whole, many to a request; larger ones
 # travel in parts. Requests of whole envelopes are cut at WHOLE_BATCH_BYTES or
 # WHOLE_BATCH_MAX envelopes, well under any message size limit.
@@ -31,7 +33,7 @@ def header_to_proto(header: Header) -> exchange_pb2.EnvelopeHeader:
 
 
 def header_from_proto(message: exchange_pb2.EnvelopeHeader) -> Header:
-    return Header(*[getattr(message, name) for name in _HEADER_FIELDS])
+    return Header(*_header_values(message))
 
 
 def whole_to_proto(item: SealedEnvelope) -> exchange_pb2.WholeEnvelope:

@@ -1,10 +1,12 @@
 """The envelope broker: accept sealed envelopes, store them durably, hand them to their
 recipient, forget them once acknowledged or expired. It never holds a key that opens one.
 
-Storage: small envelopes (ciphertext up to ``inline_max_bytes``) live in their database
-row, so a batch of them costs one fsync; larger ones stream into a temporary file that is
-fsynced, then renamed to ``blobs/<envelope id>`` by the committer just before the
-transaction that records it. A receipt is sent only after that transaction commits.
+Storage: small envelopes (ciphertext up to ``inline_max_bytes``) that come whole, many to
+a request, are appended to a segment file (segments.py) that is fdatasynced before the
+transaction recording them; other small envelopes live in their database row; larger ones
+stream into a temporary file that is fsynced, then renamed to ``blobs/<envelope id>`` by
+the committer just before the transaction that records it. A receipt is sent only after
+that transaction commits.
 After delivery or expiry the ciphertext is deleted and a tombstone row (header only)
 stays until the envelope's expiry, so a resend of the same id is recognised.
 """
@@ -32,6 +34,7 @@ from ..sites.service import SiteService
 from .audit_entries import send_entries
 from .committer import GroupCommitter
 from .registry import AgreementRegistry, SiteKeys
+from .segments import Segments
 from .store import EnvelopeRecord, ExchangeStore
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,10 @@ READ_PIECE_BYTES = 1024 * 1024
 # Tombstones outlive expiry by this much, so a late receive or resend gets a clear answer;
 # after that a resend is refused anyway as expired.
 TOMBSTONE_S = 24 * 3600.0
+# A new segment is started once the active one holds this much.
+SEGMENT_BYTES = 16 * 1024 * 1024
+# Segments whose pending envelopes fill less than this share of them are compacted.
+SEGMENT_COMPACT_FILL = 0.25
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,9 @@ class _Prepared:
     sender: Sender
     # The request the envelope came in (its audit entry is shared with that request's others).
     request: object = None
+    # True for a small envelope bound for a segment: ``record.inline`` holds its ciphertext
+    # until the committer appends it there.
+    to_segment: bool = False
 
 
 # A whole envelope as it arrives in one message: header, sealed key, ciphertext, signature.
@@ -167,7 +177,8 @@ class Broker:
         self._clock = clock
         self._blobs = root / "blobs"
         self._tmp = root / "tmp"
-        for folder in (root, self._blobs, self._tmp):
+        self._segment_dir = root / "segments"
+        for folder in (root, self._blobs, self._tmp, self._segment_dir):
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o700)
         self._lock = threading.Lock()
@@ -190,6 +201,7 @@ class Broker:
         orphans = [p for p in self._blobs.iterdir() if p.name not in keep]
         for path in orphans:
             path.unlink(missing_ok=True)
+        self._segments = Segments(self._segment_dir, SEGMENT_BYTES, self._store.pending_by_segment())
         self._pending = self._store.pending_bytes_by_sender()
         self._reserved: dict[str, int] = {}
         if orphans:
@@ -199,6 +211,7 @@ class Broker:
         self._stop.set()
         self._committer.stop()
         self._sweeper.join(5)
+        self._segments.close()
 
     # -- sending ---------------------------------------------------------------------------
     def begin(self, sender: Sender, header: Header, sealed_key: bytes) -> Upload:
@@ -230,13 +243,36 @@ class Broker:
         """
         prepared: list[_Prepared] = []
         failure: errors.SiloError | None = None
+        request = object()
+        inline_max = self.config.inline_max_bytes
+        allowed: set[tuple] = set()
+        now = self._clock()
         for header, sealed_key, ciphertext, signature in envelopes:
             try:
-                if len(ciphertext) != header.ciphertext_size:
+                size = len(ciphertext)
+                if size != header.ciphertext_size:
                     raise errors.InvalidArgument(
-                        f"envelope {header.envelope_id} carries {len(ciphertext)} ciphertext bytes; its header "
+                        f"envelope {header.envelope_id} carries {size} ciphertext bytes; its header "
                         f"declares {header.ciphertext_size}"
                     )
+                if size <= inline_max:
+                    if not signature or len(signature) > MAX_SIGNATURE_BYTES:
+                        raise errors.InvalidArgument(f"envelope {header.envelope_id} has no valid signature")
+                    self._admit(sender.name, header, sealed_key, now, allowed)
+                    self._reserve(sender.name, size)
+                    record = EnvelopeRecord(
+                        header,
+                        sealed_key,
+                        signature,
+                        sender.cert_fingerprint,
+                        size,
+                        ciphertext,
+                        False,
+                        now,
+                        header.expires_at,
+                    )
+                    prepared.append(_Prepared(record, None, sender, request, to_segment=True))
+                    continue
                 upload = self.begin(sender, header, sealed_key)
                 try:
                     upload.add(ciphertext)
@@ -247,13 +283,16 @@ class Broker:
             except errors.SiloError as e:
                 failure = e
                 break
-        request = object()
         for p in prepared:
             p.request = request
         future = self._committer.submit(prepared) if prepared else None
         return future, failure
 
-    def _admit(self, sender: str, header: Header, sealed_key: bytes, now: float) -> None:
+    def _admit(
+        self, sender: str, header: Header, sealed_key: bytes, now: float, allowed: set[tuple] | None = None
+    ) -> None:
+        """Raise unless ``header`` may be stored now. ``allowed`` remembers, for one request
+        of whole envelopes, the (recipient, purpose, key) triples already checked."""
         header.check()
         if header.sender != sender:
             raise errors.PermissionDenied(f"site {sender} cannot send an envelope in the name of {header.sender!r}")
@@ -277,10 +316,15 @@ class Broker:
                 f"envelope {header.envelope_id} expired before it arrived (created {header.created_at_ms} ms, "
                 f"ttl {header.ttl_s} s)"
             )
+        route = (header.recipient, header.purpose, header.recipient_key_id, header.suite)
+        if allowed is not None and route in allowed:
+            return
         self._agreements.check(sender, header.recipient, header.purpose)
         if header.recipient in self._revoked:
             raise errors.FailedPrecondition(f"site {header.recipient} has been revoked; nothing can be sent to it")
         self._keys.check_sealed_to(header.recipient, header.recipient_key_id, header.suite, now)
+        if allowed is not None:
+            allowed.add(route)
 
     def _reserve(self, sender: str, size: int) -> None:
         with self._lock:
@@ -319,29 +363,48 @@ class Broker:
     def _store_fresh(
         self, batch: list[_Prepared], ids: list[str], results: list[Receipt | errors.SiloError], fresh: list[_Prepared]
     ) -> None:
-        """One transaction: the envelopes not already stored, their audit entries."""
-        with self._store.atomic():
-            known = self._store.envelopes_by_id(ids)
-            for p in batch:
-                header = p.record.header
-                prior = known.get(header.envelope_id)
-                if prior is not None:
-                    results.append(self._resent(prior, p.record))
-                    continue
-                known[header.envelope_id] = p.record
-                fresh.append(p)
-                results.append(Receipt(header.envelope_id, False, p.record.expires_at))
-            if any(p.tmp_path is not None for p in fresh):
-                for p in fresh:
-                    if p.tmp_path is not None:
-                        os.replace(p.tmp_path, self._blobs / p.record.header.envelope_id)
-                _fsync_dir(self._blobs)
-            senders = {p.sender.cert_fingerprint: p.sender for p in fresh}
-            for fingerprint, sender in senders.items():
-                if fingerprint not in self._known_certs:
-                    self._store.add_certificate(fingerprint, sender.cert_pem)
-            self._store.insert_envelopes([p.record for p in fresh])
-            self._audit.record_batch(send_entries((p.record, p.request) for p in fresh))
+        """Segment bytes on disk first, then one transaction: the rows of the envelopes not
+        already stored, their audit entries."""
+        # Only this thread adds envelopes, so what is known now is known at the insert too.
+        known = self._store.envelopes_by_id(ids)
+        for p in batch:
+            header = p.record.header
+            prior = known.get(header.envelope_id)
+            if prior is not None:
+                results.append(self._resent(prior, p.record))
+                continue
+            known[header.envelope_id] = p.record
+            fresh.append(p)
+            results.append(Receipt(header.envelope_id, False, p.record.expires_at))
+        rows = []
+        segmented = [p for p in fresh if p.to_segment]
+        if segmented:
+            blobs = [p.record.sealed_key + p.record.inline for p in segmented]  # type: ignore[operator]
+            number, offsets = self._segments.append(blobs)
+            rows = [p.record.segment_row(number, at) for p, at in zip(segmented, offsets, strict=True)]
+            segment_bytes = sum(len(b) for b in blobs)
+        rows += [p.record.row() for p in fresh if not p.to_segment]
+        counted = False
+        try:
+            with self._store.atomic():
+                if any(p.tmp_path is not None for p in fresh):
+                    for p in fresh:
+                        if p.tmp_path is not None:
+                            os.replace(p.tmp_path, self._blobs / p.record.header.envelope_id)
+                    _fsync_dir(self._blobs)
+                senders = {p.sender.cert_fingerprint: p.sender for p in fresh}
+                for fingerprint, sender in senders.items():
+                    if fingerprint not in self._known_certs:
+                        self._store.add_certificate(fingerprint, sender.cert_pem)
+                self._store.insert_rows(rows)
+                self._audit.record_batch(send_entries((p.record, p.request) for p in fresh))
+                if segmented:
+                    self._segments.added(number, len(segmented), segment_bytes)
+                    counted = True
+        except BaseException:
+            if counted:
+                self._segments.added(number, -len(segmented), -segment_bytes)
+            raise
         self._known_certs.update(senders)
 
     def _settle(self, batch: list[_Prepared], fresh: list[_Prepared]) -> None:
@@ -396,9 +459,19 @@ class Broker:
         """The envelope, its sender's certificate, and its ciphertext in pieces."""
         record = self._pending_for(site, envelope_id, with_ciphertext=True)
         cert = self._store.certificate(record.sender_cert or "") or ""
+        if record.segment is not None:
+            data = self._segment_bytes(record)
+            if data is None:  # moved into its row by the sweeper meanwhile?
+                record = self._pending_for(site, envelope_id, with_ciphertext=True)
+                data = self._segment_bytes(record) if record.segment is not None else None
+            if data is not None:
+                key_size = record.sealed_key_size or 0
+                record = dataclasses.replace(record, sealed_key=data[:key_size])
+                return record, cert, _pieces_of(data[key_size:])
+        if record.segment is not None:
+            raise errors.FailedPrecondition(f"envelope {envelope_id} is no longer available")
         if not record.in_file:
-            data = record.inline or b""
-            return record, cert, iter([data[i : i + READ_PIECE_BYTES] for i in range(0, len(data), READ_PIECE_BYTES)])
+            return record, cert, _pieces_of(record.inline or b"")
         try:
             handle = open(self._blobs / envelope_id, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
@@ -417,7 +490,13 @@ class Broker:
             self._audit.record(f"site:{site}", "envelope.deliver", envelope_id, sender=record.header.sender)
         self._forget(record)
 
+    def _segment_bytes(self, record: EnvelopeRecord) -> bytes | None:
+        size = (record.sealed_key_size or 0) + record.ciphertext_size
+        return self._segments.read(record.segment, record.segment_offset or 0, size)  # type: ignore[arg-type]
+
     def _forget(self, record: EnvelopeRecord) -> None:
+        if record.segment is not None:
+            self._segments.released(record.segment, (record.sealed_key_size or 0) + record.ciphertext_size)
         if record.in_file:
             (self._blobs / record.header.envelope_id).unlink(missing_ok=True)
         with self._lock:
@@ -446,7 +525,26 @@ class Broker:
                 self._forget(record)
             log.info("%d envelopes expired undelivered", len(expired))
         self._store.purge_tombstones(now - TOMBSTONE_S)
+        self.compact_segments()
         return len(expired)
+
+    def compact_segments(self, max_fill: float = SEGMENT_COMPACT_FILL) -> int:
+        """Move the pending envelopes of mostly-empty segments into their rows and delete
+        those segments, so a few undelivered envelopes cannot pin many megabytes."""
+        moved = 0
+        for number in self._segments.sparse(max_fill):
+            for record in self._store.pending_in_segment(number):
+                data = self._segment_bytes(record)
+                if data is None:
+                    log.error("segment %d lost envelope %s", number, record.header.envelope_id)
+                    continue
+                key_size = record.sealed_key_size or 0
+                self._store.move_into_row(record.header.envelope_id, data[:key_size], data[key_size:])
+                moved += 1
+            self._segments.forget(number)
+        if moved:
+            log.info("moved %d envelopes out of sparse segments", moved)
+        return moved
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.config.sweep_interval_s):
@@ -454,6 +552,10 @@ class Broker:
                 self.sweep()
             except Exception:  # noqa: BLE001 - the sweeper must keep running
                 log.exception("sweeping expired envelopes failed")
+
+
+def _pieces_of(data: bytes) -> Iterator[bytes]:
+    return iter([data[i : i + READ_PIECE_BYTES] for i in range(0, len(data), READ_PIECE_BYTES)])
 
 
 def _read_pieces(handle) -> Iterator[bytes]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from silolink import errors
 from silolink.exchange_protos import AGREEMENT_STATES, header_from_proto, header_to_proto, key_from_proto, key_to_proto
@@ -57,8 +58,11 @@ def inbox_entry(record: EnvelopeRecord) -> exchange_pb2.InboxEntry:
 
 
 def _receipt(receipt: Receipt) -> exchange_pb2.EnvelopeReceipt:
+    seconds = int(receipt.expires_at)
     return exchange_pb2.EnvelopeReceipt(
-        envelope_id=receipt.envelope_id, duplicate=receipt.duplicate, expires_at=timestamp(receipt.expires_at)
+        envelope_id=receipt.envelope_id,
+        duplicate=receipt.duplicate,
+        expires_at=Timestamp(seconds=seconds, nanos=int((receipt.expires_at - seconds) * 1e9)),
     )
 
 

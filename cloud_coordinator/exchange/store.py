@@ -4,6 +4,7 @@ sharing agreements and the sites' published HPKE keys. Nothing here can open an 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from silolink.envelope import Header
 migrations = Migrations("coordinator.exchange")
 
 HEADER_FIELDS = [f.name for f in dataclasses.fields(Header)]
+_header_values = operator.attrgetter(*HEADER_FIELDS)
 
 
 @migrations()
@@ -77,10 +79,20 @@ def m001_exchange(db) -> None:
     )
 
 
+@migrations()
+def m002_segments(db) -> None:
+    # Small envelopes committed in batches keep sealed key and ciphertext in a segment file
+    # (see segments.py): the row says which, where, and how much of it is the sealed key.
+    db.execute("ALTER TABLE envelopes ADD COLUMN segment INTEGER")
+    db.execute("ALTER TABLE envelopes ADD COLUMN segment_offset INTEGER")
+    db.execute("ALTER TABLE envelopes ADD COLUMN sealed_key_size INTEGER")
+
+
 @dataclass(frozen=True)
 class EnvelopeRecord:
     """An envelope as stored: ``state`` is pending, delivered or expired; only pending ones
-    keep ciphertext (inline, or in a file named by the id)."""
+    keep ciphertext (inline, in a file named by the id, or with its sealed key at
+    ``segment_offset`` in segment ``segment``)."""
 
     header: Header
     sealed_key: bytes | None
@@ -93,6 +105,9 @@ class EnvelopeRecord:
     expires_at: float
     state: str = "pending"
     done_at: float | None = None
+    segment: int | None = None
+    segment_offset: int | None = None
+    sealed_key_size: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> EnvelopeRecord:
@@ -108,12 +123,14 @@ class EnvelopeRecord:
             expires_at=row["expires_at"],
             state=row["state"],
             done_at=row["done_at"],
+            segment=row["segment"],
+            segment_offset=row["segment_offset"],
+            sealed_key_size=row["sealed_key_size"],
         )
 
     def row(self) -> tuple:
-        h = self.header
         return (
-            *(getattr(h, k) for k in HEADER_FIELDS),
+            *_header_values(self.header),
             self.sealed_key,
             self.signature,
             self.sender_cert,
@@ -124,6 +141,29 @@ class EnvelopeRecord:
             self.expires_at,
             self.state,
             self.done_at,
+            self.segment,
+            self.segment_offset,
+            self.sealed_key_size,
+        )
+
+    def segment_row(self, segment: int, offset: int) -> tuple:
+        """``row()`` for an envelope whose sealed key and ciphertext are at ``offset`` in
+        ``segment`` rather than in the row."""
+        return (
+            *_header_values(self.header),
+            None,
+            self.signature,
+            self.sender_cert,
+            self.ciphertext_size,
+            None,
+            int(self.in_file),
+            self.received_at,
+            self.expires_at,
+            self.state,
+            self.done_at,
+            segment,
+            offset,
+            len(self.sealed_key or b""),
         )
 
 
@@ -139,6 +179,9 @@ _COLUMNS = [
     "expires_at",
     "state",
     "done_at",
+    "segment",
+    "segment_offset",
+    "sealed_key_size",
 ]
 _INSERT = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _META = ", ".join(c for c in _COLUMNS if c != "inline")
@@ -177,8 +220,12 @@ class ExchangeStore(SqliteStore):
 
     # -- envelopes -------------------------------------------------------------------------
     def insert_envelopes(self, records: list[EnvelopeRecord]) -> None:
+        self.insert_rows([r.row() for r in records])
+
+    def insert_rows(self, rows: list[tuple]) -> None:
+        """Insert envelopes given as ``EnvelopeRecord.row()`` (or ``segment_row``) tuples."""
         with self.atomic():
-            self.db.conn.executemany(_INSERT, [r.row() for r in records])
+            self.db.conn.executemany(_INSERT, rows)
 
     def envelopes_by_id(self, ids: list[str]) -> dict[str, EnvelopeRecord]:
         """Metadata (no inline ciphertext) of the envelopes among ``ids`` that exist."""
@@ -252,6 +299,31 @@ class ExchangeStore(SqliteStore):
                 r["envelope_id"]
                 for r in self.db.query("SELECT envelope_id FROM envelopes WHERE state = 'pending' AND in_file = 1")
             }
+
+    def pending_by_segment(self) -> dict[int, tuple[int, int]]:
+        """Segment number -> (count, bytes) of its pending envelopes."""
+        with self.lock:
+            rows = self.db.query(
+                "SELECT segment, COUNT(*) AS n, SUM(sealed_key_size + ciphertext_size) AS size FROM envelopes "
+                "WHERE state = 'pending' AND segment IS NOT NULL GROUP BY segment"
+            )
+            return {r["segment"]: (r["n"], r["size"]) for r in rows}
+
+    def pending_in_segment(self, segment: int) -> list[EnvelopeRecord]:
+        with self.lock:
+            rows = self.db.query(
+                f"SELECT {_META}, NULL AS inline FROM envelopes WHERE state = 'pending' AND segment = ?", [segment]
+            )
+            return [EnvelopeRecord.from_row(r) for r in rows]
+
+    def move_into_row(self, envelope_id: str, sealed_key: bytes, ciphertext: bytes) -> None:
+        """Keep a pending envelope's bytes in its row instead of its segment."""
+        with self.atomic():
+            self.db.execute(
+                "UPDATE envelopes SET sealed_key = ?, inline = ?, segment = NULL, segment_offset = NULL, "
+                "sealed_key_size = NULL WHERE envelope_id = ? AND state = 'pending'",
+                [sealed_key, ciphertext, envelope_id],
+            )
 
     def pending_key_ids(self, recipient: str) -> set[str]:
         with self.lock:
