@@ -80,9 +80,10 @@ class _Prepared:
     sender: Sender
     # The request the envelope came in (its audit entry is shared with that request's others).
     request: object = None
-    # True for a small envelope bound for a segment: ``record.inline`` holds its ciphertext
-    # until the committer appends it there.
-    to_segment: bool = False
+    # For a small envelope bound for a segment: what goes there (sealed key and ciphertext)
+    # and its row less the segment columns, made by the reader so the committer need not.
+    segment_blob: bytes | None = None
+    row_head: tuple = ()
 
 
 # A whole envelope as it arrives in one message: header, sealed key, ciphertext, signature.
@@ -105,6 +106,11 @@ class Upload:
     @property
     def envelope_id(self) -> str:
         return self._record.header.envelope_id
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the envelope holds in memory until committed (nothing if it went to a file)."""
+        return 0 if self._file is not None or self._tmp_path is not None else self._received
 
     def add(self, piece: bytes) -> None:
         self._received += len(piece)
@@ -271,7 +277,9 @@ class Broker:
                         now,
                         header.expires_at,
                     )
-                    prepared.append(_Prepared(record, None, sender, request, to_segment=True))
+                    prepared.append(
+                        _Prepared(record, None, sender, request, sealed_key + ciphertext, record.segment_row_head())
+                    )
                     continue
                 upload = self.begin(sender, header, sealed_key)
                 try:
@@ -377,13 +385,16 @@ class Broker:
             fresh.append(p)
             results.append(Receipt(header.envelope_id, False, p.record.expires_at))
         rows = []
-        segmented = [p for p in fresh if p.to_segment]
+        segmented = [p for p in fresh if p.segment_blob is not None]
         if segmented:
-            blobs = [p.record.sealed_key + p.record.inline for p in segmented]  # type: ignore[operator]
+            blobs: list[bytes] = [p.segment_blob for p in segmented]  # type: ignore[misc]
             number, offsets = self._segments.append(blobs)
-            rows = [p.record.segment_row(number, at) for p, at in zip(segmented, offsets, strict=True)]
+            rows = [
+                (*p.row_head, number, at, len(p.record.sealed_key or b""))
+                for p, at in zip(segmented, offsets, strict=True)
+            ]
             segment_bytes = sum(len(b) for b in blobs)
-        rows += [p.record.row() for p in fresh if not p.to_segment]
+        rows += [p.record.row() for p in fresh if p.segment_blob is None]
         counted = False
         try:
             with self._store.atomic():

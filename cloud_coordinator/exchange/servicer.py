@@ -24,9 +24,9 @@ from .registry import AgreementRegistry, SiteKeys
 from .store import AgreementRecord, EnvelopeRecord
 
 log = logging.getLogger(__name__)
-# Envelopes waiting for their commit on one stream before the reader stops taking new
-# ones; bounds memory.
-MAX_IN_FLIGHT = 4096
+# Bytes of small envelopes (held in memory until committed) waiting on one stream before
+# the reader stops taking new ones; bounds memory. Large envelopes wait on disk.
+MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 
 
 def caller_certificate(context: grpc.ServicerContext) -> bytes:
@@ -68,8 +68,8 @@ def _receipt(receipt: Receipt) -> exchange_pb2.EnvelopeReceipt:
 
 class _Outcomes:
     """What the reader produced, in stream order: futures of groups of receipts, a refusal,
-    or None for the end. Bounded by envelopes waiting, so a fast sender cannot queue
-    unlimited envelopes ahead of the disk."""
+    or None for the end. Bounded by the bytes waiting in memory, so a fast sender cannot
+    queue unlimited envelopes ahead of the disk."""
 
     def __init__(self) -> None:
         self._items: collections.deque = collections.deque()
@@ -87,7 +87,7 @@ class _Outcomes:
     def put(self, item: Future | errors.SiloError | None, weight: int = 0) -> None:
         with self._cond:
             # An item heavier than the bound still goes through once the queue is empty.
-            while self._waiting and self._waiting + weight > MAX_IN_FLIGHT and not self._closed:
+            while self._waiting and self._waiting + weight > MAX_IN_FLIGHT_BYTES and not self._closed:
                 self._cond.wait()
             self._items.append(item)
             self._weights.append(weight)
@@ -178,7 +178,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                     ]
                     future, failure = self._broker.send_whole(sender, whole)
                     if future is not None:
-                        outcomes.put(future, len(whole))
+                        outcomes.put(future, sum(len(e.ciphertext) + len(e.sealed_key) for e in request.envelopes))
                     if failure is not None:
                         raise failure
                     continue
@@ -194,8 +194,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                     upload.add(piece)
                 if request.signature:
                     future = upload.finish(request.signature)
+                    outcomes.put(future, upload.memory_bytes)
                     upload = None
-                    outcomes.put(future, 1)
             if upload is not None:
                 raise errors.InvalidArgument(f"the stream ended before envelope {upload.envelope_id} was complete")
             outcomes.put(None)

@@ -146,9 +146,9 @@ class EnvelopeRecord:
             self.sealed_key_size,
         )
 
-    def segment_row(self, segment: int, offset: int) -> tuple:
-        """``row()`` for an envelope whose sealed key and ciphertext are at ``offset`` in
-        ``segment`` rather than in the row."""
+    def segment_row_head(self) -> tuple:
+        """``row()`` for an envelope whose sealed key and ciphertext go to a segment, less
+        its last three columns: add ``(segment, offset, sealed key size)``."""
         return (
             *_header_values(self.header),
             None,
@@ -161,9 +161,6 @@ class EnvelopeRecord:
             self.expires_at,
             self.state,
             self.done_at,
-            segment,
-            offset,
-            len(self.sealed_key or b""),
         )
 
 
@@ -184,6 +181,10 @@ _COLUMNS = [
     "sealed_key_size",
 ]
 _INSERT = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_ROWS_PER_INSERT = 200
+_INSERT_MANY = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES " + ", ".join(
+    [f"({', '.join('?' * len(_COLUMNS))})"] * _ROWS_PER_INSERT
+)
 _META = ", ".join(c for c in _COLUMNS if c != "inline")
 
 
@@ -223,16 +224,23 @@ class ExchangeStore(SqliteStore):
         self.insert_rows([r.row() for r in records])
 
     def insert_rows(self, rows: list[tuple]) -> None:
-        """Insert envelopes given as ``EnvelopeRecord.row()`` (or ``segment_row``) tuples."""
+        """Insert envelopes given as ``EnvelopeRecord.row()`` tuples."""
+        # Many rows per statement: executemany steps (and gives up the GIL) once per row,
+        # and under load each re-acquisition can wait on another thread's switch interval.
         with self.atomic():
-            self.db.conn.executemany(_INSERT, rows)
+            full = len(rows) - len(rows) % _ROWS_PER_INSERT
+            for start in range(0, full, _ROWS_PER_INSERT):
+                part = rows[start : start + _ROWS_PER_INSERT]
+                self.db.conn.execute(_INSERT_MANY, [v for row in part for v in row])
+            if full < len(rows):
+                self.db.conn.executemany(_INSERT, rows[full:])
 
     def envelopes_by_id(self, ids: list[str]) -> dict[str, EnvelopeRecord]:
         """Metadata (no inline ciphertext) of the envelopes among ``ids`` that exist."""
         found: dict[str, EnvelopeRecord] = {}
         with self.lock:
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
+            for start in range(0, len(ids), 4000):
+                part = ids[start : start + 4000]
                 sql = (
                     f"SELECT {_META}, NULL AS inline FROM envelopes WHERE envelope_id IN ({','.join('?' * len(part))})"
                 )
