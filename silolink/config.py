@@ -40,7 +40,7 @@ class CoordinatorExchangeConfig:
     # How often expired envelopes are dropped.
     sweep_interval_s: float = 60.0
     # Envelopes committed together at most (group commit: one fsync for many).
-    commit_batch_max: int = 1024
+    commit_batch_max: int = 4096
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,8 @@ MIN_CHUNK_SIZE = 1024
 MAX_CHUNK_SIZE = 4 * 1024 * 1024
 MAX_FILENAME_BYTES = 255
 PURPOSE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_KEY_ID = re.compile(r"[0-9a-f]{32}")
 
 # Suite names as they appear in headers and published keys.
 HYBRID = "MLKEM768_X25519"
@@ -214,18 +216,18 @@ class Header:
 
     def check(self) -> None:
         """Raise InvalidArgument if the header is not well formed."""
-        try:
-            if str(uuid.UUID(self.envelope_id)) != self.envelope_id:
-                raise ValueError
-        except ValueError:
-            raise errors.InvalidArgument("the envelope id must be a UUID in canonical form") from None
+        # Checked for every envelope the broker accepts, so plain pattern and set look-ups
+        # (the same rules as uuid.UUID's canonical form and _suite, at a fraction of the cost).
+        if not _CANONICAL_UUID.fullmatch(self.envelope_id):
+            raise errors.InvalidArgument("the envelope id must be a UUID in canonical form")
         validate_purpose(self.purpose)
-        _suite(self.suite)
+        if self.suite not in SUITES:
+            _suite(self.suite)  # raises, naming the suites there are
         if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
             raise errors.InvalidArgument(f"the chunk size must be {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes")
         if self.payload_size < 0 or self.ttl_s <= 0 or self.created_at_ms <= 0:
             raise errors.InvalidArgument("the envelope's size, ttl and creation time must be positive")
-        if not re.fullmatch(r"[0-9a-f]{32}", self.recipient_key_id):
+        if not _KEY_ID.fullmatch(self.recipient_key_id):
             raise errors.InvalidArgument("the recipient key id is malformed")
 
     @property

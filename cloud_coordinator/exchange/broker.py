@@ -1,16 +1,19 @@
 """The envelope broker: accept sealed envelopes, store them durably, hand them to their
 recipient, forget them once acknowledged or expired. It never holds a key that opens one.
 
-Storage: small envelopes (ciphertext up to ``inline_max_bytes``) live in their database
-row, so a batch of them costs one fsync; larger ones stream into a temporary file that is
-fsynced, then renamed to ``blobs/<envelope id>`` by the committer just before the
-transaction that records it. A receipt is sent only after that transaction commits.
+Storage: small envelopes (ciphertext up to ``inline_max_bytes``) that come whole, many to
+a request, are appended to a segment file (segments.py) that is fdatasynced before the
+transaction recording them; other small envelopes live in their database row; larger ones
+stream into a temporary file that is fsynced, then renamed to ``blobs/<envelope id>`` by
+the committer just before the transaction that records it. A receipt is sent only after
+that transaction commits.
 After delivery or expiry the ciphertext is deleted and a tombstone row (header only)
 stays until the envelope's expiry, so a resend of the same id is recognised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -28,8 +31,10 @@ from silolink.envelope import Header
 
 from ..audit.store import AuditLog
 from ..sites.service import SiteService
+from .audit_entries import send_entries
 from .committer import GroupCommitter
 from .registry import AgreementRegistry, SiteKeys
+from .segments import Segments
 from .store import EnvelopeRecord, ExchangeStore
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,10 @@ READ_PIECE_BYTES = 1024 * 1024
 # Tombstones outlive expiry by this much, so a late receive or resend gets a clear answer;
 # after that a resend is refused anyway as expired.
 TOMBSTONE_S = 24 * 3600.0
+# A new segment is started once the active one holds this much.
+SEGMENT_BYTES = 16 * 1024 * 1024
+# Segments whose pending envelopes fill less than this share of them are compacted.
+SEGMENT_COMPACT_FILL = 0.25
 
 
 @dataclass(frozen=True)
@@ -50,21 +59,44 @@ class Receipt:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class Sender:
+    """The site on the other end of an upload stream and the certificate it presented
+    (fingerprinted once per stream, not once per envelope)."""
+
+    name: str
+    cert_pem: str
+    cert_fingerprint: str
+
+    @classmethod
+    def of(cls, name: str, cert_pem: str) -> Sender:
+        return cls(name, cert_pem, hashlib.sha256(cert_pem.encode()).hexdigest())
+
+
 @dataclass
 class _Prepared:
     record: EnvelopeRecord
     tmp_path: Path | None
-    cert_fingerprint: str
-    cert_pem: str
+    sender: Sender
+    # The request the envelope came in (its audit entry is shared with that request's others).
+    request: object = None
+    # For a small envelope bound for a segment: what goes there (sealed key and ciphertext)
+    # and its row less the segment columns, made by the reader so the committer need not.
+    segment_blob: bytes | None = None
+    row_head: tuple = ()
+
+
+# A whole envelope as it arrives in one message: header, sealed key, ciphertext, signature.
+Whole = tuple[Header, bytes, bytes, bytes]
 
 
 class Upload:
     """One envelope arriving on a stream: ``add`` ciphertext, then ``finish``; ``abort`` on failure."""
 
-    def __init__(self, broker: Broker, record: EnvelopeRecord, cert_pem: str, tmp_path: Path | None) -> None:
+    def __init__(self, broker: Broker, record: EnvelopeRecord, sender: Sender, tmp_path: Path | None) -> None:
         self._broker = broker
         self._record = record
-        self._cert_pem = cert_pem
+        self._sender = sender
         self._tmp_path = tmp_path
         self._file = open(tmp_path, "wb") if tmp_path is not None else None  # noqa: SIM115 - closed in finish/abort
         self._buffer = bytearray() if tmp_path is None else None
@@ -74,6 +106,11 @@ class Upload:
     @property
     def envelope_id(self) -> str:
         return self._record.header.envelope_id
+
+    @property
+    def memory_bytes(self) -> int:
+        """What the envelope holds in memory until committed (nothing if it went to a file)."""
+        return 0 if self._file is not None or self._tmp_path is not None else self._received
 
     def add(self, piece: bytes) -> None:
         self._received += len(piece)
@@ -87,7 +124,13 @@ class Upload:
             self._buffer += piece  # type: ignore[operator]
 
     def finish(self, signature: bytes) -> Future:
-        """Close the envelope and queue it for commit; the future gives its Receipt."""
+        """Close the envelope and queue it for commit; the future gives ``[Receipt]`` (or
+        ``[error]``)."""
+        return self._broker._committer.submit([self.prepare(signature)])
+
+    def prepare(self, signature: bytes) -> _Prepared:
+        """Close the envelope: check it is complete and make its ciphertext durable if it
+        goes to a file. The caller submits it for commit."""
         if not signature or len(signature) > MAX_SIGNATURE_BYTES:
             raise errors.InvalidArgument(f"envelope {self.envelope_id} has no valid signature")
         if self._received != self._record.ciphertext_size:
@@ -103,9 +146,8 @@ class Upload:
         else:
             inline = bytes(self._buffer)  # type: ignore[arg-type]
         self._done = True
-        record = EnvelopeRecord(**{**self._record.__dict__, "signature": signature, "inline": inline})
-        fingerprint = hashlib.sha256(self._cert_pem.encode()).hexdigest()
-        return self._broker._submit(_Prepared(record, self._tmp_path, fingerprint, self._cert_pem))
+        record = dataclasses.replace(self._record, signature=signature, inline=inline)
+        return _Prepared(record, self._tmp_path, self._sender, self)
 
     def abort(self) -> None:
         if self._done:
@@ -141,7 +183,8 @@ class Broker:
         self._clock = clock
         self._blobs = root / "blobs"
         self._tmp = root / "tmp"
-        for folder in (root, self._blobs, self._tmp):
+        self._segment_dir = root / "segments"
+        for folder in (root, self._blobs, self._tmp, self._segment_dir):
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o700)
         self._lock = threading.Lock()
@@ -164,6 +207,7 @@ class Broker:
         orphans = [p for p in self._blobs.iterdir() if p.name not in keep]
         for path in orphans:
             path.unlink(missing_ok=True)
+        self._segments = Segments(self._segment_dir, SEGMENT_BYTES, self._store.pending_by_segment())
         self._pending = self._store.pending_bytes_by_sender()
         self._reserved: dict[str, int] = {}
         if orphans:
@@ -173,12 +217,91 @@ class Broker:
         self._stop.set()
         self._committer.stop()
         self._sweeper.join(5)
+        self._segments.close()
 
     # -- sending ---------------------------------------------------------------------------
-    def begin(self, sender: str, sender_cert_pem: str, header: Header, sealed_key: bytes) -> Upload:
+    def begin(self, sender: Sender, header: Header, sealed_key: bytes) -> Upload:
         """Check a new envelope's header against identity, agreements, keys and limits."""
-        header.check()
         now = self._clock()
+        self._admit(sender.name, header, sealed_key, now)
+        size = header.ciphertext_size
+        self._reserve(sender.name, size)
+        record = EnvelopeRecord(
+            header=header,
+            sealed_key=sealed_key,
+            signature=b"",
+            sender_cert=sender.cert_fingerprint,
+            ciphertext_size=size,
+            inline=None,
+            in_file=size > self.config.inline_max_bytes,
+            received_at=now,
+            expires_at=header.expires_at,
+        )
+        tmp = self._tmp / f"{header.envelope_id}.{uuid.uuid4().hex[:8]}" if record.in_file else None
+        return Upload(self, record, sender, tmp)
+
+    def send_whole(self, sender: Sender, envelopes: list[Whole]) -> tuple[Future | None, errors.SiloError | None]:
+        """Admit whole envelopes and queue them for commit together.
+
+        Returns the future of their receipts (one per envelope, in order) and the refusal
+        that stopped the batch, if any: the envelopes before a refused one are still
+        stored, exactly as if each had come in a request of its own.
+        """
+        prepared: list[_Prepared] = []
+        failure: errors.SiloError | None = None
+        request = object()
+        inline_max = self.config.inline_max_bytes
+        allowed: set[tuple] = set()
+        now = self._clock()
+        for header, sealed_key, ciphertext, signature in envelopes:
+            try:
+                size = len(ciphertext)
+                if size != header.ciphertext_size:
+                    raise errors.InvalidArgument(
+                        f"envelope {header.envelope_id} carries {size} ciphertext bytes; its header "
+                        f"declares {header.ciphertext_size}"
+                    )
+                if size <= inline_max:
+                    if not signature or len(signature) > MAX_SIGNATURE_BYTES:
+                        raise errors.InvalidArgument(f"envelope {header.envelope_id} has no valid signature")
+                    self._admit(sender.name, header, sealed_key, now, allowed)
+                    self._reserve(sender.name, size)
+                    record = EnvelopeRecord(
+                        header,
+                        sealed_key,
+                        signature,
+                        sender.cert_fingerprint,
+                        size,
+                        ciphertext,
+                        False,
+                        now,
+                        header.expires_at,
+                    )
+                    prepared.append(
+                        _Prepared(record, None, sender, request, sealed_key + ciphertext, record.segment_row_head())
+                    )
+                    continue
+                upload = self.begin(sender, header, sealed_key)
+                try:
+                    upload.add(ciphertext)
+                    prepared.append(upload.prepare(signature))
+                except BaseException:
+                    upload.abort()
+                    raise
+            except errors.SiloError as e:
+                failure = e
+                break
+        for p in prepared:
+            p.request = request
+        future = self._committer.submit(prepared) if prepared else None
+        return future, failure
+
+    def _admit(
+        self, sender: str, header: Header, sealed_key: bytes, now: float, allowed: set[tuple] | None = None
+    ) -> None:
+        """Raise unless ``header`` may be stored now. ``allowed`` remembers, for one request
+        of whole envelopes, the (recipient, purpose, key) triples already checked."""
+        header.check()
         if header.sender != sender:
             raise errors.PermissionDenied(f"site {sender} cannot send an envelope in the name of {header.sender!r}")
         if header.recipient == sender:
@@ -201,25 +324,15 @@ class Broker:
                 f"envelope {header.envelope_id} expired before it arrived (created {header.created_at_ms} ms, "
                 f"ttl {header.ttl_s} s)"
             )
+        route = (header.recipient, header.purpose, header.recipient_key_id, header.suite)
+        if allowed is not None and route in allowed:
+            return
         self._agreements.check(sender, header.recipient, header.purpose)
         if header.recipient in self._revoked:
             raise errors.FailedPrecondition(f"site {header.recipient} has been revoked; nothing can be sent to it")
         self._keys.check_sealed_to(header.recipient, header.recipient_key_id, header.suite, now)
-        size = header.ciphertext_size
-        self._reserve(sender, size)
-        record = EnvelopeRecord(
-            header=header,
-            sealed_key=sealed_key,
-            signature=b"",
-            sender_cert=None,
-            ciphertext_size=size,
-            inline=None,
-            in_file=size > self.config.inline_max_bytes,
-            received_at=now,
-            expires_at=header.expires_at,
-        )
-        tmp = self._tmp / f"{header.envelope_id}.{uuid.uuid4().hex[:8]}" if record.in_file else None
-        return Upload(self, record, sender_cert_pem, tmp)
+        if allowed is not None:
+            allowed.add(route)
 
     def _reserve(self, sender: str, size: int) -> None:
         with self._lock:
@@ -238,59 +351,92 @@ class Broker:
             if committed:
                 self._pending[sender] = self._pending.get(sender, 0) + size
 
-    def _submit(self, prepared: _Prepared) -> Future:
-        return self._committer.submit(prepared)
-
     def _commit(self, batch: list[_Prepared]) -> list[Receipt | errors.SiloError]:
         ids = [p.record.header.envelope_id for p in batch]
         results: list[Receipt | errors.SiloError] = []
         fresh: list[_Prepared] = []
-        audit_items = []
-        with self._store.atomic():
-            known = self._store.envelopes_by_id(ids)
-            for p in batch:
-                header = p.record.header
-                prior = known.get(header.envelope_id)
-                if prior is not None:
-                    results.append(self._resent(prior, p.record))
-                    continue
-                known[header.envelope_id] = p.record
-                fresh.append(p)
-                results.append(Receipt(header.envelope_id, False, p.record.expires_at))
-                audit_items.append(
-                    (
-                        f"site:{header.sender}",
-                        "envelope.send",
-                        header.envelope_id,
-                        {
-                            "recipient": header.recipient,
-                            "purpose": header.purpose,
-                            "bytes": p.record.ciphertext_size,
-                            "key_id": header.recipient_key_id,
-                        },
-                    )
-                )
-            if any(p.tmp_path is not None for p in fresh):
-                for p in fresh:
-                    if p.tmp_path is not None:
-                        os.replace(p.tmp_path, self._blobs / p.record.header.envelope_id)
-                _fsync_dir(self._blobs)
+        try:
+            self._store_fresh(batch, ids, results, fresh)
+        except BaseException:
+            # Nothing was stored: drop files already moved in, free every reservation below.
             for p in fresh:
-                if p.cert_fingerprint not in self._known_certs:
-                    self._store.add_certificate(p.cert_fingerprint, p.cert_pem)
-            records = [EnvelopeRecord(**{**p.record.__dict__, "sender_cert": p.cert_fingerprint}) for p in fresh]
-            self._store.insert_envelopes(records)
-            self._audit.record_batch(audit_items)
-        self._known_certs.update(p.cert_fingerprint for p in fresh)
-        fresh_ids = {id(p) for p in fresh}
+                if p.tmp_path is not None:
+                    (self._blobs / p.record.header.envelope_id).unlink(missing_ok=True)
+            fresh.clear()
+            raise
+        finally:
+            self._settle(batch, fresh)
+        return results
+
+    def _store_fresh(
+        self, batch: list[_Prepared], ids: list[str], results: list[Receipt | errors.SiloError], fresh: list[_Prepared]
+    ) -> None:
+        """Segment bytes on disk first, then one transaction: the rows of the envelopes not
+        already stored, their audit entries."""
+        # Only this thread adds envelopes, so what is known now is known at the insert too.
+        known = self._store.envelopes_by_id(ids)
         for p in batch:
-            is_fresh = id(p) in fresh_ids
-            if not is_fresh and p.tmp_path is not None:
+            header = p.record.header
+            prior = known.get(header.envelope_id)
+            if prior is not None:
+                results.append(self._resent(prior, p.record))
+                continue
+            known[header.envelope_id] = p.record
+            fresh.append(p)
+            results.append(Receipt(header.envelope_id, False, p.record.expires_at))
+        rows = []
+        segmented = [p for p in fresh if p.segment_blob is not None]
+        if segmented:
+            blobs: list[bytes] = [p.segment_blob for p in segmented]  # type: ignore[misc]
+            number, offsets = self._segments.append(blobs)
+            rows = [
+                (*p.row_head, number, at, len(p.record.sealed_key or b""))
+                for p, at in zip(segmented, offsets, strict=True)
+            ]
+            segment_bytes = sum(len(b) for b in blobs)
+        rows += [p.record.row() for p in fresh if p.segment_blob is None]
+        counted = False
+        try:
+            with self._store.atomic():
+                if any(p.tmp_path is not None for p in fresh):
+                    for p in fresh:
+                        if p.tmp_path is not None:
+                            os.replace(p.tmp_path, self._blobs / p.record.header.envelope_id)
+                    _fsync_dir(self._blobs)
+                senders = {p.sender.cert_fingerprint: p.sender for p in fresh}
+                for fingerprint, sender in senders.items():
+                    if fingerprint not in self._known_certs:
+                        self._store.add_certificate(fingerprint, sender.cert_pem)
+                self._store.insert_rows(rows)
+                self._audit.record_batch(send_entries((p.record, p.request) for p in fresh))
+                if segmented:
+                    self._segments.added(number, len(segmented), segment_bytes)
+                    counted = True
+        except BaseException:
+            if counted:
+                self._segments.added(number, -len(segmented), -segment_bytes)
+            raise
+        self._known_certs.update(senders)
+
+    def _settle(self, batch: list[_Prepared], fresh: list[_Prepared]) -> None:
+        """Turn the batch's reservations into pending bytes (stored) or free them."""
+        fresh_ids = {id(p) for p in fresh}
+        released: dict[str, int] = {}
+        committed: dict[str, int] = {}
+        for p in batch:
+            sender, size = p.record.header.sender, p.record.ciphertext_size
+            released[sender] = released.get(sender, 0) + size
+            if id(p) in fresh_ids:
+                committed[sender] = committed.get(sender, 0) + size
+            elif p.tmp_path is not None:
                 p.tmp_path.unlink(missing_ok=True)
-            self._release(p.record.header.sender, p.record.ciphertext_size, committed=is_fresh)
+        with self._lock:
+            for sender, size in released.items():
+                self._reserved[sender] = self._reserved.get(sender, 0) - size
+            for sender, size in committed.items():
+                self._pending[sender] = self._pending.get(sender, 0) + size
         if fresh:
             log.debug("committed %d envelopes", len(fresh))
-        return results
 
     @staticmethod
     def _resent(prior: EnvelopeRecord, record: EnvelopeRecord) -> Receipt | errors.SiloError:
@@ -324,9 +470,19 @@ class Broker:
         """The envelope, its sender's certificate, and its ciphertext in pieces."""
         record = self._pending_for(site, envelope_id, with_ciphertext=True)
         cert = self._store.certificate(record.sender_cert or "") or ""
+        if record.segment is not None:
+            data = self._segment_bytes(record)
+            if data is None:  # moved into its row by the sweeper meanwhile?
+                record = self._pending_for(site, envelope_id, with_ciphertext=True)
+                data = self._segment_bytes(record) if record.segment is not None else None
+            if data is not None:
+                key_size = record.sealed_key_size or 0
+                record = dataclasses.replace(record, sealed_key=data[:key_size])
+                return record, cert, _pieces_of(data[key_size:])
+        if record.segment is not None:
+            raise errors.FailedPrecondition(f"envelope {envelope_id} is no longer available")
         if not record.in_file:
-            data = record.inline or b""
-            return record, cert, iter([data[i : i + READ_PIECE_BYTES] for i in range(0, len(data), READ_PIECE_BYTES)])
+            return record, cert, _pieces_of(record.inline or b"")
         try:
             handle = open(self._blobs / envelope_id, "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
@@ -345,7 +501,13 @@ class Broker:
             self._audit.record(f"site:{site}", "envelope.deliver", envelope_id, sender=record.header.sender)
         self._forget(record)
 
+    def _segment_bytes(self, record: EnvelopeRecord) -> bytes | None:
+        size = (record.sealed_key_size or 0) + record.ciphertext_size
+        return self._segments.read(record.segment, record.segment_offset or 0, size)  # type: ignore[arg-type]
+
     def _forget(self, record: EnvelopeRecord) -> None:
+        if record.segment is not None:
+            self._segments.released(record.segment, (record.sealed_key_size or 0) + record.ciphertext_size)
         if record.in_file:
             (self._blobs / record.header.envelope_id).unlink(missing_ok=True)
         with self._lock:
@@ -374,7 +536,26 @@ class Broker:
                 self._forget(record)
             log.info("%d envelopes expired undelivered", len(expired))
         self._store.purge_tombstones(now - TOMBSTONE_S)
+        self.compact_segments()
         return len(expired)
+
+    def compact_segments(self, max_fill: float = SEGMENT_COMPACT_FILL) -> int:
+        """Move the pending envelopes of mostly-empty segments into their rows and delete
+        those segments, so a few undelivered envelopes cannot pin many megabytes."""
+        moved = 0
+        for number in self._segments.sparse(max_fill):
+            for record in self._store.pending_in_segment(number):
+                data = self._segment_bytes(record)
+                if data is None:
+                    log.error("segment %d lost envelope %s", number, record.header.envelope_id)
+                    continue
+                key_size = record.sealed_key_size or 0
+                self._store.move_into_row(record.header.envelope_id, data[:key_size], data[key_size:])
+                moved += 1
+            self._segments.forget(number)
+        if moved:
+            log.info("moved %d envelopes out of sparse segments", moved)
+        return moved
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.config.sweep_interval_s):
@@ -382,6 +563,10 @@ class Broker:
                 self.sweep()
             except Exception:  # noqa: BLE001 - the sweeper must keep running
                 log.exception("sweeping expired envelopes failed")
+
+
+def _pieces_of(data: bytes) -> Iterator[bytes]:
+    return iter([data[i : i + READ_PIECE_BYTES] for i in range(0, len(data), READ_PIECE_BYTES)])
 
 
 def _read_pieces(handle) -> Iterator[bytes]:

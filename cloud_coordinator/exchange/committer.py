@@ -2,9 +2,11 @@
 
 A commit that returned is on disk (WAL, synchronous=FULL), and each costs an fsync. Uploads
 hand their finished envelopes to one committer thread; while it waits on one fsync, the
-next envelopes queue up and go into the following transaction together. Each submitter
-gets a future that resolves only after the transaction that holds its envelope commits,
-so a receipt always means durable.
+next envelopes queue up and go into the following transaction together. Envelopes are
+submitted in groups (one upload request's worth) and each group gets one future, which
+resolves only after the transaction that holds the whole group commits, so a receipt
+always means durable. A future per group rather than per envelope: at thousands of
+envelopes a second, futures and their wake-ups were a measurable share of the work.
 """
 
 from __future__ import annotations
@@ -23,23 +25,32 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _shutting_down() -> errors.SiloError:
+    return errors.Unavailable("the coordinator is shutting down; send again later")
+
+
 class GroupCommitter(Generic[T, R]):
-    """Runs ``commit(batch) -> results`` (one result or SiloError per item) on one thread."""
+    """Runs ``commit(items) -> results`` (one result or SiloError per item) on one thread.
+
+    ``submit(group)`` returns a future of the group's results, in order. A group is never
+    split across transactions; ``max_batch`` bounds how many items one commit takes (a
+    single group larger than that still commits whole).
+    """
 
     def __init__(self, commit: Callable[[list[T]], list[R | errors.SiloError]], max_batch: int = 1024) -> None:
         self._commit = commit
         self._max_batch = max_batch
-        self._queue: queue.Queue[tuple[T, Future] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[T], Future] | None] = queue.Queue()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="exchange-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, item: T) -> Future:
+    def submit(self, group: list[T]) -> Future:
         future: Future = Future()
         if self._stopped:
-            future.set_exception(errors.Unavailable("the coordinator is shutting down; send again later"))
+            future.set_exception(_shutting_down())
             return future
-        self._queue.put((item, future))
+        self._queue.put((group, future))
         return future
 
     def stop(self) -> None:
@@ -48,13 +59,16 @@ class GroupCommitter(Generic[T, R]):
         self._thread.join(10)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
+        held: tuple[list[T], Future] | None = None
+        stopping = False
+        while not stopping:
+            first = held or self._queue.get()
+            held = None
             if first is None:
                 break
-            batch = [first]
-            stopping = False
-            while len(batch) < self._max_batch:
+            groups = [first]
+            size = len(first[0])
+            while size < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -62,10 +76,14 @@ class GroupCommitter(Generic[T, R]):
                 if item is None:
                     stopping = True
                     break
-                batch.append(item)
-            self._run_batch(batch)
-            if stopping:
-                break
+                if size + len(item[0]) > self._max_batch:
+                    held = item  # starts the next commit
+                    break
+                groups.append(item)
+                size += len(item[0])
+            self._run_batch(groups)
+        if held is not None:
+            held[1].set_exception(_shutting_down())
         # Anything submitted after stop is refused, never left hanging.
         while True:
             try:
@@ -73,18 +91,18 @@ class GroupCommitter(Generic[T, R]):
             except queue.Empty:
                 return
             if item is not None:
-                item[1].set_exception(errors.Unavailable("the coordinator is shutting down; send again later"))
+                item[1].set_exception(_shutting_down())
 
-    def _run_batch(self, batch: list[tuple[T, Future]]) -> None:
+    def _run_batch(self, groups: list[tuple[list[T], Future]]) -> None:
+        items = [item for group, _ in groups for item in group]
         try:
-            results = self._commit([item for item, _ in batch])
+            results = self._commit(items)
         except errors.SiloError as e:
-            results = [e] * len(batch)
+            results = [e] * len(items)
         except Exception:  # noqa: BLE001 - fail this batch's senders, keep committing
-            log.exception("group commit of %d envelopes failed", len(batch))
-            results = [errors.Unavailable("the coordinator could not store the envelope; send it again")] * len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if isinstance(result, errors.SiloError):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            log.exception("group commit of %d envelopes failed", len(items))
+            results = [errors.Unavailable("the coordinator could not store the envelope; send it again")] * len(items)
+        start = 0
+        for group, future in groups:
+            future.set_result(results[start : start + len(group)])
+            start += len(group)

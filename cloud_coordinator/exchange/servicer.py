@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from silolink import errors
 from silolink.exchange_protos import AGREEMENT_STATES, header_from_proto, header_to_proto, key_from_proto, key_to_proto
@@ -18,13 +19,14 @@ from silolink.protos import timestamp
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
 
-from .broker import Broker, Receipt, Upload
+from .broker import Broker, Receipt, Sender, Upload
 from .registry import AgreementRegistry, SiteKeys
 from .store import AgreementRecord, EnvelopeRecord
 
 log = logging.getLogger(__name__)
-# Receipts pending on one stream before the reader stops taking new envelopes; bounds memory.
-MAX_IN_FLIGHT = 4096
+# Bytes of small envelopes (held in memory until committed) waiting on one stream before
+# the reader stops taking new ones; bounds memory. Large envelopes wait on disk.
+MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024
 
 
 def caller_certificate(context: grpc.ServicerContext) -> bytes:
@@ -56,17 +58,23 @@ def inbox_entry(record: EnvelopeRecord) -> exchange_pb2.InboxEntry:
 
 
 def _receipt(receipt: Receipt) -> exchange_pb2.EnvelopeReceipt:
+    seconds = int(receipt.expires_at)
     return exchange_pb2.EnvelopeReceipt(
-        envelope_id=receipt.envelope_id, duplicate=receipt.duplicate, expires_at=timestamp(receipt.expires_at)
+        envelope_id=receipt.envelope_id,
+        duplicate=receipt.duplicate,
+        expires_at=Timestamp(seconds=seconds, nanos=int((receipt.expires_at - seconds) * 1e9)),
     )
 
 
 class _Outcomes:
-    """Receipt futures (or the refusal, or None for the end) in stream order, bounded so a
-    fast sender cannot queue unlimited envelopes ahead of the disk."""
+    """What the reader produced, in stream order: futures of groups of receipts, a refusal,
+    or None for the end. Bounded by the bytes waiting in memory, so a fast sender cannot
+    queue unlimited envelopes ahead of the disk."""
 
     def __init__(self) -> None:
         self._items: collections.deque = collections.deque()
+        self._weights: collections.deque = collections.deque()
+        self._waiting = 0
         self._cond = threading.Condition()
         self._closed = False
 
@@ -76,11 +84,14 @@ class _Outcomes:
             self._closed = True
             self._cond.notify_all()
 
-    def put(self, item: Future | errors.SiloError | None) -> None:
+    def put(self, item: Future | errors.SiloError | None, weight: int = 0) -> None:
         with self._cond:
-            while len(self._items) >= MAX_IN_FLIGHT and not self._closed:
+            # An item heavier than the bound still goes through once the queue is empty.
+            while self._waiting and self._waiting + weight > MAX_IN_FLIGHT_BYTES and not self._closed:
                 self._cond.wait()
             self._items.append(item)
+            self._weights.append(weight)
+            self._waiting += weight
             self._cond.notify_all()
 
     def take(self) -> list:
@@ -92,13 +103,17 @@ class _Outcomes:
         if isinstance(first, Future):
             first.exception()  # wait for its commit, outside the lock
         with self._cond:
-            batch = [self._items.popleft()]
+            batch = [self._pop()]
             while self._items and isinstance(self._items[0], Future) and self._items[0].done():
-                batch.append(self._items.popleft())
+                batch.append(self._pop())
             if self._items and batch[-1] is not None and not isinstance(self._items[0], Future):
-                batch.append(self._items.popleft())
+                batch.append(self._pop())
             self._cond.notify_all()
         return batch
+
+    def _pop(self):
+        self._waiting -= self._weights.popleft()
+        return self._items.popleft()
 
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
@@ -120,55 +135,67 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         )
 
     def SendEnvelopes(self, request_iterator, context) -> Iterator[exchange_pb2.SendEnvelopesResponse]:
-        sender = current_identity().name
-        cert = caller_certificate(context).decode()
+        sender = Sender.of(current_identity().name, caller_certificate(context).decode())
         # The reader takes envelopes off the stream while earlier ones wait for their group
         # commit; receipts go back in commit order. The first refusal ends the stream.
         outcomes = _Outcomes()
         context.add_callback(outcomes.close)
         reader = threading.Thread(
             target=self._read_uploads,
-            args=(sender, cert, request_iterator, outcomes),
-            name=f"send-{sender}",
+            args=(sender, request_iterator, outcomes),
+            name=f"send-{sender.name}",
             daemon=True,
         )
         reader.start()
         while True:
-            batch = outcomes.take()
             receipts = []
-            for item in batch:
+            for item in outcomes.take():
                 if item is None:
                     if receipts:
                         yield exchange_pb2.SendEnvelopesResponse(receipts=receipts)
                     return
-                try:
-                    if isinstance(item, errors.SiloError):
-                        raise item
-                    receipts.append(_receipt(item.result()))
-                except errors.SiloError:
-                    if receipts:
-                        yield exchange_pb2.SendEnvelopesResponse(receipts=receipts)
-                    raise
+                results = [item] if isinstance(item, errors.SiloError) else item.result()
+                for result in results:
+                    if isinstance(result, errors.SiloError):
+                        if receipts:
+                            yield exchange_pb2.SendEnvelopesResponse(receipts=receipts)
+                        raise result
+                    receipts.append(_receipt(result))
             yield exchange_pb2.SendEnvelopesResponse(receipts=receipts)
 
-    def _read_uploads(self, sender: str, cert: str, requests, outcomes: _Outcomes) -> None:
+    def _read_uploads(self, sender: Sender, requests, outcomes: _Outcomes) -> None:
         upload: Upload | None = None
         try:
             for request in requests:
+                if request.envelopes:
+                    if upload is not None or request.HasField("header") or request.chunks or request.signature:
+                        raise errors.InvalidArgument(
+                            "whole envelopes travel alone in a request, between envelopes sent in parts"
+                        )
+                    whole = [
+                        (header_from_proto(e.header), e.sealed_key, e.ciphertext, e.signature)
+                        for e in request.envelopes
+                    ]
+                    future, failure = self._broker.send_whole(sender, whole)
+                    if future is not None:
+                        outcomes.put(future, sum(len(e.ciphertext) + len(e.sealed_key) for e in request.envelopes))
+                    if failure is not None:
+                        raise failure
+                    continue
                 if request.HasField("header"):
                     if upload is not None:
                         raise errors.InvalidArgument(
                             f"a new envelope started before envelope {upload.envelope_id} was closed with its signature"
                         )
-                    upload = self._broker.begin(sender, cert, header_from_proto(request.header), request.sealed_key)
+                    upload = self._broker.begin(sender, header_from_proto(request.header), request.sealed_key)
                 elif upload is None:
                     raise errors.InvalidArgument("an upload must start with an envelope header")
                 for piece in request.chunks:
                     upload.add(piece)
                 if request.signature:
                     future = upload.finish(request.signature)
+                    outcomes.put(future, upload.memory_bytes)
                     upload = None
-                    outcomes.put(future)
             if upload is not None:
                 raise errors.InvalidArgument(f"the stream ended before envelope {upload.envelope_id} was complete")
             outcomes.put(None)
@@ -177,7 +204,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         except grpc.RpcError:
             outcomes.put(errors.Cancelled("the sender closed the stream"))
         except Exception:  # noqa: BLE001 - reported as INTERNAL by the guard
-            log.exception("reading envelopes from %s failed", sender)
+            log.exception("reading envelopes from %s failed", sender.name)
             outcomes.put(errors.Internal("the coordinator failed reading the upload; see its log"))
         finally:
             if upload is not None:

@@ -4,6 +4,7 @@ sharing agreements and the sites' published HPKE keys. Nothing here can open an 
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from silolink.envelope import Header
 migrations = Migrations("coordinator.exchange")
 
 HEADER_FIELDS = [f.name for f in dataclasses.fields(Header)]
+_header_values = operator.attrgetter(*HEADER_FIELDS)
 
 
 @migrations()
@@ -77,10 +79,20 @@ def m001_exchange(db) -> None:
     )
 
 
+@migrations()
+def m002_segments(db) -> None:
+    # Small envelopes committed in batches keep sealed key and ciphertext in a segment file
+    # (see segments.py): the row says which, where, and how much of it is the sealed key.
+    db.execute("ALTER TABLE envelopes ADD COLUMN segment INTEGER")
+    db.execute("ALTER TABLE envelopes ADD COLUMN segment_offset INTEGER")
+    db.execute("ALTER TABLE envelopes ADD COLUMN sealed_key_size INTEGER")
+
+
 @dataclass(frozen=True)
 class EnvelopeRecord:
     """An envelope as stored: ``state`` is pending, delivered or expired; only pending ones
-    keep ciphertext (inline, or in a file named by the id)."""
+    keep ciphertext (inline, in a file named by the id, or with its sealed key at
+    ``segment_offset`` in segment ``segment``)."""
 
     header: Header
     sealed_key: bytes | None
@@ -93,6 +105,9 @@ class EnvelopeRecord:
     expires_at: float
     state: str = "pending"
     done_at: float | None = None
+    segment: int | None = None
+    segment_offset: int | None = None
+    sealed_key_size: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> EnvelopeRecord:
@@ -108,17 +123,39 @@ class EnvelopeRecord:
             expires_at=row["expires_at"],
             state=row["state"],
             done_at=row["done_at"],
+            segment=row["segment"],
+            segment_offset=row["segment_offset"],
+            sealed_key_size=row["sealed_key_size"],
         )
 
     def row(self) -> tuple:
-        h = self.header
         return (
-            *(getattr(h, k) for k in HEADER_FIELDS),
+            *_header_values(self.header),
             self.sealed_key,
             self.signature,
             self.sender_cert,
             self.ciphertext_size,
             self.inline,
+            int(self.in_file),
+            self.received_at,
+            self.expires_at,
+            self.state,
+            self.done_at,
+            self.segment,
+            self.segment_offset,
+            self.sealed_key_size,
+        )
+
+    def segment_row_head(self) -> tuple:
+        """``row()`` for an envelope whose sealed key and ciphertext go to a segment, less
+        its last three columns: add ``(segment, offset, sealed key size)``."""
+        return (
+            *_header_values(self.header),
+            None,
+            self.signature,
+            self.sender_cert,
+            self.ciphertext_size,
+            None,
             int(self.in_file),
             self.received_at,
             self.expires_at,
@@ -139,8 +176,15 @@ _COLUMNS = [
     "expires_at",
     "state",
     "done_at",
+    "segment",
+    "segment_offset",
+    "sealed_key_size",
 ]
 _INSERT = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_ROWS_PER_INSERT = 200
+_INSERT_MANY = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES " + ", ".join(
+    [f"({', '.join('?' * len(_COLUMNS))})"] * _ROWS_PER_INSERT
+)
 _META = ", ".join(c for c in _COLUMNS if c != "inline")
 
 
@@ -177,15 +221,26 @@ class ExchangeStore(SqliteStore):
 
     # -- envelopes -------------------------------------------------------------------------
     def insert_envelopes(self, records: list[EnvelopeRecord]) -> None:
+        self.insert_rows([r.row() for r in records])
+
+    def insert_rows(self, rows: list[tuple]) -> None:
+        """Insert envelopes given as ``EnvelopeRecord.row()`` tuples."""
+        # Many rows per statement: executemany steps (and gives up the GIL) once per row,
+        # and under load each re-acquisition can wait on another thread's switch interval.
         with self.atomic():
-            self.db.conn.executemany(_INSERT, [r.row() for r in records])
+            full = len(rows) - len(rows) % _ROWS_PER_INSERT
+            for start in range(0, full, _ROWS_PER_INSERT):
+                part = rows[start : start + _ROWS_PER_INSERT]
+                self.db.conn.execute(_INSERT_MANY, [v for row in part for v in row])
+            if full < len(rows):
+                self.db.conn.executemany(_INSERT, rows[full:])
 
     def envelopes_by_id(self, ids: list[str]) -> dict[str, EnvelopeRecord]:
         """Metadata (no inline ciphertext) of the envelopes among ``ids`` that exist."""
         found: dict[str, EnvelopeRecord] = {}
         with self.lock:
-            for start in range(0, len(ids), 500):
-                part = ids[start : start + 500]
+            for start in range(0, len(ids), 4000):
+                part = ids[start : start + 4000]
                 sql = (
                     f"SELECT {_META}, NULL AS inline FROM envelopes WHERE envelope_id IN ({','.join('?' * len(part))})"
                 )
@@ -252,6 +307,31 @@ class ExchangeStore(SqliteStore):
                 r["envelope_id"]
                 for r in self.db.query("SELECT envelope_id FROM envelopes WHERE state = 'pending' AND in_file = 1")
             }
+
+    def pending_by_segment(self) -> dict[int, tuple[int, int]]:
+        """Segment number -> (count, bytes) of its pending envelopes."""
+        with self.lock:
+            rows = self.db.query(
+                "SELECT segment, COUNT(*) AS n, SUM(sealed_key_size + ciphertext_size) AS size FROM envelopes "
+                "WHERE state = 'pending' AND segment IS NOT NULL GROUP BY segment"
+            )
+            return {r["segment"]: (r["n"], r["size"]) for r in rows}
+
+    def pending_in_segment(self, segment: int) -> list[EnvelopeRecord]:
+        with self.lock:
+            rows = self.db.query(
+                f"SELECT {_META}, NULL AS inline FROM envelopes WHERE state = 'pending' AND segment = ?", [segment]
+            )
+            return [EnvelopeRecord.from_row(r) for r in rows]
+
+    def move_into_row(self, envelope_id: str, sealed_key: bytes, ciphertext: bytes) -> None:
+        """Keep a pending envelope's bytes in its row instead of its segment."""
+        with self.atomic():
+            self.db.execute(
+                "UPDATE envelopes SET sealed_key = ?, inline = ?, segment = NULL, segment_offset = NULL, "
+                "sealed_key_size = NULL WHERE envelope_id = ? AND state = 'pending'",
+                [sealed_key, ciphertext, envelope_id],
+            )
 
     def pending_key_ids(self, recipient: str) -> set[str]:
         with self.lock:

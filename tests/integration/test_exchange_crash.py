@@ -11,8 +11,12 @@ import sys
 import threading
 import time
 
+import pytest
+
 from cloud_coordinator import bootstrap
+from cloud_coordinator.audit.remote import fetch_all
 from cloud_coordinator.cli.exchange import ExchangeAdmin
+from cloud_coordinator.exchange.audit_entries import envelope_ids
 from cloud_coordinator.operator_client import OperatorClient, OperatorCredentials
 from edge_agent import enroll as enroll_mod
 from edge_agent.exchange.keys import KeyRing
@@ -20,7 +24,7 @@ from edge_agent.exchange.remote import CoordinatorExchange
 from edge_agent.identity import load_identity
 from edge_agent.layout import AgentLayout
 from silolink import envelope, errors
-from silolink.exchange_protos import header_from_proto, header_to_proto, key_to_proto
+from silolink.exchange_protos import header_from_proto, header_to_proto, key_to_proto, upload_requests
 from silolink.gen.exchange.v1 import exchange_pb2
 from tests import support
 
@@ -54,7 +58,8 @@ def spawn(data_dir, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0"):
     return process, json.loads(endpoints.read_text())
 
 
-def test_every_acknowledged_envelope_survives_kill_9(tmp_path):
+@pytest.mark.parametrize("whole", [False, True], ids=["one-per-request", "whole-batches"])
+def test_every_acknowledged_envelope_survives_kill_9(tmp_path, whole):
     data_dir = tmp_path / "coordinator"
     bootstrap.init(data_dir, ["localhost", "127.0.0.1"])
     process, ends = spawn(data_dir)
@@ -87,6 +92,11 @@ def test_every_acknowledged_envelope_survives_kill_9(tmp_path):
             sealed.append(item)
 
         def requests():
+            if whole:  # small ones whole, 20 to a request (stored in segments), large in parts
+                for i in range(0, len(sealed), 20):
+                    time.sleep(0.01)
+                    yield from upload_requests(sealed[i : i + 20])
+                return
             for i, item in enumerate(sealed):
                 if i % 20 == 0:
                     time.sleep(0.01)  # keep the stream going long enough to be cut
@@ -131,7 +141,12 @@ def test_every_acknowledged_envelope_survives_kill_9(tmp_path):
             opener.finish(stored.signature, a_cert.public_key())
             assert data == payloads[envelope_id]
         with OperatorClient(OperatorCredentials.resolve(data_dir=data_dir)) as op:
-            assert ExchangeAdmin(op).verify_audit()["entries"] > len(acked)
+            admin = ExchangeAdmin(op)
+            verified = admin.verify_audit()["entries"]
+            if not whole:
+                assert verified > len(acked)
+            recorded = {i for e in fetch_all(admin.audit_page)[0] for i in envelope_ids(e)}
+            assert set(acked) <= recorded
         assert not list((data_dir / "state" / "exchange" / "tmp").iterdir())  # half-written uploads cleared
     finally:
         for remote in locals().get("remotes", {}).values():

@@ -63,16 +63,30 @@ class EnvelopeHeader(_message.Message):
     def __init__(self, envelope_id: _Optional[str] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., purpose: _Optional[str] = ..., recipient_key_id: _Optional[str] = ..., suite: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., ttl_s: _Optional[int] = ..., payload_size: _Optional[int] = ..., chunk_size: _Optional[int] = ...) -> None: ...
 
 class SendEnvelopesRequest(_message.Message):
-    __slots__ = ("header", "sealed_key", "chunks", "signature")
+    __slots__ = ("header", "sealed_key", "chunks", "signature", "envelopes")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     SEALED_KEY_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPES_FIELD_NUMBER: _ClassVar[int]
     header: EnvelopeHeader
     sealed_key: bytes
     chunks: _containers.RepeatedScalarFieldContainer[bytes]
     signature: bytes
-    def __init__(self, header: _Optional[_Union[EnvelopeHeader, _Mapping]] = ..., sealed_key: _Optional[bytes] = ..., chunks: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    envelopes: _containers.RepeatedCompositeFieldContainer[WholeEnvelope]
+    def __init__(self, header: _Optional[_Union[EnvelopeHeader, _Mapping]] = ..., sealed_key: _Optional[bytes] = ..., chunks: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ..., envelopes: _Optional[_Iterable[_Union[WholeEnvelope, _Mapping]]] = ...) -> None: ...
+
+class WholeEnvelope(_message.Message):
+    __slots__ = ("header", "sealed_key", "ciphertext", "signature")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SEALED_KEY_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    header: EnvelopeHeader
+    sealed_key: bytes
+    ciphertext: bytes
+    signature: bytes
+    def __init__(self, header: _Optional[_Union[EnvelopeHeader, _Mapping]] = ..., sealed_key: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class SendEnvelopesResponse(_message.Message):
     __slots__ = ("receipts",)

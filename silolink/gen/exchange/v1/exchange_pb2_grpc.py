@@ -102,9 +102,10 @@ class ExchangeServiceServicer:
 
     def SendEnvelopes(self, request_iterator, context):
         """SendEnvelopes uploads envelopes. Each envelope is a header, ciphertext chunks and a
-        signature, spread over one or more requests; the coordinator answers with a receipt
-        once the envelope is durably stored. A refused envelope ends the stream with its
-        status; envelopes with receipts are kept.
+        signature, spread over one or more requests; small envelopes may instead travel whole,
+        many to a request. The coordinator answers with a receipt once an envelope is durably
+        stored. A refused envelope ends the stream with its status; envelopes with receipts
+        are kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
