@@ -168,8 +168,9 @@ class TrainingConfig:
     refused by the site.
     """
 
-    # "tabular" (built in) or "NAME=package.module:attribute" for a ClientApp installed here.
-    apps: tuple[str, ...] = ("tabular",)
+    # "tabular" and "tabular-secagg" (built in) or "NAME=package.module:attribute" for a
+    # ClientApp installed here.
+    apps: tuple[str, ...] = ("tabular", "tabular-secagg")
     # Catalog datasets jobs may train on; none by default.
     datasets: tuple[str, ...] = ()
 

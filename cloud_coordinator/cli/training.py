@@ -38,12 +38,13 @@ def train() -> None:
 @click.option("--dp-noise", type=float, default=0.0, show_default=True, help="DP noise multiplier (0: off).")
 @click.option("--dp-clip", type=float, default=0.0, show_default=True, help="DP clipping norm of each update.")
 @click.option("--model-name", default="", help="Registry name of the result (default DATASET-APP).")
+@click.option("--secagg", is_flag=True, help="Secure aggregation (Flower SecAgg+): app tabular-secagg, 3+ sites.")
 @click.option("--watch", is_flag=True, help="Follow the job until it ends.")
 @json_option
 @operator_options
 @handle_errors
 def start(client: OperatorClient, app, dataset, sites, rounds, strategy, min_sites, round_timeout, local_epochs, lr,
-          proximal_mu, server_lr, dp_noise, dp_clip, model_name, watch, as_json) -> None:  # fmt: skip
+          proximal_mu, server_lr, dp_noise, dp_clip, model_name, secagg, watch, as_json) -> None:  # fmt: skip
     """Start a federated training job."""
     job = client.start_training(
         app=app,
@@ -60,6 +61,7 @@ def start(client: OperatorClient, app, dataset, sites, rounds, strategy, min_sit
         dp_noise_multiplier=dp_noise,
         dp_clipping_norm=dp_clip,
         model_name=model_name,
+        secure_aggregation=secagg,
     )
     if watch:
         job = follow(client, job["job"], quiet=as_json)

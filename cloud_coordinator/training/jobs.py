@@ -237,6 +237,13 @@ class JobService:
             raise errors.InvalidArgument("round timeout, learning rate and local epochs must be positive")
         if spec.dp_noise_multiplier < 0 or (spec.dp_noise_multiplier > 0 and spec.dp_clipping_norm <= 0):
             raise errors.InvalidArgument("differential privacy needs a noise multiplier >= 0 and a clipping norm > 0")
+        if spec.secure_aggregation and (spec.strategy != "fedavg" or spec.dp_noise_multiplier > 0):
+            raise errors.InvalidArgument("secure aggregation runs with --strategy fedavg and without --dp-noise")
+        if spec.secure_aggregation and spec.min_sites < 3:
+            raise errors.InvalidArgument(
+                "secure aggregation needs --min-sites 3 or more: with two sites each could work out the other's "
+                "update from the sum"
+            )
         matched = self._chosen(spec)
         if len(matched) < spec.min_sites:
             which = ", ".join(matched) or "none"

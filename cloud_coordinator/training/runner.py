@@ -28,6 +28,12 @@ def checkpoint_path(job_dir: Path, round_: int) -> Path:
     return job_dir / f"round-{round_:05d}.npz"
 
 
+def save_checkpoint(job_dir: Path, round_: int, arrays: dict[str, np.ndarray]) -> None:
+    tmp = checkpoint_path(job_dir, round_).with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, checkpoint_path(job_dir, round_))
+
+
 def latest_checkpoint(job_dir: Path) -> tuple[int, dict[str, np.ndarray]] | None:
     files = sorted(job_dir.glob("round-*.npz"))
     if not files:
@@ -88,6 +94,14 @@ def run(root: Path, job_id: str, address: str, token: str) -> int:
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = node_id(job_id), 0, 1
     grid = SiloGrid(client, node_id(job_id))
     grid.timeout_s = job.spec.round_timeout_s
+
+    def finish(final: dict[str, np.ndarray]) -> int:
+        model = softmax.export_onnx(
+            job_dir / "model.onnx", final["W"], final["b"], np.asarray(scaling["mean"]), np.asarray(scaling["std"])
+        )
+        client.finish(str(model.relative_to(root)))
+        return 0
+
     try:
         base = {"lr": job.spec.learning_rate, "local-epochs": job.spec.local_epochs, "seed": 0}
         scaling = job.scaling or federated_scaling(grid, job, ConfigRecord(base))
@@ -100,31 +114,29 @@ def run(root: Path, job_id: str, address: str, token: str) -> int:
             log.info("resuming job %s after round %d", job_id, resumed[0])
         else:
             first_round, saved = 1, {"W": np.zeros((width, classes)), "b": np.zeros(classes)}
+        if job.spec.secure_aggregation:
+            from .secagg import run_secure_rounds
+
+            def on_secure_round(round_: int, current: dict, record: RoundRecord) -> None:
+                save_checkpoint(job_dir, round_, current)
+                store.record_round(job_id, record)
+
+            final_arrays = run_secure_rounds(grid, job.spec, dict(train_config), saved, first_round, on_secure_round)
+            return finish(final_arrays)
         arrays = ArrayRecord({k: Array(v) for k, v in saved.items()})
         population = max(job.spec.min_sites, len(grid.wait_for_nodes(job.spec.min_sites, job.spec.round_timeout_s)))
         strategy = strategies.build(job.spec, population)
         plan = RoundPlan(job.spec, train_config, ConfigRecord(dict(train_config)))
 
         def on_round(round_: int, current: ArrayRecord, record: RoundRecord) -> None:
-            data = {k: current[k].numpy() for k in current.keys()}
-            tmp = checkpoint_path(job_dir, round_).with_suffix(".tmp.npz")
-            np.savez(tmp, **data)
-            os.replace(tmp, checkpoint_path(job_dir, round_))
+            save_checkpoint(job_dir, round_, {k: current[k].numpy() for k in current.keys()})
             store.record_round(job_id, record)
             spent = getattr(strategy, "privacy_spent", lambda: None)()
             if spent is not None:
                 store.set_privacy(job_id, float(spent.epsilon), float(spent.delta))
 
         final = run_rounds(strategy, grid, plan, arrays, first_round, on_round)
-        model = softmax.export_onnx(
-            job_dir / "model.onnx",
-            final["W"].numpy(),
-            final["b"].numpy(),
-            np.asarray(scaling["mean"]),
-            np.asarray(scaling["std"]),
-        )
-        client.finish(str(model.relative_to(root)))
-        return 0
+        return finish({k: final[k].numpy() for k in final.keys()})
     except JobFailed as e:
         log.error("job %s failed: %s", job_id, e)
         store.finish(job_id, "failed", str(e))

@@ -40,6 +40,7 @@ def spec_from_proto(spec: pb.JobSpec) -> JobSpec:
         dp_noise_multiplier=spec.dp_noise_multiplier,
         dp_clipping_norm=spec.dp_clipping_norm,
         model_name=spec.model_name,
+        secure_aggregation=spec.secure_aggregation,
     )
 
 
@@ -62,6 +63,7 @@ def job_to_proto(job: Job) -> pb.Job:
             dp_noise_multiplier=spec.dp_noise_multiplier,
             dp_clipping_norm=spec.dp_clipping_norm,
             model_name=spec.model_name,
+            secure_aggregation=spec.secure_aggregation,
         ),
         state=STATE_TO_PROTO[job.state],
         rounds=[

@@ -70,6 +70,7 @@ class JobSpec:
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 0.0
     model_name: str = ""
+    secure_aggregation: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

@@ -23,7 +23,10 @@ from silolink.gen.training.v1 import training_pb2 as pb
 from ..catalog.store import Catalog
 
 log = logging.getLogger(__name__)
-BUILT_IN = {"tabular": "edge_agent.training.tabular:app"}
+BUILT_IN = {
+    "tabular": "edge_agent.training.tabular:app",
+    "tabular-secagg": "edge_agent.training.tabular_secagg:app",
+}
 MAX_CONTEXTS = 16
 
 

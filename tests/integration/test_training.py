@@ -166,3 +166,26 @@ def test_other_strategies_and_differential_privacy(coordinator, make_agent, tmp_
     else:
         assert job["privacy"] is None
         assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.8
+
+
+def test_secure_aggregation_with_flower_secaggplus(coordinator, make_agent, tmp_path, splits):
+    reference, parts = splits
+    for name in HOSPITALS:
+        hospital(make_agent, tmp_path, name, parts[name])
+    job = run_job(
+        coordinator, app="tabular-secagg", rounds=2, min_sites=3, round_timeout_s=30, secure_aggregation=True
+    )
+    assert job["state"] == "completed", job["error"]
+    assert [r["round"] for r in job["rounds"]] == [1, 2]
+    assert job["rounds"][-1]["participants"] == HOSPITALS
+    import onnxruntime as ort
+
+    name, version = job["model"].split(":")
+    path = coordinator.registry.blob_path(coordinator.registry.get(name, version).sha256)
+    labels = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["label"], {"X": reference["X"]})
+    assert np.mean(labels[0] == reference["y"]) > 0.85
+    with support.operator(coordinator) as client, pytest.raises(errors.InvalidArgument, match="at least|3 or more"):
+        client.start_training(
+            app="tabular-secagg", dataset="patients", sites=["kind=hospital"], rounds=1, min_sites=2,
+            secure_aggregation=True,
+        )  # fmt: skip
