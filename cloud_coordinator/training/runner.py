@@ -74,7 +74,13 @@ def federated_scaling(grid, job: Job, config) -> dict[str, list[float]]:
     mean = total / np.maximum(count, 1)
     std = np.sqrt(np.maximum(squares / np.maximum(count, 1) - mean**2, 0.0))
     classes = max(2, 1 + max(int(s["max-label"]) for _, s in usable))
-    return {"mean": mean.tolist(), "std": np.where(std > 1e-12, std, 1.0).tolist(), "classes": [float(classes)]}
+    rows = float(sum(int(s["num-examples"]) for _, s in usable))
+    return {
+        "mean": mean.tolist(),
+        "std": np.where(std > 1e-12, std, 1.0).tolist(),
+        "classes": [float(classes)],
+        "rows": [rows],
+    }
 
 
 def run(root: Path, job_id: str, address: str, token: str) -> int:
@@ -121,7 +127,11 @@ def run(root: Path, job_id: str, address: str, token: str) -> int:
                 save_checkpoint(job_dir, round_, current)
                 store.record_round(job_id, record)
 
-            final_arrays = run_secure_rounds(grid, job.spec, dict(train_config), saved, first_round, on_secure_round)
+            # SecAgg+ quantizes each update weighted by its share of this bound: no site may exceed it.
+            max_weight = max(1000.0, scaling.get("rows", [0.0])[0])
+            final_arrays = run_secure_rounds(
+                grid, job.spec, dict(train_config), saved, first_round, on_secure_round, max_weight
+            )
             return finish(final_arrays)
         arrays = ArrayRecord({k: Array(v) for k, v in saved.items()})
         population = max(job.spec.min_sites, len(grid.wait_for_nodes(job.spec.min_sites, job.spec.round_timeout_s)))

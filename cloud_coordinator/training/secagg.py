@@ -26,6 +26,7 @@ def run_secure_rounds(
     arrays: dict[str, np.ndarray],
     first_round: int,
     on_round: Callable[[int, dict[str, np.ndarray], RoundRecord], None],
+    max_weight: float = 1000.0,
 ) -> dict[str, np.ndarray]:
     from flwr.app import Context, RecordDict
     from flwr.common import ndarrays_to_parameters
@@ -95,7 +96,10 @@ def run_secure_rounds(
     shares = len(nodes)
     workflow = DefaultWorkflow(
         fit_workflow=SecAggPlusWorkflow(
-            num_shares=shares, reconstruction_threshold=max(2, shares // 2 + 1), timeout=spec.round_timeout_s
+            num_shares=shares,
+            reconstruction_threshold=max(2, shares // 2 + 1),
+            max_weight=max_weight,
+            timeout=spec.round_timeout_s,
         )
     )
     workflow(grid, context)

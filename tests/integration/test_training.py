@@ -172,9 +172,7 @@ def test_secure_aggregation_with_flower_secaggplus(coordinator, make_agent, tmp_
     reference, parts = splits
     for name in HOSPITALS:
         hospital(make_agent, tmp_path, name, parts[name])
-    job = run_job(
-        coordinator, app="tabular-secagg", rounds=2, min_sites=3, round_timeout_s=30, secure_aggregation=True
-    )
+    job = run_job(coordinator, app="tabular-secagg", rounds=2, min_sites=3, round_timeout_s=30, secure_aggregation=True)
     assert job["state"] == "completed", job["error"]
     assert [r["round"] for r in job["rounds"]] == [1, 2]
     assert job["rounds"][-1]["participants"] == HOSPITALS
