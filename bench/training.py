@@ -208,9 +208,16 @@ def round_overhead(work: Path, agents: int, rounds: int) -> dict:
                                         min_sites=agents, round_timeout_s=60)  # fmt: skip
             support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", 300, "benchmark job")
             record = client.get_job(job["job"])
-        if record["state"] != "completed":
-            raise RuntimeError(f"benchmark job {record['state']}: {record['error']}")
+            secure = client.start_training(app="tabular-secagg", dataset="data", sites=["kind=hospital"],
+                                           rounds=3, min_sites=agents, round_timeout_s=60,
+                                           secure_aggregation=True)  # fmt: skip
+            support.wait_for(lambda: client.get_job(secure["job"])["state"] != "running", 300, "SecAgg+ job")
+            secure_record = client.get_job(secure["job"])
+        for done in (record, secure_record):
+            if done["state"] != "completed":
+                raise RuntimeError(f"benchmark job {done['state']}: {done['error']}")
         silolink_s = median([r["duration_s"] for r in record["rounds"]])
+        secagg_s = median([r["duration_s"] for r in secure_record["rounds"]])
     finally:
         for p in processes:
             p.terminate()
@@ -221,6 +228,7 @@ def round_overhead(work: Path, agents: int, rounds: int) -> dict:
     return {
         "round_agents": agents,
         "round_s_silolink": silolink_s,
+        "round_s_silolink_secagg": secagg_s,
         "round_s_in_process": in_process_s,
         "round_transport_overhead_s": silolink_s - in_process_s,
     }
@@ -253,6 +261,7 @@ def main(argv=None) -> None:
          f"{f['digits_fedavg_gap_points']:+.2f} points below centralized (target <= 2)"),
         ("round, 10 agents over mTLS (s)", f"{f['round_s_silolink']:.3f}", "median; target <= 0.25"),
         ("round, in-process grid (s)", f"{f['round_s_in_process']:.3f}", "same app and strategy, no network"),
+        ("round with SecAgg+, 10 agents (s)", f"{f['round_s_silolink_secagg']:.3f}", "Flower's SecAgg+ workflow"),
         ("Flower deployment engine (s)", "9-15", "FACTS.md, not measured in this run"),
     ]  # fmt: skip
     report("silolink federated training (ratios and gaps against baselines from this run)", rows, f)
