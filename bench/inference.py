@@ -166,9 +166,11 @@ def heavy_vs_bare(address: str, model_path: Path, rows: int, repeats: int) -> di
     bare, served = [], []
     with LocalClient(address) as client:
         client.infer("heavy", {"x": x})
-        for _ in range(repeats):  # interleaved, so drift on a shared machine hits both
-            bare += _latencies(lambda: session.run(None, {"x": x}), 3)
-            served += _latencies(lambda: client.infer("heavy", {"x": x}), 3)
+        # Blocks, alternated so drift on a shared machine hits both; the first call of each
+        # block is dropped, since idle onnxruntime threads of the other side may still spin.
+        for _ in range(3):
+            bare += _latencies(lambda: session.run(None, {"x": x}), repeats + 1)[1:]
+            served += _latencies(lambda: client.infer("heavy", {"x": x}), repeats + 1)[1:]
     return {
         "heavy_batch_rows": rows,
         "heavy_bare_ms_per_batch": median(bare) * 1e3,
@@ -240,7 +242,7 @@ def main(argv=None) -> None:
             try:
                 figures = latency_vs_echo(agent, work, rounds=5, per_round=100 if quick else 400)
                 figures["batched_rows_per_s"] = concurrent_rows_per_s(agent.address, "wide", 512, 2 if quick else 5)
-                figures.update(heavy_vs_bare(agent.address, heavy, 256, 10 if quick else 30))
+                figures.update(heavy_vs_bare(agent.address, heavy, 256, 8 if quick else 20))
             finally:
                 agent.stop()
             unbatched = AgentProcess(site_dir, SILOLINK_AGENT_INFERENCE__BATCHING="false")

@@ -28,7 +28,7 @@ def cli(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_restore_brings_back_sites_agents_blobs_and_the_audit_chain(tmp_path):
+def test_restore_brings_back_sites_agents_models_and_the_audit_chain(tmp_path):
     data, restored = tmp_path / "coordinator", tmp_path / "restored"
     coordinator = support.start_coordinator(data)
     agent = None
@@ -39,10 +39,13 @@ def test_restore_brings_back_sites_agents_blobs_and_the_audit_chain(tmp_path):
             client.add_site("pending-c", "hospital")
         agent = support.start_agent(tmp_path / "hospital-a")
         assert agent.wait_connected(10)
-        # Whatever a capability keeps in the data directory comes along (model blobs, later).
-        blob = data / "models" / "blobs" / "ab12.onnx"
-        blob.parent.mkdir(parents=True)
-        blob.write_bytes(bytes(range(256)) * 1000)
+        # A model in the registry: its blob, manifest and signature must come back intact.
+        import numpy as np
+
+        from tests.onnx_builders import linear_model
+
+        pushed = coordinator.registry.push_file(linear_model(tmp_path / "m.onnx", np.eye(3, 2)), "risk")
+        blob = coordinator.registry.blob_path(pushed.sha256)
         audit_head = coordinator.audit.head()
         assert audit_head is not None and audit_head.seq >= 5
 
@@ -58,7 +61,7 @@ def test_restore_brings_back_sites_agents_blobs_and_the_audit_chain(tmp_path):
 
     done = cli("restore", "--input", str(tmp_path / "backup.tar.gz"), "--data-dir", str(restored))
     assert done["audit_entries"] == audit_head.seq and done["audit_head"] == audit_head.hash
-    assert (restored / "models" / "blobs" / "ab12.onnx").read_bytes() == blob.read_bytes()
+    assert (restored / blob.relative_to(data)).read_bytes() == blob.read_bytes()
     assert not (restored / "run").exists()
 
     identity_before = (tmp_path / "hospital-a" / "pki" / "identity.pem").read_bytes()
@@ -73,6 +76,11 @@ def test_restore_brings_back_sites_agents_blobs_and_the_audit_chain(tmp_path):
         assert (tmp_path / "hospital-a" / "pki" / "identity.pem").read_bytes() == identity_before
         assert coordinator.audit.entries(limit=audit_head.seq)[-1].hash == audit_head.hash
         coordinator.audit.verify()
+        model = coordinator.registry.get("risk", pushed.version)
+        assert (model.sha256, model.manifest_signature) == (pushed.sha256, pushed.manifest_signature)
+        import hashlib
+
+        assert hashlib.sha256(coordinator.registry.blob_path(model.sha256).read_bytes()).hexdigest() == model.sha256
     finally:
         agent.stop(0)
         coordinator.stop(0)
