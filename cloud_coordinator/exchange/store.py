@@ -181,10 +181,19 @@ _COLUMNS = [
     "sealed_key_size",
 ]
 _INSERT = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_ROWS_PER_INSERT = 200
-_INSERT_MANY = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES " + ", ".join(
-    [f"({', '.join('?' * len(_COLUMNS))})"] * _ROWS_PER_INSERT
-)
+# Rows per statement: each statement gives up the GIL while SQLite runs it, and under load
+# taking it back can wait a whole switch interval behind another thread, so few large
+# statements beat many small ones (23 columns x 1,000 rows stays far below SQLite's limit on
+# bound values).
+_ROWS_PER_INSERT = 1000
+
+
+def _insert_ignore(count: int) -> str:
+    row = f"({', '.join('?' * len(_COLUMNS))})"
+    return f"INSERT OR IGNORE INTO envelopes ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * count)
+
+
+_INSERT_IGNORE_MANY = _insert_ignore(_ROWS_PER_INSERT)
 _META = ", ".join(c for c in _COLUMNS if c != "inline")
 
 
@@ -225,15 +234,24 @@ class ExchangeStore(SqliteStore):
 
     def insert_rows(self, rows: list[tuple]) -> None:
         """Insert envelopes given as ``EnvelopeRecord.row()`` tuples."""
-        # Many rows per statement: executemany steps (and gives up the GIL) once per row,
-        # and under load each re-acquisition can wait on another thread's switch interval.
         with self.atomic():
+            self.db.conn.executemany(_INSERT, rows)
+
+    def insert_new_rows(self, rows: list[tuple]) -> int:
+        """Insert the rows whose envelope id is not taken yet (``EnvelopeRecord.row()``
+        tuples); how many went in. The uniqueness check is the primary key's own look-up,
+        so a batch without resends costs no separate query."""
+        conn = self.db.conn
+        with self.atomic():
+            before = conn.total_changes
             full = len(rows) - len(rows) % _ROWS_PER_INSERT
             for start in range(0, full, _ROWS_PER_INSERT):
                 part = rows[start : start + _ROWS_PER_INSERT]
-                self.db.conn.execute(_INSERT_MANY, [v for row in part for v in row])
-            if full < len(rows):
-                self.db.conn.executemany(_INSERT, rows[full:])
+                conn.execute(_INSERT_IGNORE_MANY, [v for row in part for v in row])
+            rest = rows[full:]
+            if rest:
+                conn.execute(_insert_ignore(len(rest)), [v for row in rest for v in row])
+            return conn.total_changes - before
 
     def envelopes_by_id(self, ids: list[str]) -> dict[str, EnvelopeRecord]:
         """Metadata (no inline ciphertext) of the envelopes among ``ids`` that exist."""
