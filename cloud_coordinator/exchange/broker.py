@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from silolink import errors
 from silolink.config import CoordinatorExchangeConfig
@@ -52,8 +53,8 @@ SEGMENT_BYTES = 16 * 1024 * 1024
 SEGMENT_COMPACT_FILL = 0.25
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
+    # A tuple, not a dataclass: one is made per envelope on the committer thread.
     envelope_id: str
     duplicate: bool
     expires_at: float
