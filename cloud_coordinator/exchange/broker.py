@@ -273,16 +273,8 @@ class Broker:
                         raise errors.InvalidArgument(f"envelope {header.envelope_id} has no valid signature")
                     self._admit(sender.name, header, sealed_key, now, allowed)
                     self._reserve(sender.name, size)
-                    record = EnvelopeRecord(
-                        header,
-                        sealed_key,
-                        signature,
-                        sender.cert_fingerprint,
-                        size,
-                        ciphertext,
-                        False,
-                        now,
-                        header.expires_at,
+                    record = EnvelopeRecord.received(
+                        header, sealed_key, signature, sender.cert_fingerprint, ciphertext, now
                     )
                     prepared.append(
                         _Prepared(record, None, sender, request, sealed_key + ciphertext, record.segment_row_head())
