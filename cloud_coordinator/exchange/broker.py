@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from silolink import errors
 from silolink.config import CoordinatorExchangeConfig
@@ -52,8 +53,8 @@ SEGMENT_BYTES = 16 * 1024 * 1024
 SEGMENT_COMPACT_FILL = 0.25
 
 
-@dataclass(frozen=True)
-class Receipt:
+class Receipt(NamedTuple):
+    # A tuple, not a dataclass: one is made per envelope on the committer thread.
     envelope_id: str
     duplicate: bool
     expires_at: float
@@ -84,6 +85,10 @@ class _Prepared:
     # and its row less the segment columns, made by the reader so the committer need not.
     segment_blob: bytes | None = None
     row_head: tuple = ()
+
+
+class _Resent(Exception):
+    """A batch held an envelope id already stored (or twice): its transaction is undone."""
 
 
 # A whole envelope as it arrives in one message: header, sealed key, ciphertext, signature.
@@ -193,7 +198,9 @@ class Broker:
         self._revoked = {s.name for s in sites.list_sites() if s.revoked_at is not None}
         sites.on_revoke(self._revoked.add)
         self._recover()
-        self._committer: GroupCommitter[_Prepared, Receipt] = GroupCommitter(self._commit, config.commit_batch_max)
+        self._committer: GroupCommitter[_Prepared, Receipt] = GroupCommitter(
+            self._commit, config.commit_batch_max, prepare=self._write_segments
+        )
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="exchange-sweep", daemon=True)
         self._sweeper.start()
@@ -266,16 +273,8 @@ class Broker:
                         raise errors.InvalidArgument(f"envelope {header.envelope_id} has no valid signature")
                     self._admit(sender.name, header, sealed_key, now, allowed)
                     self._reserve(sender.name, size)
-                    record = EnvelopeRecord(
-                        header,
-                        sealed_key,
-                        signature,
-                        sender.cert_fingerprint,
-                        size,
-                        ciphertext,
-                        False,
-                        now,
-                        header.expires_at,
+                    record = EnvelopeRecord.received(
+                        header, sealed_key, signature, sender.cert_fingerprint, ciphertext, now
                     )
                     prepared.append(
                         _Prepared(record, None, sender, request, sealed_key + ciphertext, record.segment_row_head())
@@ -351,12 +350,25 @@ class Broker:
             if committed:
                 self._pending[sender] = self._pending.get(sender, 0) + size
 
-    def _commit(self, batch: list[_Prepared]) -> list[Receipt | errors.SiloError]:
-        ids = [p.record.header.envelope_id for p in batch]
+    def _write_segments(self, batch: list[_Prepared]) -> tuple[int, list[int]] | None:
+        """First stage of a commit: the batch's bytes bound for a segment, fdatasynced;
+        their segment and offsets. Runs while the batch before is being committed."""
+        blobs = [p.segment_blob for p in batch if p.segment_blob is not None]
+        if not blobs:
+            return None
+        try:
+            return self._segments.append(blobs)  # type: ignore[arg-type]
+        except BaseException:
+            self._settle(batch, [])
+            raise
+
+    def _commit(
+        self, batch: list[_Prepared], written: tuple[int, list[int]] | None
+    ) -> list[Receipt | errors.SiloError]:
         results: list[Receipt | errors.SiloError] = []
         fresh: list[_Prepared] = []
         try:
-            self._store_fresh(batch, ids, results, fresh)
+            self._store_fresh(batch, written, results, fresh)
         except BaseException:
             # Nothing was stored: drop files already moved in, free every reservation below.
             for p in fresh:
@@ -365,17 +377,43 @@ class Broker:
             fresh.clear()
             raise
         finally:
+            if written is not None:
+                self._segments.settled(written[0])
             self._settle(batch, fresh)
         return results
 
     def _store_fresh(
-        self, batch: list[_Prepared], ids: list[str], results: list[Receipt | errors.SiloError], fresh: list[_Prepared]
+        self,
+        batch: list[_Prepared],
+        written: tuple[int, list[int]] | None,
+        results: list[Receipt | errors.SiloError],
+        fresh: list[_Prepared],
     ) -> None:
-        """Segment bytes on disk first, then one transaction: the rows of the envelopes not
-        already stored, their audit entries."""
+        """One transaction: the rows of the envelopes not already stored (their segment
+        bytes already on disk), their audit entries."""
+        number, offsets = written if written is not None else (None, [])
+        at = iter(offsets)
+        rows = [
+            (*p.row_head, number, next(at), len(p.record.sealed_key or b""))
+            if p.segment_blob is not None
+            else p.record.row()
+            for p in batch
+        ]
+        if not any(p.tmp_path is not None for p in batch):
+            # Resends are rare: insert everything, and only if some id was taken look
+            # closer (the transaction is rolled back first).
+            fresh.extend(batch)
+            try:
+                self._insert(fresh, rows, number)
+            except _Resent:
+                fresh.clear()
+            else:
+                results.extend(Receipt(p.record.header.envelope_id, False, p.record.expires_at) for p in batch)
+                return
         # Only this thread adds envelopes, so what is known now is known at the insert too.
-        known = self._store.envelopes_by_id(ids)
-        for p in batch:
+        known = self._store.envelopes_by_id([p.record.header.envelope_id for p in batch])
+        fresh_rows = []
+        for p, row in zip(batch, rows, strict=True):
             header = p.record.header
             prior = known.get(header.envelope_id)
             if prior is not None:
@@ -383,21 +421,21 @@ class Broker:
                 continue
             known[header.envelope_id] = p.record
             fresh.append(p)
+            fresh_rows.append(row)
             results.append(Receipt(header.envelope_id, False, p.record.expires_at))
-        rows = []
+        if fresh:
+            self._insert(fresh, fresh_rows, number)
+
+    def _insert(self, fresh: list[_Prepared], rows: list[tuple], number: int | None) -> None:
+        """Store ``fresh`` (none of them known yet) in one transaction; raise ``_Resent``
+        (nothing stored) if an envelope id was taken after all."""
         segmented = [p for p in fresh if p.segment_blob is not None]
-        if segmented:
-            blobs: list[bytes] = [p.segment_blob for p in segmented]  # type: ignore[misc]
-            number, offsets = self._segments.append(blobs)
-            rows = [
-                (*p.row_head, number, at, len(p.record.sealed_key or b""))
-                for p, at in zip(segmented, offsets, strict=True)
-            ]
-            segment_bytes = sum(len(b) for b in blobs)
-        rows += [p.record.row() for p in fresh if p.segment_blob is None]
+        segment_bytes = sum(len(p.segment_blob) for p in segmented)  # type: ignore[arg-type]
         counted = False
         try:
             with self._store.atomic():
+                if self._store.insert_new_rows(rows) != len(rows):
+                    raise _Resent
                 if any(p.tmp_path is not None for p in fresh):
                     for p in fresh:
                         if p.tmp_path is not None:
@@ -407,14 +445,13 @@ class Broker:
                 for fingerprint, sender in senders.items():
                     if fingerprint not in self._known_certs:
                         self._store.add_certificate(fingerprint, sender.cert_pem)
-                self._store.insert_rows(rows)
                 self._audit.record_batch(send_entries((p.record, p.request) for p in fresh))
                 if segmented:
-                    self._segments.added(number, len(segmented), segment_bytes)
+                    self._segments.added(number, len(segmented), segment_bytes)  # type: ignore[arg-type]
                     counted = True
         except BaseException:
             if counted:
-                self._segments.added(number, -len(segmented), -segment_bytes)
+                self._segments.added(number, -len(segmented), -segment_bytes)  # type: ignore[arg-type]
             raise
         self._known_certs.update(senders)
 

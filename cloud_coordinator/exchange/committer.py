@@ -7,6 +7,10 @@ submitted in groups (one upload request's worth) and each group gets one future,
 resolves only after the transaction that holds the whole group commits, so a receipt
 always means durable. A future per group rather than per envelope: at thousands of
 envelopes a second, futures and their wake-ups were a measurable share of the work.
+
+With a ``prepare`` step the work is a two-stage pipeline: one thread prepares a batch (the
+broker writes and fdatasyncs its segment bytes) while another commits the batch before it,
+so the two waits on the disk overlap instead of adding up.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from silolink import errors
 
@@ -37,13 +41,27 @@ class GroupCommitter(Generic[T, R]):
     single group larger than that still commits whole).
     """
 
-    def __init__(self, commit: Callable[[list[T]], list[R | errors.SiloError]], max_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        commit: Callable[[list[T], Any], list[R | errors.SiloError]],
+        max_batch: int = 1024,
+        prepare: Callable[[list[T]], Any] | None = None,
+    ) -> None:
+        """``commit(items, prepared)`` gets what ``prepare(items)`` returned (None without
+        ``prepare``); a batch whose ``prepare`` raised is failed without reaching ``commit``."""
         self._commit = commit
+        self._prepare = prepare
         self._max_batch = max_batch
         self._queue: queue.Queue[tuple[list[T], Future] | None] = queue.Queue()
+        # One prepared batch waits at most: batches grow while both stages are busy.
+        self._prepared: queue.Queue[tuple[list[tuple[list[T], Future]], Any] | None] = queue.Queue(maxsize=1)
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="exchange-commit", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name="exchange-commit", daemon=True)]
+        if prepare is not None:
+            self._threads[0].name = "exchange-prepare"
+            self._threads.append(threading.Thread(target=self._run_commits, name="exchange-commit", daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, group: list[T]) -> Future:
         future: Future = Future()
@@ -56,7 +74,8 @@ class GroupCommitter(Generic[T, R]):
     def stop(self) -> None:
         self._stopped = True
         self._queue.put(None)
-        self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
 
     def _run(self) -> None:
         held: tuple[list[T], Future] | None = None
@@ -81,7 +100,9 @@ class GroupCommitter(Generic[T, R]):
                     break
                 groups.append(item)
                 size += len(item[0])
-            self._run_batch(groups)
+            self._dispatch(groups)
+        if self._prepare is not None:
+            self._prepared.put(None)
         if held is not None:
             held[1].set_exception(_shutting_down())
         # Anything submitted after stop is refused, never left hanging.
@@ -93,15 +114,39 @@ class GroupCommitter(Generic[T, R]):
             if item is not None:
                 item[1].set_exception(_shutting_down())
 
-    def _run_batch(self, groups: list[tuple[list[T], Future]]) -> None:
+    def _dispatch(self, groups: list[tuple[list[T], Future]]) -> None:
+        if self._prepare is None:
+            self._run_batch(groups, None)
+            return
         items = [item for group, _ in groups for item in group]
         try:
-            results = self._commit(items)
-        except errors.SiloError as e:
-            results = [e] * len(items)
-        except Exception:  # noqa: BLE001 - fail this batch's senders, keep committing
-            log.exception("group commit of %d envelopes failed", len(items))
-            results = [errors.Unavailable("the coordinator could not store the envelope; send it again")] * len(items)
+            prepared = self._prepare(items)
+        except Exception as e:  # noqa: BLE001 - fail this batch's senders, keep going
+            self._resolve(groups, self._failed(items, e))
+            return
+        self._prepared.put((groups, prepared))
+
+    def _run_commits(self) -> None:
+        while (item := self._prepared.get()) is not None:
+            self._run_batch(*item)
+
+    def _run_batch(self, groups: list[tuple[list[T], Future]], prepared: Any) -> None:
+        items = [item for group, _ in groups for item in group]
+        try:
+            results = self._commit(items, prepared)
+        except Exception as e:  # noqa: BLE001 - fail this batch's senders, keep committing
+            results = self._failed(items, e)
+        self._resolve(groups, results)
+
+    @staticmethod
+    def _failed(items: list[T], e: Exception) -> list[errors.SiloError]:
+        if isinstance(e, errors.SiloError):
+            return [e] * len(items)
+        log.error("group commit of %d envelopes failed", len(items), exc_info=e)
+        return [errors.Unavailable("the coordinator could not store the envelope; send it again")] * len(items)
+
+    @staticmethod
+    def _resolve(groups: list[tuple[list[T], Future]], results: list) -> None:
         start = 0
         for group, future in groups:
             future.set_result(results[start : start + len(group)])

@@ -5,7 +5,9 @@ payload) cost SQLite a page of its own, and inserting them was most of a batch c
 time. Instead the committer appends a batch's bytes to the active segment file in one
 write, fdatasyncs it, and only then commits the rows that point into it (segment, offset),
 so a committed row never points at bytes that are not on disk. Bytes appended by a commit
-that then failed are never referenced and go when their segment goes.
+that then failed (or for a resent envelope) are never referenced and go when their segment
+goes. Appending runs one batch ahead of committing (see committer.py): from ``append``
+until ``settled`` a segment has rows in flight and is never deleted.
 
 A segment is deleted once none of its envelopes is pending (counted in memory, rebuilt
 from the database at start). The sweeper moves the last few pending envelopes of a
@@ -35,6 +37,8 @@ class Segments:
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._live = {n: [count, size] for n, (count, size) in live.items()}
+        # Segment number -> appended batches whose transaction has not ended yet.
+        self._in_flight: dict[int, int] = {}
         numbers = []
         for path in folder.glob(f"*{SUFFIX}"):
             number = _number(path)
@@ -51,8 +55,8 @@ class Segments:
         return self._folder / f"{number:010d}{SUFFIX}"
 
     def append(self, blobs: list[bytes]) -> tuple[int, list[int]]:
-        """Write ``blobs`` durably to the active segment; their segment and offsets.
-        Called by the committer thread only."""
+        """Write ``blobs`` durably to the active segment; their segment and offsets. Called
+        by one thread only; ``settled`` must follow once the rows' transaction has ended."""
         if self._fd is None or self._size >= self._max_bytes:
             self._rotate()
         assert self._fd is not None and self._active is not None
@@ -71,7 +75,21 @@ class Segments:
             self._close_active()  # a torn tail: never append after it
             raise
         self._size = at
+        with self._lock:
+            self._in_flight[self._active] = self._in_flight.get(self._active, 0) + 1
         return self._active, offsets
+
+    def settled(self, number: int) -> None:
+        """The transaction of a batch appended to segment ``number`` committed or failed."""
+        with self._lock:
+            left = self._in_flight.pop(number, 1) - 1
+            if left:
+                self._in_flight[number] = left
+                return
+            if number == self._active or self._live.get(number, [0])[0] > 0:
+                return
+            self._live.pop(number, None)
+        self.path(number).unlink(missing_ok=True)
 
     def added(self, number: int, count: int, size: int) -> None:
         """Rows pointing at these bytes are being committed (negative to take it back if
@@ -90,7 +108,7 @@ class Segments:
                 return
             live[0] -= 1
             live[1] -= size
-            if live[0] > 0 or number == self._active:
+            if live[0] > 0 or number == self._active or number in self._in_flight:
                 return
             del self._live[number]
         self.path(number).unlink(missing_ok=True)
@@ -116,7 +134,9 @@ class Segments:
     def sparse(self, max_fill: float) -> list[int]:
         """Closed segments whose pending bytes are under ``max_fill`` of the file."""
         with self._lock:
-            candidates = [(n, size) for n, (_, size) in self._live.items() if n != self._active]
+            candidates = [
+                (n, size) for n, (_, size) in self._live.items() if n != self._active and n not in self._in_flight
+            ]
         found = []
         for number, size in candidates:
             try:
@@ -143,7 +163,7 @@ class Segments:
         with self._lock:
             number, fd = self._active, self._fd
             self._active, self._fd = None, None
-            empty = number is not None and self._live.get(number, [0])[0] <= 0
+            empty = number is not None and self._live.get(number, [0])[0] <= 0 and number not in self._in_flight
             if empty:
                 self._live.pop(number, None)
         if fd is not None:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from silolink import errors
 from silolink.exchange_protos import AGREEMENT_STATES, header_from_proto, header_to_proto, key_from_proto, key_to_proto
@@ -57,13 +56,15 @@ def inbox_entry(record: EnvelopeRecord) -> exchange_pb2.InboxEntry:
     )
 
 
-def _receipt(receipt: Receipt) -> exchange_pb2.EnvelopeReceipt:
-    seconds = int(receipt.expires_at)
-    return exchange_pb2.EnvelopeReceipt(
-        envelope_id=receipt.envelope_id,
-        duplicate=receipt.duplicate,
-        expires_at=Timestamp(seconds=seconds, nanos=int((receipt.expires_at - seconds) * 1e9)),
-    )
+def _add_receipts(response: exchange_pb2.SendEnvelopesResponse, receipts: list[Receipt]) -> None:
+    # Filled in place: building each receipt and its timestamp as messages of their own
+    # and copying them in cost half as much again per envelope.
+    add = response.receipts.add
+    for receipt in receipts:
+        seconds = int(receipt.expires_at)
+        entry = add(envelope_id=receipt.envelope_id, duplicate=receipt.duplicate)
+        entry.expires_at.seconds = seconds
+        entry.expires_at.nanos = int((receipt.expires_at - seconds) * 1e9)
 
 
 class _Outcomes:
@@ -148,20 +149,20 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         )
         reader.start()
         while True:
-            receipts = []
+            response = exchange_pb2.SendEnvelopesResponse()
             for item in outcomes.take():
                 if item is None:
-                    if receipts:
-                        yield exchange_pb2.SendEnvelopesResponse(receipts=receipts)
+                    if response.receipts:
+                        yield response
                     return
                 results = [item] if isinstance(item, errors.SiloError) else item.result()
-                for result in results:
-                    if isinstance(result, errors.SiloError):
-                        if receipts:
-                            yield exchange_pb2.SendEnvelopesResponse(receipts=receipts)
-                        raise result
-                    receipts.append(_receipt(result))
-            yield exchange_pb2.SendEnvelopesResponse(receipts=receipts)
+                refused = next((i for i, r in enumerate(results) if isinstance(r, errors.SiloError)), None)
+                _add_receipts(response, results if refused is None else results[:refused])
+                if refused is not None:
+                    if response.receipts:
+                        yield response
+                    raise results[refused]
+            yield response
 
     def _read_uploads(self, sender: Sender, requests, outcomes: _Outcomes) -> None:
         upload: Upload | None = None
@@ -178,7 +179,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
                     ]
                     future, failure = self._broker.send_whole(sender, whole)
                     if future is not None:
-                        outcomes.put(future, sum(len(e.ciphertext) + len(e.sealed_key) for e in request.envelopes))
+                        # From the tuples: each read of a message's bytes field copies it.
+                        outcomes.put(future, sum(len(key) + len(data) for _, key, data, _ in whole))
                     if failure is not None:
                         raise failure
                     continue

@@ -100,6 +100,25 @@ def test_a_refused_envelope_ends_the_batch_and_those_before_it_are_kept(world):
         send(world, [mixed])
 
 
+def test_a_batch_mixing_new_stored_and_repeated_envelopes_stores_each_new_one_once(world):
+    # The committer inserts a batch assuming no resends; one taken id sends it back to
+    # sort the batch envelope by envelope, with nothing half-stored.
+    old, fresh = seal_many(world, 5), seal_many(world, 6)
+    send(world, upload_requests([s for s, _ in old.values()]))
+    fresh_items = [s for s, _ in fresh.values()]
+    mixed = [*fresh_items[:3], *(s for s, _ in old.values()), fresh_items[0], *fresh_items[3:]]
+    before = world.coordinator.audit.head().seq
+    receipts = send(world, upload_requests(mixed))
+    assert [r.envelope_id for r in receipts] == [s.header.envelope_id for s in mixed]
+    assert [r.duplicate for r in receipts] == [False] * 3 + [True] * 6 + [False] * 3
+    new = world.coordinator.audit.entries(after_seq=before)
+    assert sorted(i for e in new for i in envelope_ids(e)) == sorted(fresh)
+    for envelope_id in [*fresh, *old]:
+        got = world.site("hospital-b").receive(envelope_id)
+        expected = fresh[envelope_id][1] if envelope_id in fresh else old[envelope_id][1]
+        assert open(got["path"], "rb").read() == expected
+
+
 def test_tampered_segment_bytes_are_refused_and_the_envelope_kept(world):
     sealed = seal_many(world, 20)
     send(world, upload_requests([s for s, _ in sealed.values()]))
