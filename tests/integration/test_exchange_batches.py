@@ -14,6 +14,7 @@ from cloud_coordinator.exchange.segments import SUFFIX
 from silolink import envelope, errors
 from silolink.exchange_protos import upload_requests, whole_to_proto
 from silolink.gen.exchange.v1 import exchange_pb2
+from tests import support
 from tests.integration.exchange_world import start_world
 
 
@@ -147,8 +148,9 @@ def test_sparse_segments_move_into_rows_and_delivered_ones_are_deleted(world):
     keep = list(first)[0]
     for envelope_id in list(first)[1:]:
         world.site("hospital-b").receive(envelope_id)
-    assert first_segment.exists()  # one envelope still pending in it
-    assert broker.compact_segments() == 1
+    # One envelope is still pending in it: compaction moves it into its row (the world's
+    # periodic sweeper may already have done so).
+    assert broker.compact_segments() in (0, 1)
     assert not first_segment.exists()
     assert broker._store.get_envelope(keep).segment is None
     assert open(world.site("hospital-b").receive(keep)["path"], "rb").read() == first[keep][1]
@@ -158,4 +160,4 @@ def test_sparse_segments_move_into_rows_and_delivered_ones_are_deleted(world):
     second_segment = broker._segments.path(max(numbers))
     for envelope_id in second:
         world.site("hospital-b").receive(envelope_id)
-    assert not second_segment.exists()
+    support.wait_for(lambda: not second_segment.exists(), 5, "the delivered segment to go")
