@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from silolink import errors
+from silolink import errors, model_chunks
 from silolink.gen.common.v1 import site_pb2
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
@@ -136,6 +136,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
 
 class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
+    """DownloadModel yields its responses already serialized (``silolink.model_chunks``);
+    ``add_distribution_servicer`` registers it with a serializer that passes them through."""
+
     def __init__(self, rollouts: Rollouts, chunk_bytes: int = CHUNK_BYTES) -> None:
         self._rollouts = rollouts
         self.chunk_bytes = chunk_bytes
@@ -161,7 +164,7 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
             while chunk := blob.read(self.chunk_bytes):
                 if cut is not None and sent >= cut:
                     raise errors.Unavailable("the download was cut (test fault)")
-                yield pb.DownloadModelResponse(offset=offset, data=chunk)
+                yield model_chunks.encode(offset, chunk)  # a serialized DownloadModelResponse
                 offset += len(chunk)
                 sent += 1
 
@@ -173,6 +176,25 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
             current_identity().name, request.rollout_id, state, request.reason, request.bytes_received
         )
         return pb.ReportRolloutStatusResponse()
+
+
+def add_distribution_servicer(servicer: DistributionServicer, server: grpc.Server) -> None:
+    """The generated registration, except that DownloadModel's chunks arrive serialized."""
+    handlers = {
+        "DownloadModel": grpc.unary_stream_rpc_method_handler(
+            servicer.DownloadModel,
+            request_deserializer=pb.DownloadModelRequest.FromString,
+            response_serializer=bytes,
+        ),
+        "ReportRolloutStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.ReportRolloutStatus,
+            request_deserializer=pb.ReportRolloutStatusRequest.FromString,
+            response_serializer=pb.ReportRolloutStatusResponse.SerializeToString,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["DistributionService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> list[ServiceMount]:
@@ -196,7 +218,7 @@ def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> li
         ),
         ServiceMount(
             name=pb.DESCRIPTOR.services_by_name["DistributionService"].full_name,
-            register=lambda server: registry_pb2_grpc.add_DistributionServiceServicer_to_server(distribution, server),
+            register=lambda server: add_distribution_servicer(distribution, server),
             rules={"DownloadModel": {Role.AGENT}, "ReportRolloutStatus": {Role.AGENT}},
         ),
     ]
