@@ -157,16 +157,10 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
         self.requests.append((site, request.name, request.version, request.offset))
         with self._lock:
             cut, self.break_after_chunks = self.break_after_chunks, None
-        offset = request.offset
-        with open(path, "rb") as blob:
-            blob.seek(offset)
-            sent = 0
-            while chunk := blob.read(self.chunk_bytes):
-                if cut is not None and sent >= cut:
-                    raise errors.Unavailable("the download was cut (test fault)")
-                yield model_chunks.encode(offset, chunk)  # a serialized DownloadModelResponse
-                offset += len(chunk)
-                sent += 1
+        for sent, chunk in enumerate(model_chunks.file_chunks(path, request.offset, self.chunk_bytes)):
+            if cut is not None and sent >= cut:
+                raise errors.Unavailable("the download was cut (test fault)")
+            yield chunk  # a serialized DownloadModelResponse
 
     def ReportRolloutStatus(self, request: pb.ReportRolloutStatusRequest, context: grpc.ServicerContext):
         state = PROTO_TO_STATE.get(request.state)

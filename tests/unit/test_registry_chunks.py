@@ -71,3 +71,23 @@ def test_a_negative_offset_from_another_encoder_is_read_as_protobuf_reads_it():
 def test_a_malformed_chunk_is_refused(message):
     with pytest.raises(DecodeError):
         model_chunks.decode(message)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 999, 1000, 2500, 2999, 3000, 4000])
+def test_file_chunks_cover_the_file_from_the_offset(tmp_path, offset):
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(3000))
+    chunks = [model_chunks.decode(c) for c in model_chunks.file_chunks(blob, offset, 1000)]
+    assert [at for at, _ in chunks] == list(range(offset, 3000, 1000))
+    assert b"".join(bytes(view) for _, view in chunks) == blob.read_bytes()[offset:]
+
+
+def test_file_chunks_of_an_empty_file_and_a_stream_left_early(tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert list(model_chunks.file_chunks(empty, 0, 1000)) == []
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"x" * 5000)
+    stream = model_chunks.file_chunks(blob, 0, 1000)
+    next(stream)
+    stream.close()  # a client that hangs up: the mapping is released, nothing raises
