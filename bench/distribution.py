@@ -15,6 +15,8 @@ drives them and watches.
   site's own certificates, and in cleartext. The headline ratio is against the mTLS
   transfer: silolink never sends a model in the clear, so TLS is part of the transfer
   the issue asks to compare with, not an overhead of silolink's. Target: at least 0.6.
+  CPU seconds (user and system) of both ends are shown beside each: on 2 cores shared with
+  other work, the transfer that needs more CPU loses more time to the other work.
 - Rollout to 20 agents (quick: 5), 20 agent processes: the time from the rollout call
   until every site reports the model active to the coordinator.
 """
@@ -30,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.common import median, parse_args, report
@@ -73,7 +76,7 @@ import os; os.replace(ready + ".tmp", ready)
 server.wait_for_termination()
 """
 BARE_CLIENT = """
-import sys, time
+import os, sys, time
 import grpc
 port, size, *tls = sys.argv[1:]
 options = [("grpc.max_send_message_length", 16 << 20), ("grpc.max_receive_message_length", 16 << 20)]
@@ -84,11 +87,12 @@ if tls:
 else:
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
 call = channel.unary_stream("/bench.Blob/Get")
-start = time.perf_counter()
+cpu = lambda: sum(os.times()[:2])
+cpu_start, start = cpu(), time.perf_counter()
 received = sum(len(chunk) for chunk in call(b"", timeout=600))
-elapsed = time.perf_counter() - start
+elapsed, cpu_s = time.perf_counter() - start, cpu() - cpu_start
 assert received == int(size), (received, size)
-print(elapsed)
+print(elapsed, cpu_s)
 """
 
 
@@ -140,19 +144,27 @@ class Daemon:
                 self.process.wait()
 
 
-def bare_stream_s(work: Path, path: Path, chunk_bytes: int, tls: dict[str, Path] | None) -> float:
-    """Seconds for the bare transfer of ``path``: the client process's own timing of the call."""
+def cpu_s(*pids: int) -> float:
+    """CPU seconds (user and system, every thread) the processes have used so far."""
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
+
+
+def bare_stream_s(work: Path, path: Path, chunk_bytes: int, tls: dict[str, Path] | None) -> tuple[float, float]:
+    """(seconds, CPU seconds of both ends) for the bare transfer of ``path``, as the client
+    process times its call."""
     ready = work / "bare.port"
     server_tls = [str(tls["ca"]), str(tls["server_chain"]), str(tls["server_key"])] if tls else []
     client_tls = [str(tls["ca"]), str(tls["client_cert"]), str(tls["client_key"])] if tls else []
     server = Daemon(["-c", BARE_SERVER, str(ready), str(path), str(chunk_bytes), *server_tls], ready,
                     work / "bare-server.log").wait_ready()  # fmt: skip
     try:
+        server_cpu = cpu_s(server.process.pid)
         out = subprocess.run(
             [sys.executable, "-c", BARE_CLIENT, ready.read_text(), str(path.stat().st_size), *client_tls],
             capture_output=True, text=True, timeout=600, check=True,
         )  # fmt: skip
-        return float(out.stdout.strip())
+        elapsed, client_cpu = map(float, out.stdout.split())
+        return elapsed, client_cpu + cpu_s(server.process.pid) - server_cpu
     finally:
         server.stop()
 
@@ -172,8 +184,12 @@ def order_state(state_db: Path, rollout_id: str) -> tuple[str, str] | None:
     return (row[0], row[1]) if row else None
 
 
-def rollout_times(client: RegistryClient, site: str, state_db: Path, name: str, version: str) -> tuple[float, float]:
-    """(seconds to verified, seconds to active) for one rollout to ``site``."""
+def rollout_times(
+    client: RegistryClient, site: str, state_db: Path, name: str, version: str, pids: tuple[int, int]
+) -> tuple[float, float, tuple[float, float]]:
+    """(seconds to verified, seconds to active, (coordinator, agent) CPU seconds to verified)
+    for one rollout to ``site``."""
+    cpu_start = [cpu_s(pid) for pid in pids]
     start = time.perf_counter()
     order_id = client.rollout(name, version, [f"site={site}"])["rollout_id"]
 
@@ -183,17 +199,18 @@ def rollout_times(client: RegistryClient, site: str, state_db: Path, name: str, 
 
     wait_for(lambda: state() in ("verified", "active", "failed"), 600, "verified", interval_s=0.002)
     verified = time.perf_counter() - start
+    cpu = tuple(cpu_s(pid) - before for pid, before in zip(pids, cpu_start, strict=True))
     wait_for(lambda: state() in ("active", "failed"), 600, "active", interval_s=0.005)
     active = time.perf_counter() - start
     if state() != "active":
         raise RuntimeError(f"the rollout failed: {order_state(state_db, order_id)}")
-    return verified, active
+    return verified, active, cpu  # type: ignore[return-value]
 
 
 def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     size = (64 if args.quick else 256) * 2**20
-    reps = 3 if args.quick else 5
+    reps = 3 if args.quick else 7
     fleet = 5 if args.quick else 20
     daemons: list[Daemon] = []
     with tempfile.TemporaryDirectory(prefix="bench-distribution-") as tmp:
@@ -242,13 +259,15 @@ def main(argv=None) -> None:
                 "client_key": work / "client.key",
             }
             one_layout = AgentLayout(one_dir)
-            bare, bare_tls, to_verified, to_active = [], [], [], []
+            pids = (daemons[0].process.pid, daemons[1].process.pid)
+            bare, bare_tls, to_verified, to_active, cpu = [], [], [], [], []
             for v in range(1, reps + 1):  # interleaved, so drift on a shared machine hits all three
                 bare.append(bare_stream_s(work, model, CHUNK_BYTES, None))
                 bare_tls.append(bare_stream_s(work, model, CHUNK_BYTES, tls))
-                verified, active = rollout_times(client, "site-000", one_layout.state_db, "big", str(v))
+                verified, active, used = rollout_times(client, "site-000", one_layout.state_db, "big", str(v), pids)
                 to_verified.append(verified)
                 to_active.append(active)
+                cpu.append(used)
                 if v > 1:  # keep the disk use flat
                     ModelStore.open(one_layout.state_db, one_layout.model_blobs).remove("big", str(v - 1))
 
@@ -277,8 +296,12 @@ def main(argv=None) -> None:
     figures = {
         "model_bytes": actual_size,
         "chunk_bytes": CHUNK_BYTES,
-        "bare_grpc_mb_s": mb / median(bare),
-        "bare_grpc_mtls_mb_s": mb / median(bare_tls),
+        "bare_grpc_mb_s": mb / median([s for s, _ in bare]),
+        "bare_grpc_mtls_mb_s": mb / median([s for s, _ in bare_tls]),
+        "bare_grpc_cpu_s": median([c for _, c in bare]),
+        "bare_grpc_mtls_cpu_s": median([c for _, c in bare_tls]),
+        "download_coordinator_cpu_s": median([c for c, _ in cpu]),
+        "download_agent_cpu_s": median([a for _, a in cpu]),
         "download_verified_mb_s": mb / median(to_verified),
         "download_to_active_mb_s": mb / median(to_active),
         "push_mb_s": mb / push_s,
@@ -291,12 +314,15 @@ def main(argv=None) -> None:
     chunk = f"{CHUNK_BYTES / 2**20:g} MiB chunks"
     rows = [
         (f"bare grpcio stream, {mb:.0f} MB, {chunk}", f"{figures['bare_grpc_mb_s']:.0f} MB/s",
-         "cleartext; server and client processes, bytes received and dropped"),
+         f"cleartext; server and client processes, bytes received and dropped; "
+         f"CPU {figures['bare_grpc_cpu_s']:.2f} s"),
         ("bare grpcio stream over the same mTLS", f"{figures['bare_grpc_mtls_mb_s']:.0f} MB/s",
-         "the baseline: silolink never sends a model in the clear"),
+         f"the baseline: silolink never sends a model in the clear; CPU {figures['bare_grpc_mtls_cpu_s']:.2f} s"),
         ("rollout to one agent until verified", f"{figures['download_verified_mb_s']:.0f} MB/s",
          f"ratio {figures['download_ratio']:.2f} to the mTLS baseline (target >= 0.6), "
-         f"{figures['download_ratio_vs_cleartext']:.2f} to cleartext: file written, SHA-256, signature"),
+         f"{figures['download_ratio_vs_cleartext']:.2f} to cleartext: file written, SHA-256, signature; "
+         f"CPU coordinator {figures['download_coordinator_cpu_s']:.2f} s + agent "
+         f"{figures['download_agent_cpu_s']:.2f} s"),
         ("... until installed and active", f"{figures['download_to_active_mb_s']:.0f} MB/s",
          "adds the model store's copy and the onnxruntime load check"),
         ("push (check in onnxruntime, store, sign)", f"{figures['push_mb_s']:.0f} MB/s",
