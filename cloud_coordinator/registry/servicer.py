@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -157,10 +158,12 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
         self.requests.append((site, request.name, request.version, request.offset))
         with self._lock:
             cut, self.break_after_chunks = self.break_after_chunks, None
-        for sent, chunk in enumerate(model_chunks.file_chunks(path, request.offset, self.chunk_bytes)):
-            if cut is not None and sent >= cut:
-                raise errors.Unavailable("the download was cut (test fault)")
-            yield chunk  # a serialized DownloadModelResponse
+        # Closed at once when the call ends early (cancelled, cut): the blob is unmapped then.
+        with contextlib.closing(model_chunks.file_chunks(path, request.offset, self.chunk_bytes)) as chunks:
+            for sent, chunk in enumerate(chunks):
+                if cut is not None and sent >= cut:
+                    raise errors.Unavailable("the download was cut (test fault)")
+                yield chunk  # a serialized DownloadModelResponse
 
     def ReportRolloutStatus(self, request: pb.ReportRolloutStatusRequest, context: grpc.ServicerContext):
         state = PROTO_TO_STATE.get(request.state)
