@@ -23,6 +23,7 @@ drives them and watches.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -177,33 +178,27 @@ def start_agent(site_dir: Path) -> Daemon:
     )
 
 
-def order_state(state_db: Path, rollout_id: str) -> tuple[str, str] | None:
-    """The agent's own record of the order, read from its database (the daemon is not asked)."""
-    with sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=5) as db:
-        row = db.execute("select state, reason from registry_orders where rollout_id = ?", [rollout_id]).fetchone()
-    return (row[0], row[1]) if row else None
-
-
 def rollout_times(
     client: RegistryClient, site: str, state_db: Path, name: str, version: str, pids: tuple[int, int]
 ) -> tuple[float, float, tuple[float, float]]:
     """(seconds to verified, seconds to active, (coordinator, agent) CPU seconds to verified)
-    for one rollout to ``site``."""
-    cpu_start = [cpu_s(pid) for pid in pids]
-    start = time.perf_counter()
-    order_id = client.rollout(name, version, [f"site={site}"])["rollout_id"]
+    for one rollout to ``site``, read from the agent's own database (the daemon is not asked).
+    One connection, kept open: a query costs about 12 us of CPU, a new connection 250 us."""
+    with contextlib.closing(sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=5)) as db:
+        cpu_start = [cpu_s(pid) for pid in pids]
+        start = time.perf_counter()
+        order_id = client.rollout(name, version, [f"site={site}"])["rollout_id"]
 
-    def state() -> str | None:
-        found = order_state(state_db, order_id)
-        return found[0] if found else None
+        def state() -> tuple[str, str] | None:
+            return db.execute("select state, reason from registry_orders where rollout_id = ?", [order_id]).fetchone()
 
-    wait_for(lambda: state() in ("verified", "active", "failed"), 600, "verified", interval_s=0.002)
-    verified = time.perf_counter() - start
-    cpu = tuple(cpu_s(pid) - before for pid, before in zip(pids, cpu_start, strict=True))
-    wait_for(lambda: state() in ("active", "failed"), 600, "active", interval_s=0.005)
-    active = time.perf_counter() - start
-    if state() != "active":
-        raise RuntimeError(f"the rollout failed: {order_state(state_db, order_id)}")
+        wait_for(lambda: (state() or ("",))[0] in ("verified", "active", "failed"), 600, "verified", interval_s=0.002)
+        verified = time.perf_counter() - start
+        cpu = tuple(cpu_s(pid) - before for pid, before in zip(pids, cpu_start, strict=True))
+        wait_for(lambda: (state() or ("",))[0] in ("active", "failed"), 600, "active", interval_s=0.005)
+        active = time.perf_counter() - start
+        if state()[0] != "active":
+            raise RuntimeError(f"the rollout failed: {state()[1]}")
     return verified, active, cpu  # type: ignore[return-value]
 
 
