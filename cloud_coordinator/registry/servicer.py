@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterator
 
 import grpc
 
-from silolink import errors
+from silolink import errors, model_chunks
 from silolink.gen.common.v1 import site_pb2
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
@@ -136,6 +137,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
 
 
 class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
+    """DownloadModel yields its responses already serialized (``silolink.model_chunks``);
+    ``add_distribution_servicer`` registers it with a serializer that passes them through."""
+
     def __init__(self, rollouts: Rollouts, chunk_bytes: int = CHUNK_BYTES) -> None:
         self._rollouts = rollouts
         self.chunk_bytes = chunk_bytes
@@ -154,16 +158,12 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
         self.requests.append((site, request.name, request.version, request.offset))
         with self._lock:
             cut, self.break_after_chunks = self.break_after_chunks, None
-        offset = request.offset
-        with open(path, "rb") as blob:
-            blob.seek(offset)
-            sent = 0
-            while chunk := blob.read(self.chunk_bytes):
+        # Closed at once when the call ends early (cancelled, cut): the blob is unmapped then.
+        with contextlib.closing(model_chunks.file_chunks(path, request.offset, self.chunk_bytes)) as chunks:
+            for sent, chunk in enumerate(chunks):
                 if cut is not None and sent >= cut:
                     raise errors.Unavailable("the download was cut (test fault)")
-                yield pb.DownloadModelResponse(offset=offset, data=chunk)
-                offset += len(chunk)
-                sent += 1
+                yield chunk  # a serialized DownloadModelResponse
 
     def ReportRolloutStatus(self, request: pb.ReportRolloutStatusRequest, context: grpc.ServicerContext):
         state = PROTO_TO_STATE.get(request.state)
@@ -173,6 +173,25 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
             current_identity().name, request.rollout_id, state, request.reason, request.bytes_received
         )
         return pb.ReportRolloutStatusResponse()
+
+
+def add_distribution_servicer(servicer: DistributionServicer, server: grpc.Server) -> None:
+    """The generated registration, except that DownloadModel's chunks arrive serialized."""
+    handlers = {
+        "DownloadModel": grpc.unary_stream_rpc_method_handler(
+            servicer.DownloadModel,
+            request_deserializer=pb.DownloadModelRequest.FromString,
+            response_serializer=bytes,
+        ),
+        "ReportRolloutStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.ReportRolloutStatus,
+            request_deserializer=pb.ReportRolloutStatusRequest.FromString,
+            response_serializer=pb.ReportRolloutStatusResponse.SerializeToString,
+        ),
+    }
+    name = pb.DESCRIPTOR.services_by_name["DistributionService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> list[ServiceMount]:
@@ -196,7 +215,7 @@ def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> li
         ),
         ServiceMount(
             name=pb.DESCRIPTOR.services_by_name["DistributionService"].full_name,
-            register=lambda server: registry_pb2_grpc.add_DistributionServiceServicer_to_server(distribution, server),
+            register=lambda server: add_distribution_servicer(distribution, server),
             rules={"DownloadModel": {Role.AGENT}, "ReportRolloutStatus": {Role.AGENT}},
         ),
     ]

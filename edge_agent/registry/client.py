@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from silolink import model_chunks
 from silolink.config import AgentConfig
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
@@ -26,6 +27,12 @@ class DistributionClient:
         identity = load_identity(layout)
         self._channel = mtls_channel(config.coordinator, identity.credentials, config.max_message_bytes)
         self._stub = registry_pb2_grpc.DistributionServiceStub(self._channel)
+        # Chunks decoded by hand: the data stays a view of the buffer gRPC received.
+        self._download = self._channel.unary_stream(
+            f"/{pb.DESCRIPTOR.services_by_name['DistributionService'].full_name}/DownloadModel",
+            request_serializer=pb.DownloadModelRequest.SerializeToString,
+            response_deserializer=model_chunks.decode,
+        )
 
     def __enter__(self) -> DistributionClient:
         return self
@@ -33,12 +40,11 @@ class DistributionClient:
     def __exit__(self, *exc: object) -> None:
         self._channel.close()
 
-    def download(self, name: str, version: str, offset: int) -> Iterator[tuple[int, bytes]]:
+    def download(self, name: str, version: str, offset: int) -> Iterator[tuple[int, memoryview]]:
         """(offset, bytes) chunks of ``name:version`` from ``offset`` on."""
-        call = self._stub.DownloadModel(pb.DownloadModelRequest(name=name, version=version, offset=offset))
+        call = self._download(pb.DownloadModelRequest(name=name, version=version, offset=offset))
         try:
-            for chunk in call:
-                yield chunk.offset, chunk.data
+            yield from call
         except grpc.RpcError as e:
             raise from_rpc_error(e, peer=self._peer) from None
         finally:

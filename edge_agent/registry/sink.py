@@ -2,7 +2,11 @@
 
 Writing and hashing run inline in the receiving thread: measured here, handing chunks to
 writer and hasher threads cost more CPU in GIL hand-offs than the overlap gained on 2
-cores (1.0 s against 0.65 s of CPU for a 128 MB model). ``offset`` counts the bytes written, so
+cores (1.0 s against 0.65 s of CPU for a 128 MB model, coordinator in the same process).
+Measured again with the agent in a process of its own, 20 interleaved 256 MB downloads:
+one writer-and-hasher thread gave a median of 308 MB/s and 0.59 s of agent CPU, inline
+317 MB/s and 0.55 s. ``data`` may be a view of the received message (no copy is made
+here either). ``offset`` counts the bytes written, so
 a broken download resumes from it; a file left by an earlier attempt or a restart is
 hashed again when it is reopened.
 """
@@ -26,7 +30,7 @@ class PartialFile:
                     self.offset += len(chunk)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from cloud_coordinator.registry.client import RegistryClient
+from edge_agent.identity import load_identity
 from edge_agent.registry.orders import OrderStore
 from silolink import errors
 from silolink.config import RegistryConfig
+from silolink.gen.registry.v1 import registry_pb2 as pb
+from silolink.gen.registry.v1 import registry_pb2_grpc
+from silolink.rpc.channels import mtls_channel
 from tests import support
 from tests.onnx_builders import linear_model, mlp_model
 
@@ -101,6 +105,23 @@ def test_cut_download_resumes_from_last_offset(coordinator, make_agent, tmp_path
     assert offsets == [0, 3 * 64 * 1024]
     assert agent.models.get("big").sha256 == pushed["sha256"]
     assert leftovers(agent) == []
+
+
+def test_a_client_generated_from_the_proto_reads_the_hand_encoded_chunks(coordinator, make_agent, tmp_path):
+    agent = make_agent("hospital-a")
+    coordinator.distribution.chunk_bytes = 64 * 1024
+    big = mlp_model(tmp_path / "big.onnx", [256, 512, 2])
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        client.push(big, "big")
+        client.rollout("big", "1", ["site=hospital-a"])
+        wait_state(client, "big", "1", "hospital-a", "active")
+    with mtls_channel(coordinator.address, load_identity(agent.layout).credentials) as channel:
+        stub = registry_pb2_grpc.DistributionServiceStub(channel)  # protobuf's own parsing
+        chunks = list(stub.DownloadModel(pb.DownloadModelRequest(name="big", version="1", offset=100), timeout=10))
+    expected = big.read_bytes()
+    assert [c.offset for c in chunks] == list(range(100, len(expected), 64 * 1024))
+    assert b"".join(c.data for c in chunks) == expected[100:]
 
 
 def test_tampered_blob_signature_or_signer_keeps_the_current_version(coordinator, make_agent, tmp_path):
