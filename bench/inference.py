@@ -241,8 +241,14 @@ def main(argv=None) -> None:
             agent = AgentProcess(site_dir)
             try:
                 figures = latency_vs_echo(agent, work, rounds=5, per_round=100 if quick else 400)
+                first = heavy_vs_bare(agent.address, heavy, 256, 8 if quick else 20)
                 figures["batched_rows_per_s"] = concurrent_rows_per_s(agent.address, "wide", 512, 2 if quick else 5)
-                figures.update(heavy_vs_bare(agent.address, heavy, 256, 8 if quick else 20))
+                # Two passes, before and after the burst: this figure swings with what else the
+                # two cores are doing, so the table gives both and their mean.
+                second = heavy_vs_bare(agent.address, heavy, 256, 8 if quick else 20)
+                figures.update(first)
+                figures["heavy_ratio_passes"] = [first["heavy_ratio"], second["heavy_ratio"]]
+                figures["heavy_ratio"] = (first["heavy_ratio"] + second["heavy_ratio"]) / 2
             finally:
                 agent.stop()
             unbatched = AgentProcess(site_dir, SILOLINK_AGENT_INFERENCE__BATCHING="false")
@@ -257,6 +263,7 @@ def main(argv=None) -> None:
         figures["batching_ratio"] = figures["batched_rows_per_s"] / figures["unbatched_rows_per_s"]
         figures.update(table_vs_bare(work, small, 100_000, 2 if quick else 5))
     figures = {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+    figures["heavy_ratio_passes"] = [round(r, 3) for r in figures["heavy_ratio_passes"]]
     f = figures
     rows = [
         ("Infer p50, batch 1 (us)", f"{f['infer_p50_us']:.0f}", f"echo {f['echo_p50_us']:.0f} us"),
@@ -269,7 +276,8 @@ def main(argv=None) -> None:
         ("heavy model, bare onnxruntime (rows/s)", f"{f['heavy_bare_rows_per_s']:.0f}",
          f"{f['heavy_bare_ms_per_batch']:.1f} ms per batch of {f['heavy_batch_rows']}"),
         ("heavy model over Infer (rows/s)", f"{f['heavy_infer_rows_per_s']:.0f}", ""),
-        ("  ratio to bare", f"{f['heavy_ratio']:.2f}", "target >= 0.85"),
+        ("  ratio to bare", f"{f['heavy_ratio']:.2f}",
+         f"target >= 0.85; mean of two passes ({', '.join(f'{r:.2f}' for r in f['heavy_ratio_passes'])})"),
         ("infer table, 100k rows (rows/s)", f"{f['table_score_rows_per_s']:.0f}",
          f"bare sqlite3 + onnxruntime {f['table_bare_rows_per_s']:.0f}"),
         ("  ratio to bare", f"{f['table_ratio']:.2f}", "target >= 0.5"),
