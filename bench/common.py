@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -33,3 +36,13 @@ def report(title: str, rows: list[tuple[str, str, str]], figures: dict[str, Any]
     for name, value, note in rows:
         print(f"{name.ljust(width)}  {value.rjust(vwidth)}  {note}")
     print(json.dumps(figures, sort_keys=True))
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout_s: float = 60.0, log: Path | None = None) -> None:
+    """Wait until ``process`` writes ``path`` (its ready signal); fail if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            where = f"; see {log}" if log else ""
+            raise RuntimeError(f"{process.args[1:3]} did not become ready (exit {process.poll()}){where}")
+        time.sleep(0.005)

@@ -39,7 +39,7 @@ import numpy as np
 import psutil
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.common import median, parse_args, report
+from bench.common import median, parse_args, report, wait_for_file
 from cloud_coordinator.layout import CoordinatorLayout
 from cloud_coordinator.operator_client import OperatorClient, OperatorCredentials
 from cloud_coordinator.registry.client import RegistryClient
@@ -130,13 +130,7 @@ class Daemon:
         )
 
     def wait_ready(self, timeout_s: float = 60.0) -> Daemon:
-        deadline = time.monotonic() + timeout_s
-        while not self.ready_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"{self.process.args[1:3]} did not start (exit {self.process.poll()}); see {self.log}"
-                )
-            time.sleep(0.01)
+        wait_for_file(self.ready_file, self.process, timeout_s, self.log)
         return self
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import median, parse_args, report
+from bench.common import median, parse_args, report, wait_for_file
 from tests import support
 
 BARE_SERVER = """
@@ -36,14 +36,6 @@ server.wait_for_termination()
 IDLE_S = 3.0
 
 
-def _wait_file(path: Path, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"process did not become ready (exit {process.poll()})")
-        time.sleep(0.005)
-
-
 def _rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
@@ -54,7 +46,7 @@ def bare_grpc(tmp: Path) -> tuple[float, float]:
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(ready)])
     try:
-        _wait_file(ready, process)
+        wait_for_file(ready, process)
         elapsed = time.perf_counter() - start
         time.sleep(IDLE_S)
         return elapsed, _rss_mb(process.pid)
@@ -76,7 +68,7 @@ def agent(agent_dir: Path) -> tuple[float, float]:
         env={**os.environ, "SILOLINK_AGENT_LOG_LEVEL": "WARNING"},
     )
     try:
-        _wait_file(endpoints, process)
+        wait_for_file(endpoints, process)
         address = json.loads(endpoints.read_text())["local_address"]
         with LocalClient(address, timeout_s=5) as client:
             while client.status()["state"] != "connected":

@@ -30,7 +30,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.common import median, parse_args, percentile, report
+from bench.common import median, parse_args, percentile, report, wait_for_file
 from edge_agent.catalog.store import Catalog
 from edge_agent.client import LocalClient
 from edge_agent.inference import codec
@@ -57,14 +57,6 @@ server.wait_for_termination()
 CLIENTS = 32
 
 
-def _wait_file(path: Path, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"process did not become ready (exit {process.poll()})")
-        time.sleep(0.01)
-
-
 class AgentProcess:
     """``edge-agent run`` on a loopback port, with extra environment settings."""
 
@@ -76,7 +68,7 @@ class AgentProcess:
             env={**os.environ, **env},
             stderr=subprocess.DEVNULL,
         )
-        _wait_file(endpoints, self.process)
+        wait_for_file(endpoints, self.process)
         self.address = json.loads(endpoints.read_text())["local_address"]
 
     def stop(self) -> None:
@@ -111,7 +103,7 @@ def latency_vs_echo(agent: AgentProcess, work: Path, rounds: int, per_round: int
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_file(echo_ready, echo)
+            wait_for_file(echo_ready, echo)
             channel = grpc.insecure_channel(f"127.0.0.1:{echo_ready.read_text()}")
             echo_call = channel.unary_unary("/bench.Echo/Echo")
             payload = request.SerializeToString()
