@@ -99,12 +99,43 @@ def _arrays(message: Message) -> tuple[np.ndarray, np.ndarray]:
     return record["W"].numpy(), record["b"].numpy()
 
 
-def _scaling(config, width: int) -> tuple[np.ndarray, np.ndarray]:
-    mean = np.asarray(config.get("mean", [0.0] * width), dtype=np.float64)
-    std = np.asarray(config.get("std", [1.0] * width), dtype=np.float64)
+def feature_scaling(mean, std, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The job's federated feature means and deviations (identity if the job sent none)."""
+    mean = np.asarray(mean if mean is not None else [0.0] * width, dtype=np.float64)
+    std = np.asarray(std if std is not None else [1.0] * width, dtype=np.float64)
     if mean.shape != (width,) or std.shape != (width,):
         raise AppInputError(f"the job's feature scaling is for {mean.shape[0]} features; this site has {width}")
     return mean, np.where(std > 0, std, 1.0)
+
+
+def fit_local(data: SiteData, W: np.ndarray, b: np.ndarray, config, scaling) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Local epochs from the global arrays: (W, b, metrics with num-examples)."""
+    if W.shape[0] != len(data.features):
+        raise AppInputError(f"the global model takes {W.shape[0]} features; this site has {len(data.features)}")
+    if len(data.y_train) and data.y_train.max() >= W.shape[1]:
+        raise AppInputError(f"the site has class labels beyond the job's {W.shape[1]} classes")
+    mean, std = feature_scaling(*scaling, W.shape[0])
+    Z = softmax.standardize(data.X_train, mean, std)
+    rng = np.random.default_rng(int(config.get("seed", 0)) + int(config.get("server-round", 0)))
+    W, b = softmax.train(
+        W,
+        b,
+        Z,
+        data.y_train,
+        epochs=int(config.get("local-epochs", 1)),
+        lr=float(config.get("lr", 0.1)),
+        rng=rng,
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+    )
+    loss, accuracy = softmax.loss_accuracy(W, b, Z, data.y_train)
+    return W, b, {"train_loss": loss, "train_accuracy": accuracy, "num-examples": int(len(data.y_train))}
+
+
+def evaluate_local(data: SiteData, W: np.ndarray, b: np.ndarray, scaling) -> dict:
+    """Loss and accuracy of the global arrays on the held-out rows, with num-examples."""
+    mean, std = feature_scaling(*scaling, W.shape[0])
+    loss, accuracy = softmax.loss_accuracy(W, b, softmax.standardize(data.X_eval, mean, std), data.y_eval)
+    return {"eval_loss": loss, "eval_accuracy": accuracy, "num-examples": int(len(data.y_eval))}
 
 
 @app.query("stats")
@@ -128,43 +159,15 @@ def stats(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     config = _config(message)
-    data = load(context, config)
     W, b = _arrays(message)
-    if W.shape[0] != len(data.features):
-        raise AppInputError(f"the global model takes {W.shape[0]} features; this site has {len(data.features)}")
-    if len(data.y_train) and data.y_train.max() >= W.shape[1]:
-        raise AppInputError(f"the site has class labels beyond the job's {W.shape[1]} classes")
-    mean, std = _scaling(config, W.shape[0])
-    Z = softmax.standardize(data.X_train, mean, std)
-    rng = np.random.default_rng(int(config.get("seed", 0)) + int(config.get("server-round", 0)))
-    W, b = softmax.train(
-        W,
-        b,
-        Z,
-        data.y_train,
-        epochs=int(config.get("local-epochs", 1)),
-        lr=float(config.get("lr", 0.1)),
-        rng=rng,
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-    )
-    loss, accuracy = softmax.loss_accuracy(W, b, Z, data.y_train)
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord({"W": Array(W), "b": Array(b)}),
-            "metrics": MetricRecord(
-                {"train_loss": loss, "train_accuracy": accuracy, "num-examples": int(len(data.y_train))}
-            ),
-        }
-    )
+    W, b, metrics = fit_local(load(context, config), W, b, config, (config.get("mean"), config.get("std")))
+    content = RecordDict({"arrays": ArrayRecord({"W": Array(W), "b": Array(b)}), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=message)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     config = _config(message)
-    data = load(context, config)
     W, b = _arrays(message)
-    mean, std = _scaling(config, W.shape[0])
-    loss, accuracy = softmax.loss_accuracy(W, b, softmax.standardize(data.X_eval, mean, std), data.y_eval)
-    metrics = MetricRecord({"eval_loss": loss, "eval_accuracy": accuracy, "num-examples": int(len(data.y_eval))})
-    return Message(RecordDict({"metrics": metrics}), reply_to=message)
+    metrics = evaluate_local(load(context, config), W, b, (config.get("mean"), config.get("std")))
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

@@ -15,14 +15,12 @@ from flwr.app import Context, Message
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 
-from silolink import softmax
-
 from . import tabular
 
 
-def _scaling(config: dict, width: int) -> tuple[np.ndarray, np.ndarray]:
-    decoded = {k: json.loads(config[k]) for k in ("mean", "std") if isinstance(config.get(k), str)}
-    return tabular._scaling(decoded, width)
+def _scaling(config: dict) -> tuple:
+    """Legacy configs carry scalars only: the coordinator sends the scaling as JSON text."""
+    return tuple(json.loads(config[k]) if isinstance(config.get(k), str) else None for k in ("mean", "std"))
 
 
 class TabularClient(NumPyClient):
@@ -30,27 +28,16 @@ class TabularClient(NumPyClient):
         self.context = context
 
     def fit(self, parameters, config):
-        data = tabular.load(self.context, config)
         W, b = (np.asarray(p, dtype=np.float64) for p in parameters)
-        if W.shape[0] != len(data.features):
-            raise tabular.AppInputError(
-                f"the global model takes {W.shape[0]} features; this site has {len(data.features)}"
-            )
-        mean, std = _scaling(config, W.shape[0])
-        Z = softmax.standardize(data.X_train, mean, std)
-        rng = np.random.default_rng(int(config.get("seed", 0)) + int(config.get("server-round", 0)))
-        W, b = softmax.train(
-            W, b, Z, data.y_train, int(config.get("local-epochs", 1)), float(config.get("lr", 0.1)), rng
-        )
-        loss, accuracy = softmax.loss_accuracy(W, b, Z, data.y_train)
-        return [W, b], int(len(data.y_train)), {"train_loss": loss, "train_accuracy": accuracy}
+        W, b, metrics = tabular.fit_local(tabular.load(self.context, config), W, b, config, _scaling(config))
+        examples = metrics.pop("num-examples")
+        return [W, b], examples, metrics
 
     def evaluate(self, parameters, config):
-        data = tabular.load(self.context, config)
         W, b = (np.asarray(p, dtype=np.float64) for p in parameters)
-        mean, std = _scaling(config, W.shape[0])
-        loss, accuracy = softmax.loss_accuracy(W, b, softmax.standardize(data.X_eval, mean, std), data.y_eval)
-        return loss, int(len(data.y_eval)), {"eval_loss": loss, "eval_accuracy": accuracy}
+        metrics = tabular.evaluate_local(tabular.load(self.context, config), W, b, _scaling(config))
+        examples = metrics.pop("num-examples")
+        return metrics["eval_loss"], examples, metrics
 
 
 def stats_mod(message: Message, context: Context, call_next) -> Message:
