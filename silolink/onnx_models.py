@@ -71,6 +71,12 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def error_summary(error: Exception) -> str:
+    """onnxruntime's message, first line only (the rest is its C++ context)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def session_options(intra_op_threads: int = 0, spinning: bool = True):
     import onnxruntime as ort
 
@@ -100,8 +106,9 @@ def inspect(path: Path, label: str | None = None) -> Signature:
     try:
         session = load_session(path, intra_op_threads=1)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types for every kind of bad file
-        first_line = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise InvalidArgument(f"{label} is not a valid ONNX model that onnxruntime can load: {first_line}") from None
+        raise InvalidArgument(
+            f"{label} is not a valid ONNX model that onnxruntime can load: {error_summary(e)}"
+        ) from None
     return signature_of(session, label)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from silolink import errors
 from silolink.config import InferenceConfig
-from silolink.onnx_models import Signature, TensorSpec, load_session
+from silolink.onnx_models import Signature, TensorSpec, error_summary, load_session
 
 from ..models.store import ModelRecord, ModelStore
 from .batcher import Batcher, Inputs, Outputs
@@ -40,8 +40,9 @@ class LoadedModel:
         try:
             return self.session.run(self.output_names, inputs)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
-            message = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise errors.InvalidArgument(f"model {self.record.ref} could not score this input: {message}") from None
+            raise errors.InvalidArgument(
+                f"model {self.record.ref} could not score this input: {error_summary(e)}"
+            ) from None
 
 
 def batchable(signature: Signature) -> bool:
