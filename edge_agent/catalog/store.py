@@ -122,18 +122,20 @@ class Catalog(SqliteStore):
         replace: bool = False,
         batch_rows: int = 5000,
         progress=None,
+        scan: CsvScan | None = None,
     ) -> Dataset:
         """Load a CSV as dataset ``name``: all rows or, on any error, none.
 
         The file is read twice: once to check every row and infer column types (so errors
         name their line before anything is written), once to insert in batches inside one
-        transaction. ``progress(rows)`` is called as batches land.
+        transaction. ``progress(rows)`` is called as batches land. A caller that already
+        scanned the file (to size a progress bar) passes its ``scan``.
         """
         check_dataset_name(name)
         path = Path(path)
         if not replace:
             self._refuse_existing(name)
-        scan = scan_csv(path, label=label, id_column=id_column)
+        scan = scan or scan_csv(path, label=label, id_column=id_column)
         with self.atomic():
             if replace:
                 self._drop_if_present(name)

@@ -50,9 +50,11 @@ def import_(
 
     catalog = open_catalog(data_dir)
     # Scan first (all checks, no writes) so the bar knows the row count.
-    rows = scan_csv(file, label=label, id_column=id_column).row_count
-    with progress_bar(rows, f"importing {file.name}", as_json) as bar:
-        dataset = catalog.import_csv(file, name, label=label, id_column=id_column, replace=replace, progress=bar.update)
+    scan = scan_csv(file, label=label, id_column=id_column)
+    with progress_bar(scan.row_count, f"importing {file.name}", as_json) as bar:
+        dataset = catalog.import_csv(
+            file, name, label=label, id_column=id_column, replace=replace, progress=bar.update, scan=scan
+        )
     if as_json:
         echo_json(dataset.to_dict())
         return
