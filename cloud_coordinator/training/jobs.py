@@ -136,7 +136,8 @@ class JobService:
         return site_selector.choose(self._sites.list_sites(), [site_selector.parse(s) for s in spec.sites])
 
     def exchange(self, job: Job, site: str, message: bytes, timeout_s: float) -> bytes:
-        if site not in {name for _, name in self.nodes(job)}:
+        chosen = site_selector.choose([self._sites.get_site(site)], [site_selector.parse(s) for s in job.spec.sites])
+        if not chosen or not self._hub.is_connected(site):
             raise errors.FailedPrecondition(f"site {site} is not a connected site of job {job.id}")
         task = pb.FlowerTask(
             job_id=job.id,
