@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
+from itertools import chain
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -55,16 +58,16 @@ class AuditLog(SqliteStore):
         ``coordinator``), ``action`` a dotted verb (``site.revoke``), ``subject`` what it acted on.
         """
         with self.atomic():
-            head = self.head()
+            seq, prev = self._head_link()
             entry = seal(
                 AuditEntry(
-                    seq=(head.seq + 1) if head else 1,
+                    seq=seq + 1,
                     at=self._clock(),
                     actor=actor,
                     action=action,
                     subject=subject,
                     details=details,
-                    prev_hash=head.hash if head else GENESIS,
+                    prev_hash=prev,
                 ),
                 self._key,
             )
@@ -78,9 +81,12 @@ class AuditLog(SqliteStore):
         only the last (its signature covers the others through the hash links)."""
         if not items:
             return []
-        with self.atomic():
-            head = self.head()
-            seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+        conn = self.db.conn
+        # Inside a caller's transaction (the exchange's group commit) no savepoint of our
+        # own: the one INSERT below is atomic by itself, and on that path every statement
+        # counts, since each gives up the GIL and may wait to take it back.
+        with self.lock, nullcontext() if conn.in_transaction else self.atomic():
+            seq, prev = self._head_link()
             at = self._clock()
             sealed = []
             for i, (actor, action, subject, details) in enumerate(items):
@@ -91,16 +97,21 @@ class AuditLog(SqliteStore):
                 )
                 sealed.append(entry)
                 prev = entry.hash
-            self.db.conn.executemany(
-                "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash, signature) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (e.seq, e.at, e.actor, e.action, e.subject, json.dumps(e.details, sort_keys=True))
-                    + (e.prev_hash, e.hash, e.signature)
-                    for e in sealed
-                ],
-            )
+            rows = [
+                (e.seq, e.at, e.actor, e.action, e.subject, json.dumps(e.details, sort_keys=True))
+                + (e.prev_hash, e.hash, e.signature)
+                for e in sealed
+            ]
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                part = rows[start : start + _ROWS_PER_INSERT]
+                conn.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
         return sealed
+
+    def _head_link(self) -> tuple[int, str]:
+        """The head's sequence number and hash (0 and the genesis hash when empty): all a
+        new entry needs, read without parsing the head's details."""
+        row = self.db.conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS)
 
     def head(self) -> AuditEntry | None:
         with self.lock:
@@ -119,6 +130,18 @@ class AuditLog(SqliteStore):
     def verify(self) -> str:
         """Verify the whole stored chain; return the head hash."""
         return verify(self.entries(), self.public_key)
+
+
+_ROWS_PER_INSERT = 1000  # 9 values a row, well within SQLite's limit on bound values
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(count: int) -> str:
+    row = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    return (
+        "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash, signature) VALUES "
+        + ", ".join([row] * count)
+    )
 
 
 def _entry(row: dict[str, Any]) -> AuditEntry:

@@ -87,6 +87,18 @@ class _Prepared:
     row_head: tuple = ()
 
 
+@dataclass
+class _Written:
+    """A batch after the first stage of its commit: the segment bytes of its small
+    envelopes on disk, and the rows to store, each list in batch order."""
+
+    segment: int | None
+    rows: list[tuple]  # EnvelopeRecord.row(): envelopes not in a segment
+    segment_rows: list[tuple]  # segment_row_head() + (segment, offset, sealed key size)
+    segment_bytes: int
+    files: bool  # some envelope waits in a temporary file, to move in at commit
+
+
 class _Resent(Exception):
     """A batch held an envelope id already stored (or twice): its transaction is undone."""
 
@@ -199,7 +211,7 @@ class Broker:
         sites.on_revoke(self._revoked.add)
         self._recover()
         self._committer: GroupCommitter[_Prepared, Receipt] = GroupCommitter(
-            self._commit, config.commit_batch_max, prepare=self._write_segments
+            self._commit, config.commit_batch_max, prepare=self._write_batch
         )
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="exchange-sweep", daemon=True)
@@ -260,6 +272,11 @@ class Broker:
         inline_max = self.config.inline_max_bytes
         allowed: set[tuple] = set()
         now = self._clock()
+        # One reservation for the request's small envelopes when they fit the quota (the
+        # usual case) rather than one each under the lock; what is not stored is given back.
+        bulk = sum(size for _, _, data, _ in envelopes if (size := len(data)) <= inline_max)
+        in_bulk = self._try_reserve(sender.name, bulk)
+        unused = bulk if in_bulk else 0
         for header, sealed_key, ciphertext, signature in envelopes:
             try:
                 size = len(ciphertext)
@@ -272,7 +289,10 @@ class Broker:
                     if not signature or len(signature) > MAX_SIGNATURE_BYTES:
                         raise errors.InvalidArgument(f"envelope {header.envelope_id} has no valid signature")
                     self._admit(sender.name, header, sealed_key, now, allowed)
-                    self._reserve(sender.name, size)
+                    if in_bulk:
+                        unused -= size
+                    else:
+                        self._reserve(sender.name, size)
                     record = EnvelopeRecord.received(
                         header, sealed_key, signature, sender.cert_fingerprint, ciphertext, now
                     )
@@ -290,6 +310,8 @@ class Broker:
             except errors.SiloError as e:
                 failure = e
                 break
+        if unused:
+            self._release(sender.name, unused)
         for p in prepared:
             p.request = request
         future = self._committer.submit(prepared) if prepared else None
@@ -333,6 +355,15 @@ class Broker:
         if allowed is not None:
             allowed.add(route)
 
+    def _try_reserve(self, sender: str, size: int) -> bool:
+        """Reserve ``size`` bytes of the sender's quota if they fit."""
+        with self._lock:
+            used = self._pending.get(sender, 0) + self._reserved.get(sender, 0)
+            if used + size > self.config.quota_bytes_per_site:
+                return False
+            self._reserved[sender] = self._reserved.get(sender, 0) + size
+            return True
+
     def _reserve(self, sender: str, size: int) -> None:
         with self._lock:
             used = self._pending.get(sender, 0) + self._reserved.get(sender, 0)
@@ -350,21 +381,34 @@ class Broker:
             if committed:
                 self._pending[sender] = self._pending.get(sender, 0) + size
 
-    def _write_segments(self, batch: list[_Prepared]) -> tuple[int, list[int]] | None:
-        """First stage of a commit: the batch's bytes bound for a segment, fdatasynced;
-        their segment and offsets. Runs while the batch before is being committed."""
+    def _write_batch(self, batch: list[_Prepared]) -> _Written:
+        """First stage of a commit, run while the batch before is being committed: the
+        batch's bytes bound for a segment written and fdatasynced, and its rows made."""
         blobs = [p.segment_blob for p in batch if p.segment_blob is not None]
         if not blobs:
-            return None
+            return _Written(None, [p.record.row() for p in batch], [], 0, any(p.tmp_path for p in batch))
         try:
-            return self._segments.append(blobs)  # type: ignore[arg-type]
+            number, offsets = self._segments.append(blobs)  # type: ignore[arg-type]
         except BaseException:
             self._settle(batch, [])
             raise
+        segment_bytes = offsets[-1] - offsets[0] + len(blobs[-1])  # type: ignore[arg-type]
+        if len(blobs) == len(batch):  # the usual batch: whole small envelopes only
+            rows = [
+                (*p.row_head, number, offset, len(p.record.sealed_key))  # type: ignore[arg-type]
+                for p, offset in zip(batch, offsets, strict=True)
+            ]
+            return _Written(number, [], rows, segment_bytes, False)
+        at = iter(offsets)
+        segment_rows = [
+            (*p.row_head, number, next(at), len(p.record.sealed_key))  # type: ignore[arg-type]
+            for p in batch
+            if p.segment_blob is not None
+        ]
+        rows = [p.record.row() for p in batch if p.segment_blob is None]
+        return _Written(number, rows, segment_rows, segment_bytes, any(p.tmp_path for p in batch))
 
-    def _commit(
-        self, batch: list[_Prepared], written: tuple[int, list[int]] | None
-    ) -> list[Receipt | errors.SiloError]:
+    def _commit(self, batch: list[_Prepared], written: _Written) -> list[Receipt | errors.SiloError]:
         results: list[Receipt | errors.SiloError] = []
         fresh: list[_Prepared] = []
         try:
@@ -377,34 +421,26 @@ class Broker:
             fresh.clear()
             raise
         finally:
-            if written is not None:
-                self._segments.settled(written[0])
+            if written.segment is not None:
+                self._segments.settled(written.segment)
             self._settle(batch, fresh)
         return results
 
     def _store_fresh(
         self,
         batch: list[_Prepared],
-        written: tuple[int, list[int]] | None,
+        written: _Written,
         results: list[Receipt | errors.SiloError],
         fresh: list[_Prepared],
     ) -> None:
         """One transaction: the rows of the envelopes not already stored (their segment
         bytes already on disk), their audit entries."""
-        number, offsets = written if written is not None else (None, [])
-        at = iter(offsets)
-        rows = [
-            (*p.row_head, number, next(at), len(p.record.sealed_key or b""))
-            if p.segment_blob is not None
-            else p.record.row()
-            for p in batch
-        ]
-        if not any(p.tmp_path is not None for p in batch):
+        if not written.files:
             # Resends are rare: insert everything, and only if some id was taken look
             # closer (the transaction is rolled back first).
             fresh.extend(batch)
             try:
-                self._insert(fresh, rows, number)
+                self._insert(fresh, written.rows, written.segment_rows, written.segment, written.segment_bytes)
             except _Resent:
                 fresh.clear()
             else:
@@ -412,8 +448,11 @@ class Broker:
                 return
         # Only this thread adds envelopes, so what is known now is known at the insert too.
         known = self._store.envelopes_by_id([p.record.header.envelope_id for p in batch])
-        fresh_rows = []
-        for p, row in zip(batch, rows, strict=True):
+        plain, segmented = iter(written.rows), iter(written.segment_rows)
+        rows, segment_rows, segment_bytes = [], [], 0
+        for p in batch:
+            in_segment = p.segment_blob is not None
+            row = next(segmented) if in_segment else next(plain)
             header = p.record.header
             prior = known.get(header.envelope_id)
             if prior is not None:
@@ -421,22 +460,31 @@ class Broker:
                 continue
             known[header.envelope_id] = p.record
             fresh.append(p)
-            fresh_rows.append(row)
+            if in_segment:
+                segment_rows.append(row)
+                segment_bytes += len(p.segment_blob)  # type: ignore[arg-type]
+            else:
+                rows.append(row)
             results.append(Receipt(header.envelope_id, False, p.record.expires_at))
         if fresh:
-            self._insert(fresh, fresh_rows, number)
+            self._insert(fresh, rows, segment_rows, written.segment, segment_bytes)
 
-    def _insert(self, fresh: list[_Prepared], rows: list[tuple], number: int | None) -> None:
+    def _insert(
+        self,
+        fresh: list[_Prepared],
+        rows: list[tuple],
+        segment_rows: list[tuple],
+        segment: int | None,
+        segment_bytes: int,
+    ) -> None:
         """Store ``fresh`` (none of them known yet) in one transaction; raise ``_Resent``
         (nothing stored) if an envelope id was taken after all."""
-        segmented = [p for p in fresh if p.segment_blob is not None]
-        segment_bytes = sum(len(p.segment_blob) for p in segmented)  # type: ignore[arg-type]
         counted = False
         try:
             with self._store.atomic():
-                if self._store.insert_new_rows(rows) != len(rows):
+                if self._store.insert_new_rows(rows, segment_rows) != len(fresh):
                     raise _Resent
-                if any(p.tmp_path is not None for p in fresh):
+                if rows and any(p.tmp_path is not None for p in fresh):
                     for p in fresh:
                         if p.tmp_path is not None:
                             os.replace(p.tmp_path, self._blobs / p.record.header.envelope_id)
@@ -446,12 +494,12 @@ class Broker:
                     if fingerprint not in self._known_certs:
                         self._store.add_certificate(fingerprint, sender.cert_pem)
                 self._audit.record_batch(send_entries((p.record, p.request) for p in fresh))
-                if segmented:
-                    self._segments.added(number, len(segmented), segment_bytes)  # type: ignore[arg-type]
+                if segment_rows:
+                    self._segments.added(segment, len(segment_rows), segment_bytes)  # type: ignore[arg-type]
                     counted = True
         except BaseException:
             if counted:
-                self._segments.added(number, -len(segmented), -segment_bytes)  # type: ignore[arg-type]
+                self._segments.added(segment, -len(segment_rows), -segment_bytes)  # type: ignore[arg-type]
             raise
         self._known_certs.update(senders)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -177,20 +178,16 @@ class EnvelopeRecord:
         )
 
     def segment_row_head(self) -> tuple:
-        """``row()`` for an envelope whose sealed key and ciphertext go to a segment, less
-        its last three columns: add ``(segment, offset, sealed key size)``."""
+        """The row of an envelope whose sealed key and ciphertext go to a segment, in
+        ``_SEGMENT_COLUMNS`` order, less the last three: add ``(segment, offset, sealed key
+        size)``."""
         return (
             *_header_values(self.header),
-            None,
             self.signature,
             self.sender_cert,
             self.ciphertext_size,
-            None,
-            int(self.in_file),
             self.received_at,
             self.expires_at,
-            self.state,
-            self.done_at,
         )
 
 
@@ -211,21 +208,29 @@ _COLUMNS = [
     "sealed_key_size",
 ]
 _INSERT = f"INSERT INTO envelopes ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+# A small envelope kept in a segment binds only these columns; the others are the same for
+# all of them (key and ciphertext in the segment, not in a file, pending) and are written
+# as literals, since binding a value costs about as much as SQLite's insert of the row.
+_SEGMENT_LITERALS = {"sealed_key": "NULL", "inline": "NULL", "in_file": "0", "state": "'pending'", "done_at": "NULL"}
+_SEGMENT_COLUMNS = [c for c in _COLUMNS if c not in _SEGMENT_LITERALS]
 # Rows per statement: each statement gives up the GIL while SQLite runs it, and under load
 # taking it back can wait a whole switch interval behind another thread, so few large
 # statements beat many small ones (23 columns x 1,024 rows stays far below SQLite's limit on
 # bound values). A batch is cut into these sizes only, so every statement is prepared once
 # and then reused from the connection's cache (preparing one of 1,000 rows costs more than
-# running it).
-_INSERT_SIZES = (1024, 256, 64, 16, 4, 1)
+# running it); batches come in multiples of 256 (a request of whole envelopes) and most
+# take one statement.
+_INSERT_SIZES = (1024, 768, 512, 256, 64, 16, 4, 1)
 
 
-def _insert_ignore(count: int) -> str:
-    row = f"({', '.join('?' * len(_COLUMNS))})"
+def _insert_ignore(count: int, segment: bool) -> str:
+    row = "(" + ", ".join(_SEGMENT_LITERALS.get(c, "?") if segment else "?" for c in _COLUMNS) + ")"
     return f"INSERT OR IGNORE INTO envelopes ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * count)
 
 
-_INSERTS_IGNORE = [(size, _insert_ignore(size)) for size in _INSERT_SIZES]
+_INSERTS_IGNORE = {
+    segment: [(size, _insert_ignore(size, segment)) for size in _INSERT_SIZES] for segment in (False, True)
+}
 _META = ", ".join(c for c in _COLUMNS if c != "inline")
 
 
@@ -269,18 +274,20 @@ class ExchangeStore(SqliteStore):
         with self.atomic():
             self.db.conn.executemany(_INSERT, rows)
 
-    def insert_new_rows(self, rows: list[tuple]) -> int:
-        """Insert the rows whose envelope id is not taken yet (``EnvelopeRecord.row()``
-        tuples); how many went in. The uniqueness check is the primary key's own look-up,
-        so a batch without resends costs no separate query."""
+    def insert_new_rows(self, rows: Sequence[tuple], segment_rows: Sequence[tuple] = ()) -> int:
+        """Insert the envelopes whose id is not taken yet, given as ``EnvelopeRecord.row()``
+        tuples and (for envelopes in segments) ``segment_row_head()`` tuples plus their
+        segment columns; how many went in. The uniqueness check is the primary key's own
+        look-up, so a batch without resends costs no separate query."""
         conn = self.db.conn
         with self.atomic():
             before = conn.total_changes
-            start = 0
-            for size, sql in _INSERTS_IGNORE:
-                while len(rows) - start >= size:
-                    conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
-                    start += size
+            for segment, some in ((False, rows), (True, segment_rows)):
+                start = 0
+                for size, sql in _INSERTS_IGNORE[segment]:
+                    while len(some) - start >= size:
+                        conn.execute(sql, list(chain.from_iterable(some[start : start + size])))
+                        start += size
             return conn.total_changes - before
 
     def envelopes_by_id(self, ids: list[str]) -> dict[str, EnvelopeRecord]:
