@@ -10,6 +10,13 @@ about it. Two kinds of file are treated specially:
   already holds what they held.
 - ``run/`` is left out: it describes a running process (its addresses and pid), not state.
 
+Files are listed after the snapshot, so every file a snapshotted row names was already
+written. A file the coordinator deletes after the snapshot while the backup copies (a
+segment whose envelopes were all delivered meanwhile, say) would leave the archive naming
+rows whose bytes are gone, so after copying, the files the snapshot's pending envelopes
+need (``FILES_IN_USE``) are checked against the archive, and the backup is taken again
+if one is missing.
+
 ``MANIFEST.json`` comes last in the archive: the SHA-256, size and mode of every file, the
 audit log's head at the time of the snapshot, and the version that wrote it. Restore
 refuses any archive whose members do not match it, writes only into a new or empty
@@ -43,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from silolink import __version__, errors
 from silolink.files import private_dir
 
+from . import exchange
 from .audit.chain import AuditEntry
 from .audit.chain import verify as verify_chain
 from .layout import CoordinatorLayout
@@ -57,6 +65,13 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
+# What each capability's rows in the main database need on disk (paths relative to the root).
+FILES_IN_USE: tuple[Callable[[sqlite3.Connection], set[str]], ...] = (exchange.files_in_use,)
+ATTEMPTS = 3
+
+
+class _FilesGone(Exception):
+    """Files the snapshot needs were deleted before they were copied."""
 
 
 @dataclass(frozen=True)
@@ -98,17 +113,34 @@ def backup(data_dir: Path, output: Path, clock: Callable[[], float] = time.time)
     if not output.parent.is_dir():
         raise errors.InvalidArgument(f"{output.parent} is not a directory")
 
-    dirs, files = _walk(layout.root)
-    databases = [rel for rel, path in files.items() if _is_sqlite(path)]
+    missing = ""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _backup_once(layout, output, clock)
+        except _FilesGone as gone:
+            missing = str(gone)
+            log.warning("backup attempt %d of %d: %s deleted while being copied", attempt, ATTEMPTS, missing)
+    raise errors.Aborted(
+        f"the coordinator kept deleting files the snapshot needs ({missing}) while they were being "
+        "copied; run the backup again when it is quieter"
+    )
+
+
+def _backup_once(layout: CoordinatorLayout, output: Path, clock: Callable[[], float]) -> BackupResult:
+    databases = [rel for rel, path in _walk(layout.root)[1].items() if _is_sqlite(path)]
     fd, partial = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial")
     raw = os.fdopen(fd, "wb")
     try:
         with raw, tempfile.TemporaryDirectory(dir=output.parent, prefix=".silolink-backup-") as staging:
-            # Databases first, then the other files: a file a snapshotted row refers to (a blob
-            # is written before the row that names it commits) then already exists when copied.
-            snapshots = {rel: _snapshot(files[rel], Path(staging) / f"{i}.db") for i, rel in enumerate(databases)}
+            snapshots = {
+                rel: _snapshot(layout.root / rel, Path(staging) / f"{i}.db") for i, rel in enumerate(databases)
+            }
+            # Listed after the snapshot: a file a snapshotted row names (written before the row
+            # that names it commits) is there to be listed.
+            dirs, files = _walk(layout.root)
             main_db = snapshots.get(_rel(layout.database, layout.root))
             audit = _audit_head(main_db) if main_db else None
+            needed = _files_in_use(main_db) if main_db else set()
             manifest: dict[str, Any] = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -127,6 +159,9 @@ def backup(data_dir: Path, output: Path, clock: Callable[[], float] = time.time)
                     entry = _add_file(tar, rel, snapshots.get(rel, path))
                     if entry is not None:
                         manifest["files"][rel] = entry
+                gone = sorted(needed - manifest["files"].keys())
+                if gone:
+                    raise _FilesGone(", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else ""))
                 blob = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 tar.addfile(_tarinfo(MANIFEST, tarfile.REGTYPE, len(blob), 0o600), _BytesReader(blob))
             raw.flush()
@@ -148,6 +183,14 @@ def backup(data_dir: Path, output: Path, clock: Callable[[], float] = time.time)
         audit["entries"] if audit else None,
         audit["head"] if audit else None,
     )
+
+
+def _files_in_use(database: Path) -> set[str]:
+    conn = sqlite3.connect(database)
+    try:
+        return set().union(*(find(conn) for find in FILES_IN_USE))
+    finally:
+        conn.close()
 
 
 def _walk(root: Path) -> tuple[dict[str, int], dict[str, Path]]:

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from silolink.rpc.server import ServiceMount
 
 if TYPE_CHECKING:
     from ..app import Coordinator
+
+# Where the broker keeps its files, relative to the data directory: pending envelopes'
+# ciphertext in ``blobs/`` (large ones) and ``segments/`` (small ones, many to a file).
+ROOT = PurePosixPath("state/exchange")
+
+
+def files_in_use(conn: sqlite3.Connection) -> set[str]:
+    """The files (relative to the data directory) that the pending envelopes in this
+    database need: a backup of the database must hold each of them."""
+    from .segments import segment_name
+
+    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'envelopes'").fetchone()
+    if not has_table:
+        return set()
+    pending = "FROM envelopes WHERE state = 'pending'"
+    blobs = {str(ROOT / "blobs" / r[0]) for r in conn.execute(f"SELECT envelope_id {pending} AND in_file = 1")}
+    segments = {
+        str(ROOT / "segments" / segment_name(r[0]))
+        for r in conn.execute(f"SELECT DISTINCT segment {pending} AND segment IS NOT NULL")
+    }
+    return blobs | segments
 
 
 def attach(coordinator: Coordinator) -> list[ServiceMount]:
@@ -26,7 +49,7 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
         coordinator.sites,
         coordinator.audit,
         coordinator.config.exchange,
-        coordinator.layout.state / "exchange",
+        coordinator.layout.root / ROOT,
     )
     coordinator.on_stop(broker.stop)
     coordinator.exchange = broker  # type: ignore[attr-defined] - for tests and benchmarks

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 SUFFIX = ".seg"
 
 
+def segment_name(number: int) -> str:
+    return f"{number:010d}{SUFFIX}"
+
+
 class Segments:
     """Append-only segment files in ``folder``; ``live`` maps segment number to the
     (count, bytes) of its pending envelopes, as the database says at start."""
@@ -52,7 +56,7 @@ class Segments:
         self._size = 0
 
     def path(self, number: int) -> Path:
-        return self._folder / f"{number:010d}{SUFFIX}"
+        return self._folder / segment_name(number)
 
     def append(self, blobs: list[bytes]) -> tuple[int, list[int]]:
         """Write ``blobs`` durably to the active segment; their segment and offsets. Called

@@ -8,15 +8,20 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from cloud_coordinator import backup, bootstrap
 from cloud_coordinator.audit.store import AuditLog
+from cloud_coordinator.exchange.segments import segment_name
+from cloud_coordinator.exchange.store import EnvelopeRecord, ExchangeStore
 from cloud_coordinator.layout import CoordinatorLayout
 from silolink import errors
 from silolink.db import open_database
+from silolink.envelope import DEFAULT_SUITE, Header
 from tests import support
 
 
@@ -110,6 +115,60 @@ def test_a_backup_taken_during_writes_is_one_consistent_snapshot(tmp_path):
     assert taken.audit_entries is not None and 50 < taken.audit_entries < final.seq  # writes went on meanwhile
     restored = backup.restore(tmp_path / "b.tar.gz", tmp_path / "restored")
     assert (restored.audit_entries, restored.audit_head) == (taken.audit_entries, taken.audit_head)
+
+
+def pending_envelope_in_a_segment(data: Path):
+    """A coordinator data directory whose database has one pending envelope in segment 1."""
+    bootstrap.init(data, ["localhost"])
+    layout = CoordinatorLayout(data)
+    db = open_database(layout.database)
+    store = ExchangeStore(db)
+    header = Header(str(uuid.uuid4()), "hospital-a", "hospital-b", "share", "k" * 16, DEFAULT_SUITE, 1, 3600, 1024)
+    record = EnvelopeRecord.received(header, b"key", b"signature", "f" * 64, b"x" * 1040, time.time())
+    store.insert_new_rows([], [(*record.segment_row_head(), 1, 0, 3)])
+    segment = data / "state" / "exchange" / "segments" / segment_name(1)
+    segment.parent.mkdir(parents=True)
+    segment.write_bytes(b"key" + b"x" * 1040)
+    return db, header.envelope_id, segment
+
+
+def test_a_backup_retakes_its_snapshot_when_a_file_it_needs_is_deleted_meanwhile(tmp_path, monkeypatch):
+    db, envelope_id, segment = pending_envelope_in_a_segment(tmp_path / "coordinator")
+    add_file = backup._add_file
+
+    def delivered_while_copying(tar, rel, path):
+        # As the broker does once the last envelope in a segment is delivered: row, then file.
+        if path == segment and segment.exists():
+            db.execute("UPDATE envelopes SET state = 'delivered' WHERE envelope_id = ?", [envelope_id])
+            db.conn.commit()
+            segment.unlink()
+        return add_file(tar, rel, path)
+
+    monkeypatch.setattr(backup, "_add_file", delivered_while_copying)
+    taken = backup.backup(tmp_path / "coordinator", tmp_path / "b.tar.gz")
+    with tarfile.open(taken.output) as tar:
+        assert not any(name.endswith(segment.name) for name in tar.getnames())
+    backup.restore(taken.output, tmp_path / "restored")
+    restored = open_database(CoordinatorLayout(tmp_path / "restored").database)
+    # The snapshot taken again: the envelope is delivered there, so nothing needs the segment.
+    assert restored.execute("SELECT state FROM envelopes WHERE envelope_id = ?", [envelope_id]).fetchone() == (
+        "delivered",
+    )
+
+
+def test_a_backup_missing_a_file_its_snapshot_needs_fails_and_writes_nothing(tmp_path, monkeypatch):
+    _, _, segment = pending_envelope_in_a_segment(tmp_path / "coordinator")
+    add_file = backup._add_file
+
+    def lost(tar, rel, path):
+        if path == segment:
+            segment.unlink(missing_ok=True)
+        return add_file(tar, rel, path)
+
+    monkeypatch.setattr(backup, "_add_file", lost)
+    with pytest.raises(errors.Aborted, match=segment.name):
+        backup.backup(tmp_path / "coordinator", tmp_path / "b.tar.gz")
+    assert list(tmp_path.glob("b.tar.gz*")) == [] and list(tmp_path.glob(".b.tar.gz*")) == []
 
 
 @pytest.fixture
