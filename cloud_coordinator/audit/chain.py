@@ -41,25 +41,31 @@ class AuditEntry:
     hash: str = ""
     signature: str = ""
 
-    def content(self) -> bytes:
-        # Spelled out rather than dataclasses.asdict, which deep-copies and dominated the
-        # cost of recording a batch of envelopes.
-        body = {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "subject": self.subject,
-            "details": self.details,
-            "prev_hash": self.prev_hash,
-        }
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    def content(self, details_json: str | None = None) -> bytes:
+        """The bytes the hash covers: every field but hash and signature, as compact JSON
+        with sorted keys. ``details_json`` is ``details`` already encoded that way (see
+        ``encode_details``), for a caller that stores that text too and need not encode
+        a batch's long details twice."""
+        if details_json is None:
+            details_json = encode_details(self.details)
+        # Assembled in sorted key order; the same bytes as json.dumps of the whole body with
+        # sort_keys and compact separators (tests hold the two equal).
+        dumps = json.dumps
+        return (
+            f'{{"action":{dumps(self.action)},"actor":{dumps(self.actor)},"at":{dumps(self.at)},'
+            f'"details":{details_json},"prev_hash":{dumps(self.prev_hash)},"seq":{dumps(self.seq)},'
+            f'"subject":{dumps(self.subject)}}}'
+        ).encode()
 
 
-def seal(entry: AuditEntry, key: Ed25519PrivateKey | None) -> AuditEntry:
+def encode_details(details: dict[str, Any]) -> str:
+    return json.dumps(details, sort_keys=True, separators=(",", ":"))
+
+
+def seal(entry: AuditEntry, key: Ed25519PrivateKey | None, details_json: str | None = None) -> AuditEntry:
     """``entry`` with its hash filled in, and its signature unless ``key`` is None (an
     entry inside a batch, covered by the batch's last signature)."""
-    digest = hashlib.sha256(entry.content()).hexdigest()
+    digest = hashlib.sha256(entry.content(details_json)).hexdigest()
     signature = key.sign(bytes.fromhex(digest)).hex() if key is not None else ""
     return replace(entry, hash=digest, signature=signature)
 

@@ -7,7 +7,6 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
 from itertools import chain
 from typing import Any
 
@@ -15,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from silolink.db import Migrations, SqliteStore
 
-from .chain import GENESIS, AuditEntry, seal, verify
+from .chain import GENESIS, AuditEntry, encode_details, seal, verify
 
 migrations = Migrations("coordinator.audit")
 
@@ -57,24 +56,7 @@ class AuditLog(SqliteStore):
         """Append an entry. ``actor`` is who acted (``operator:admin``, ``site:hospital-a``,
         ``coordinator``), ``action`` a dotted verb (``site.revoke``), ``subject`` what it acted on.
         """
-        with self.atomic():
-            seq, prev = self._head_link()
-            entry = seal(
-                AuditEntry(
-                    seq=seq + 1,
-                    at=self._clock(),
-                    actor=actor,
-                    action=action,
-                    subject=subject,
-                    details=details,
-                    prev_hash=prev,
-                ),
-                self._key,
-            )
-            row = asdict(entry)
-            row["details"] = json.dumps(entry.details, sort_keys=True)
-            self.db["audit_log"].insert(row)
-        return entry
+        return self.record_batch([(actor, action, subject, details)])[0]
 
     def record_batch(self, items: list[tuple[str, str, str, dict[str, Any]]]) -> list[AuditEntry]:
         """Append ``(actor, action, subject, details)`` entries in one transaction, signing
@@ -88,20 +70,18 @@ class AuditLog(SqliteStore):
         with self.lock, nullcontext() if conn.in_transaction else self.atomic():
             seq, prev = self._head_link()
             at = self._clock()
-            sealed = []
+            sealed, rows = [], []
             for i, (actor, action, subject, details) in enumerate(items):
                 seq += 1
+                details_json = encode_details(details)  # once, for the hash and the row
                 entry = seal(
                     AuditEntry(seq, at, actor, action, subject, details, prev),
                     self._key if i == len(items) - 1 else None,
+                    details_json,
                 )
                 sealed.append(entry)
+                rows.append((seq, at, actor, action, subject, details_json, prev, entry.hash, entry.signature))
                 prev = entry.hash
-            rows = [
-                (e.seq, e.at, e.actor, e.action, e.subject, json.dumps(e.details, sort_keys=True))
-                + (e.prev_hash, e.hash, e.signature)
-                for e in sealed
-            ]
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 part = rows[start : start + _ROWS_PER_INSERT]
                 conn.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))

@@ -1,11 +1,12 @@
 """The audit chain detects any edit, deletion or reordering."""
 
 import dataclasses
+import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_coordinator.audit.chain import verify
+from cloud_coordinator.audit.chain import AuditEntry, verify
 from cloud_coordinator.audit.store import AuditLog
 from silolink import errors
 from silolink.db import open_database
@@ -62,3 +63,13 @@ def test_a_batch_is_signed_once_and_verifies(log):
     edited = [*entries[:6], dataclasses.replace(entries[6], subject="forged"), *entries[7:]]
     with pytest.raises(errors.FailedPrecondition, match="altered"):
         verify(edited, log.public_key)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [{}, {"n": 1, "name": "ünïcode ✓", "nested": {"b": [1, 2.5, None, True], "a": "x"}}, {"bytes": 10**20}],
+)
+def test_content_is_the_sorted_compact_json_of_the_entry(details):
+    entry = AuditEntry(7, 1764115200.123456, "site:hospital-a", "envelope.send", 'id "q"', details, "ab" * 32)
+    body = {k: getattr(entry, k) for k in ("seq", "at", "actor", "action", "subject", "details", "prev_hash")}
+    assert entry.content() == json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
