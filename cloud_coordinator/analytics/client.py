@@ -13,7 +13,7 @@ from silolink.gen.analytics.v1 import analytics_pb2_grpc
 from silolink.rpc.status import from_rpc_error
 
 from ..operator_client import OperatorClient
-from . import selector as selector_mod
+from ..sites import selector as selector_mod
 
 # Two rounds, each waiting for the slowest site (the coordinator gives each round 60 s).
 QUERY_TIMEOUT_S = 150.0

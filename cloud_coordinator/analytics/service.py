@@ -20,13 +20,14 @@ from silolink import errors, pki
 from silolink.analytics import secagg
 from silolink.analytics.query import STATISTIC_NAMES, check_query, decode_totals, describe, vector_length
 from silolink.gen.analytics.v1 import analytics_pb2 as pb
+from silolink.gen.common.v1.site_pb2 import SiteSelector
 from silolink.gen.control.v1 import control_pb2
 from silolink.identity import Role
 
 from ..audit.store import AuditLog
 from ..control.hub import ControlHub
+from ..sites import selector as selector_mod
 from ..sites.service import SiteService
-from . import selector as selector_mod
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class QueryService:
         self._round_timeout_s = round_timeout_s
         self._clock = clock
 
-    def run(self, actor: str, query: pb.Query, selectors: Sequence[pb.SiteSelector]) -> QueryResult:
+    def run(self, actor: str, query: pb.Query, selectors: Sequence[SiteSelector]) -> QueryResult:
         query_id = uuid.uuid4().hex
         chosen: list[str] = []
         subject = query.dataset
@@ -79,7 +80,7 @@ class QueryService:
         log.info("query %s by %s (%s) on %d sites: done", query_id, actor, subject, len(chosen))
         return result
 
-    def _choose(self, selectors: Sequence[pb.SiteSelector]) -> list[str]:
+    def _choose(self, selectors: Sequence[SiteSelector]) -> list[str]:
         chosen = selector_mod.choose(self._sites.list_sites(), selectors)
         if len(chosen) < MIN_SITES:
             found = f" ({', '.join(chosen)})" if chosen else ""

@@ -140,8 +140,9 @@ def _echo_sites(sites: list[dict]) -> None:
     "--to",
     "targets",
     multiple=True,
-    metavar="TARGET",
-    help="Sites to send it to: kind=hospital|factory, tag:KEY=VALUE or site=NAME (repeatable; a union).",
+    metavar="SELECTOR",
+    help="Sites to send it to: kind=hospital, site=NAME (or NAME), a tag such as region=north, terms "
+    "joined by commas must all match, or all. Repeat to add more sites.",
 )
 @click.option("--canary", type=click.IntRange(min=1), help="Send it to only this many sites (first by name) for now.")
 @click.option(
@@ -165,7 +166,7 @@ def rollout(
         _echo_rollout(registry.continue_rollout(name, version), as_json)
         return
     if not targets:
-        raise click.UsageError("name the sites with --to kind=hospital, --to tag:KEY=VALUE or --to site=NAME")
+        raise click.UsageError("name the sites with --to kind=hospital, --to region=north or --to SITE")
     _echo_rollout(registry.rollout(name, version, list(targets), canary or 0), as_json)
 
 

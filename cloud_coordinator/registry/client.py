@@ -10,36 +10,18 @@ import grpc
 
 from silolink import errors
 from silolink.cli_util import iso
-from silolink.gen.common.v1 import site_pb2
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
 from silolink.protos import epoch
 from silolink.rpc.status import from_rpc_error
 
 from ..operator_client import OperatorClient
+from ..sites import selector as site_selector
 from .models import CHUNK_BYTES
 from .rollouts import PROTO_TO_STATE
 
-KINDS = {"hospital": site_pb2.SITE_KIND_HOSPITAL, "factory": site_pb2.SITE_KIND_FACTORY}
 # Uploads of large models take longer than the admin API's default timeout.
 PUSH_TIMEOUT_S = 3600.0
-
-
-def parse_target(text: str) -> pb.Target:
-    """``kind=hospital``, ``tag:KEY=VALUE`` or ``site=NAME``."""
-    if text.startswith("tag:"):
-        key, sep, value = text[4:].partition("=")
-        if not sep or not key:
-            raise errors.InvalidArgument(f"target {text!r}: write a tag as tag:KEY=VALUE")
-        return pb.Target(tag=site_pb2.Tag(key=key, value=value))
-    kind, sep, value = text.partition("=")
-    if sep and kind == "kind":
-        if value not in KINDS:
-            raise errors.InvalidArgument(f"target {text!r}: the kind is hospital or factory")
-        return pb.Target(kind=KINDS[value])
-    if sep and kind == "site" and value:
-        return pb.Target(site=value)
-    raise errors.InvalidArgument(f"target {text!r} is not kind=hospital|factory, tag:KEY=VALUE or site=NAME")
 
 
 def version_to_dict(model: pb.ModelVersion, manifest: bool = False) -> dict[str, Any]:
@@ -126,7 +108,7 @@ class RegistryClient:
 
     def rollout(self, name: str, version: str, targets: list[str], canary: int = 0) -> dict[str, Any]:
         request = pb.StartRolloutRequest(
-            name=name, version=version, targets=[parse_target(t) for t in targets], canary=canary
+            name=name, version=version, sites=[site_selector.parse(t, "--to") for t in targets], canary=canary
         )
         return rollout_to_dict(self._call(self._stub.StartRollout, request).rollout)
 

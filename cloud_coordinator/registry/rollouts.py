@@ -1,8 +1,8 @@
 """Rollouts: which sites get which version, the orders sent down their control streams,
 and each site's progress.
 
-A rollout resolves its targets (kind, tag, site name; a union) to sites once, when it
-starts, and records one order per site. Orders go to connected sites at once and to the
+A rollout resolves its site selectors (the grammar queries and training jobs use; a
+union) to sites once, when it starts, and records one order per site. Orders go to connected sites at once and to the
 others when they connect; the agent answers each with the order's state and reports
 later progress itself. A newer order for the same model at a site supersedes older open
 ones there, and a site's active order supersedes the one it replaced. With a canary of K,
@@ -20,11 +20,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from silolink import errors
+from silolink.gen.common.v1.site_pb2 import SiteSelector
 from silolink.gen.registry.v1 import registry_pb2 as pb
 
 from ..audit.store import AuditLog
 from ..control.hub import ControlHub
-from ..sites.service import SITE_KINDS, SiteService
+from ..sites import selector as site_selector
+from ..sites.service import SiteService
 from ..sites.store import SiteRecord
 from .models import ModelRegistry
 from .store import FINAL_STATES, OPEN_STATES, STATES, OrderRecord, RegistryStore, RolloutRecord
@@ -35,13 +37,6 @@ RANK = {"held": 0, "pending": 1, "downloading": 2, "verified": 3, "awaiting_appr
         "failed": 5, "superseded": 6}  # fmt: skip
 STATE_TO_PROTO = {s: pb.RolloutState.Value(f"ROLLOUT_STATE_{s.upper()}") for s in STATES}
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
-
-Target = tuple[str, str]  # ("kind", "hospital") | ("tag", "region=north") | ("site", "st-marys")
-
-
-def describe_target(target: Target) -> str:
-    kind, value = target
-    return f"tag:{value}" if kind == "tag" else f"{kind}={value}"
 
 
 class Rollouts:
@@ -64,16 +59,17 @@ class Rollouts:
 
     # -- operator actions ----------------------------------------------------------------
     def start(
-        self, name: str, version: str, targets: list[Target], canary: int = 0, actor: str = "coordinator"
+        self, name: str, version: str, selectors: list[SiteSelector], canary: int = 0, actor: str = "coordinator"
     ) -> tuple[RolloutRecord, list[OrderRecord]]:
-        """Order the sites ``targets`` select to install and activate ``name:version``."""
+        """Order the sites ``selectors`` choose to install and activate ``name:version``."""
         record = self._models.get(name, version)
         if record.deprecated_at is not None:
             raise errors.FailedPrecondition(f"model {record.ref} is deprecated and cannot be rolled out")
-        sites = self.resolve(targets)
+        sites = self.resolve(selectors)
         if canary < 0:
             raise errors.InvalidArgument("--canary must be a positive number of sites")
-        rollout = self._create(name, version, "rollout", [describe_target(t) for t in targets], sites, canary, actor)
+        targets = [site_selector.render(s) for s in selectors]
+        rollout = self._create(name, version, "rollout", targets, sites, canary, actor)
         self._audit.record(actor, "model.rollout", f"{name}:{version}", rollout_id=rollout.rollout_id,
                            targets=rollout.targets, canary=canary, sites=[s.name for s in sites])  # fmt: skip
         return rollout, self._deliver_rollout(rollout.rollout_id)
@@ -136,34 +132,26 @@ class Rollouts:
                 latest[order.site] = (at, order)
         return [latest[s][1] for s in sorted(latest)]
 
-    def resolve(self, targets: list[Target]) -> list[SiteRecord]:
-        """The unrevoked sites ``targets`` select (a union), by name; refuse empty selections."""
-        if not targets:
-            raise errors.InvalidArgument(
-                "name at least one target: --to kind=hospital, --to tag:KEY=VALUE or --to site=NAME"
-            )
+    def resolve(self, selectors: list[SiteSelector]) -> list[SiteRecord]:
+        """The unrevoked sites ``selectors`` choose (a union), by name. Unlike a query, a
+        rollout refuses a selector that matches no site (a typo would otherwise leave sites
+        on the old version unnoticed) and includes sites added but not yet enrolled (they get
+        the order when they connect)."""
+        if not selectors:
+            raise errors.InvalidArgument("name the sites: --to kind=hospital, --to region=north or --to SITE")
         sites = self._sites.list_sites()
         chosen: dict[str, SiteRecord] = {}
-        for kind, value in targets:
-            if kind == "site":
-                site = self._sites.get_site(value)  # NotFound names the unknown site
+        for selector in selectors:
+            if selector.site:
+                site = self._sites.get_site(selector.site)  # NotFound names the unknown site
                 if site.revoked_at is not None:
-                    raise errors.FailedPrecondition(f"site {value} is revoked; it cannot receive models")
-                matched = [site]
-            elif kind == "kind":
-                if value not in SITE_KINDS:
-                    raise errors.InvalidArgument(f"site kind must be one of {', '.join(SITE_KINDS)}, not {value!r}")
-                matched = [s for s in sites if s.kind == value and s.revoked_at is None]
-            elif kind == "tag":
-                key, sep, tag_value = value.partition("=")
-                if not sep or not key:
-                    raise errors.InvalidArgument(f"tag target {value!r} must be KEY=VALUE")
-                matched = [s for s in sites if s.tags.get(key) == tag_value and s.revoked_at is None]
-            else:
-                raise errors.InvalidArgument(f"unknown target kind {kind!r}; use kind, tag or site")
+                    raise errors.FailedPrecondition(f"site {site.name} is revoked; it cannot receive models")
+            if selector.kind and selector.kind not in site_selector.KIND_NAMES:
+                raise errors.InvalidArgument("a site selector names an unknown kind")
+            matched = [s for s in sites if s.revoked_at is None and site_selector.matches(s, selector)]
             if not matched:
                 raise errors.InvalidArgument(
-                    f"target {describe_target((kind, value))} matches no site that can receive models; "
+                    f"--to {site_selector.render(selector)} matches no site that can receive models; "
                     "`cloud-coordinator sites list` shows the sites, their kinds and tags"
                 )
             chosen.update({s.name: s for s in matched})

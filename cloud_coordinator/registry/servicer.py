@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import grpc
 
 from silolink import errors, model_chunks
-from silolink.gen.common.v1 import site_pb2
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
 from silolink.identity import Role
@@ -21,8 +20,6 @@ from silolink.rpc.server import ServiceMount
 from .models import CHUNK_BYTES, ModelRegistry
 from .rollouts import PROTO_TO_STATE, STATE_TO_PROTO, Rollouts
 from .store import ModelVersion, OrderRecord, RolloutRecord
-
-KIND_NAMES = {site_pb2.SITE_KIND_HOSPITAL: "hospital", site_pb2.SITE_KIND_FACTORY: "factory"}
 
 
 def version_to_proto(record: ModelVersion) -> pb.ModelVersion:
@@ -53,19 +50,6 @@ def order_to_proto(order: OrderRecord, size_bytes: int) -> pb.SiteRollout:
         bytes_received=order.bytes_received,
         size_bytes=size_bytes,
     )
-
-
-def _target(message: pb.Target) -> tuple[str, str]:
-    which = message.WhichOneof("selector")
-    if which == "kind":
-        if message.kind not in KIND_NAMES:
-            raise errors.InvalidArgument("a kind target needs a site kind (hospital or factory)")
-        return ("kind", KIND_NAMES[message.kind])
-    if which == "tag":
-        return ("tag", f"{message.tag.key}={message.tag.value}")
-    if which == "site":
-        return ("site", message.site)
-    raise errors.InvalidArgument("a target must name a kind, a tag or a site")
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
@@ -101,7 +85,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         rollout, orders = self._rollouts.start(
             request.name,
             request.version,
-            [_target(t) for t in request.targets],
+            list(request.sites),
             request.canary,
             str(current_identity()),
         )

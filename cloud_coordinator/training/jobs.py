@@ -27,8 +27,8 @@ from pathlib import Path
 from silolink import errors
 from silolink.gen.training.v1 import training_pb2 as pb
 
-from ..analytics import selector as site_selector
 from ..control.hub import ControlHub
+from ..sites import selector as site_selector
 from ..sites.service import SiteService
 from .store import Job, JobSpec, JobStore
 

@@ -81,10 +81,17 @@ def test_bad_models_and_targets_are_refused_with_nothing_left(coordinator, make_
             client.rollout("m", "7", ["site=nowhere"])
         with pytest.raises(errors.InvalidArgument, match="kind=factory matches no site"):
             client.rollout("m", "7", ["kind=factory"])
-        with pytest.raises(errors.InvalidArgument, match="tag:KEY=VALUE"):
+        with pytest.raises(errors.InvalidArgument, match="region=north matches no site"):
             client.rollout("m", "7", ["region=north"])
+        with pytest.raises(errors.InvalidArgument, match="--to 'kind=zoo': kind must be one of"):
+            client.rollout("m", "7", ["kind=zoo"])
         with pytest.raises(errors.NotFound, match="has no version '8'"):
             client.rollout("m", "8", ["kind=hospital"])
+        # The selectors queries use: every term must match; a site added but not yet
+        # enrolled is included (it gets the order when it connects).
+        op.add_site("hospital-n", "hospital", {"region": "north"})
+        rollout = client.rollout("m", "7", ["kind=hospital,region=north"])
+        assert [s["site"] for s in rollout["sites"]] == ["hospital-n"]
         client.deprecate("m", "7")
         with pytest.raises(errors.FailedPrecondition, match="deprecated"):
             client.rollout("m", "7", ["kind=hospital"])

@@ -9,8 +9,6 @@ import statistics
 import pytest
 from cryptography import x509
 
-from cloud_coordinator.analytics import selector
-from cloud_coordinator.sites.store import SiteRecord
 from edge_agent.analytics.noise import add_noise, discrete_laplace, scales
 from silolink import errors, pki
 from silolink.analytics import secagg
@@ -117,39 +115,6 @@ def test_discrete_laplace_has_the_calibrated_spread():
     mean = build_query("p", "mean r", clip="-3:2")
     assert scales(mean, 0.5) == [4.0, 2 * 3 * 65536 / 0.5]
     assert add_noise([7, 9], mean, 0.0) == [7, 9]
-
-
-def test_selectors():
-    sites = [
-        SiteRecord("hospital-a", "hospital", {"region": "north"}, enrolled_at=1.0),
-        SiteRecord("hospital-b", "hospital", {"region": "south"}, enrolled_at=1.0),
-        SiteRecord("hospital-c", "hospital", {"region": "north"}, enrolled_at=1.0, revoked_at=2.0),
-        SiteRecord("hospital-d", "hospital", {"region": "north"}),  # never enrolled
-        SiteRecord("factory-a", "factory", {"kind": "press"}, enrolled_at=1.0),
-    ]
-
-    def choose(*texts):
-        return selector.choose(sites, [selector.parse(t) for t in texts])
-
-    assert choose("kind=hospital") == ["hospital-a", "hospital-b"]
-    assert choose("kind=hospital,region=north") == ["hospital-a"]
-    assert choose("region=south", "factory-a") == ["factory-a", "hospital-b"]
-    assert choose("tag:kind=press") == ["factory-a"]
-    assert choose("all") == ["factory-a", "hospital-a", "hospital-b"]
-    assert selector.render(selector.parse("kind=factory,tag:kind=press,site=factory-a")) == (
-        "site=factory-a,kind=factory,tag:kind=press"
-    )
-    for bad, message in [
-        ("kind=zoo", "kind must be one of"),
-        ("Bad Name", "invalid name"),
-        ("", "needs a selector"),
-        ("site=hospital-a,site=hospital-b", "names two sites"),
-        ("=x", "must be key=value"),
-    ]:
-        with pytest.raises(errors.InvalidArgument, match=message):
-            selector.parse(bad)
-    with pytest.raises(errors.InvalidArgument, match="--sites"):
-        selector.choose(sites, [])
 
 
 def test_config_checks():

@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_coordinator import bootstrap
 from cloud_coordinator.layout import CoordinatorLayout
-from cloud_coordinator.registry.client import parse_target
 from cloud_coordinator.registry.signing import cert_path, ensure_signer, key_path
 from edge_agent.registry.orders import OrderStore
 from edge_agent.registry.sink import PartialFile
@@ -93,20 +92,6 @@ def test_init_creates_the_signing_key_apart_from_the_ca_and_serve_keeps_it(tmp_p
     assert renewed.key.public_key().public_bytes(*raw) == first.key.public_key().public_bytes(*raw)
     assert renewed.certificate_pem != first.certificate_pem
     manifests.check_signer_certificate(cert_path(layout).read_bytes(), pki.cert_to_pem(ca.cert))
-
-
-@pytest.mark.parametrize(
-    ("text", "field"),
-    [("kind=hospital", "kind"), ("tag:region=north", "tag"), ("site=st-marys", "site")],
-)
-def test_targets_parse(text, field):
-    assert parse_target(text).WhichOneof("selector") == field
-
-
-@pytest.mark.parametrize("text", ["kind=zoo", "region=north", "tag:region", "site="])
-def test_bad_targets_say_what_is_accepted(text):
-    with pytest.raises(errors.InvalidArgument):
-        parse_target(text)
 
 
 def test_approval_needs_an_order_waiting_for_it(tmp_path):

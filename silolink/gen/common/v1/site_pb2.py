@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsilolink/common/v1/site.proto\x12\x12silolink.common.v1\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"3\n\x07GpuInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x02 \x01(\x04\"\xd3\x01\n\x0eResourceReport\x12\x11\n\tcpu_count\x18\x01 \x01(\r\x12\x17\n\x0fload_average_1m\x18\x02 \x01(\x01\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x04 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x05 \x01(\x04\x12)\n\x04gpus\x18\x06 \x03(\x0b\x32\x1b.silolink.common.v1.GpuInfo\x12\x15\n\ragent_version\x18\x07 \x01(\t*T\n\x08SiteKind\x12\x19\n\x15SITE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SITE_KIND_HOSPITAL\x10\x01\x12\x15\n\x11SITE_KIND_FACTORY\x10\x02*\x86\x01\n\tSiteState\x12\x1a\n\x16SITE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SITE_STATE_PENDING\x10\x01\x12\x15\n\x11SITE_STATE_ONLINE\x10\x02\x12\x16\n\x12SITE_STATE_OFFLINE\x10\x03\x12\x16\n\x12SITE_STATE_REVOKED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsilolink/common/v1/site.proto\x12\x12silolink.common.v1\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"o\n\x0cSiteSelector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag\"3\n\x07GpuInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x02 \x01(\x04\"\xd3\x01\n\x0eResourceReport\x12\x11\n\tcpu_count\x18\x01 \x01(\r\x12\x17\n\x0fload_average_1m\x18\x02 \x01(\x01\x12\x1a\n\x12memory_total_bytes\x18\x03 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x04 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x05 \x01(\x04\x12)\n\x04gpus\x18\x06 \x03(\x0b\x32\x1b.silolink.common.v1.GpuInfo\x12\x15\n\ragent_version\x18\x07 \x01(\t*T\n\x08SiteKind\x12\x19\n\x15SITE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SITE_KIND_HOSPITAL\x10\x01\x12\x15\n\x11SITE_KIND_FACTORY\x10\x02*\x86\x01\n\tSiteState\x12\x1a\n\x16SITE_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SITE_STATE_PENDING\x10\x01\x12\x15\n\x11SITE_STATE_ONLINE\x10\x02\x12\x16\n\x12SITE_STATE_OFFLINE\x10\x03\x12\x16\n\x12SITE_STATE_REVOKED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'silolink.common.v1.site_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SITEKIND']._serialized_start=355
-  _globals['_SITEKIND']._serialized_end=439
-  _globals['_SITESTATE']._serialized_start=442
-  _globals['_SITESTATE']._serialized_end=576
+  _globals['_SITEKIND']._serialized_start=468
+  _globals['_SITEKIND']._serialized_end=552
+  _globals['_SITESTATE']._serialized_start=555
+  _globals['_SITESTATE']._serialized_end=689
   _globals['_TAG']._serialized_start=53
   _globals['_TAG']._serialized_end=86
-  _globals['_GPUINFO']._serialized_start=88
-  _globals['_GPUINFO']._serialized_end=139
-  _globals['_RESOURCEREPORT']._serialized_start=142
-  _globals['_RESOURCEREPORT']._serialized_end=353
+  _globals['_SITESELECTOR']._serialized_start=88
+  _globals['_SITESELECTOR']._serialized_end=199
+  _globals['_GPUINFO']._serialized_start=201
+  _globals['_GPUINFO']._serialized_end=252
+  _globals['_RESOURCEREPORT']._serialized_start=255
+  _globals['_RESOURCEREPORT']._serialized_end=466
 # @@protoc_insertion_point(module_scope)

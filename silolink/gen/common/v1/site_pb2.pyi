@@ -38,6 +38,16 @@ class Tag(_message.Message):
     value: str
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
+class SiteSelector(_message.Message):
+    __slots__ = ("site", "kind", "tags")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    kind: SiteKind
+    tags: _containers.RepeatedCompositeFieldContainer[Tag]
+    def __init__(self, site: _Optional[str] = ..., kind: _Optional[_Union[SiteKind, str]] = ..., tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ...) -> None: ...
+
 class GpuInfo(_message.Message):
     __slots__ = ("name", "memory_total_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]

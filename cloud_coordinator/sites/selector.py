@@ -1,7 +1,8 @@
-"""Site selectors: which sites a query (or any command that targets sites) goes to.
+"""Site selectors: which sites a query, a training job or a model rollout goes to.
 
-Text form, one selector per ``--sites`` option; a site is chosen if any selector matches it,
-and a selector matches if all its comma-separated terms do:
+Text form, one selector per ``--sites`` (or ``models rollout --to``) option; a site is
+chosen if any selector matches it, and a selector matches if all its comma-separated terms
+do:
 
     kind=hospital            the site's kind
     site=st-marys            one site by name (a bare name works too: st-marys)
@@ -17,22 +18,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from silolink import errors
-from silolink.gen.analytics.v1 import analytics_pb2 as pb
 from silolink.gen.common.v1 import site_pb2
+from silolink.gen.common.v1.site_pb2 import SiteSelector
 from silolink.identity import validate_site_name
 
-from ..sites.store import SiteRecord
+from .store import SiteRecord
 
 KINDS = {"hospital": site_pb2.SITE_KIND_HOSPITAL, "factory": site_pb2.SITE_KIND_FACTORY}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 
 
-def parse(text: str) -> pb.SiteSelector:
-    """One selector from its text form; InvalidArgument naming the bad term."""
-    selector = pb.SiteSelector()
+def parse(text: str, option: str = "--sites") -> SiteSelector:
+    """One selector from its text form; InvalidArgument naming the bad term (and the
+    command-line ``option`` it came in)."""
+    selector = SiteSelector()
     terms = [t.strip() for t in text.split(",") if t.strip()]
     if not terms:
-        raise errors.InvalidArgument("--sites needs a selector such as kind=hospital, region=north or a site name")
+        raise errors.InvalidArgument(f"{option} needs a selector such as kind=hospital, region=north or a site name")
     if terms == ["all"]:
         return selector
     for term in terms:
@@ -42,21 +44,21 @@ def parse(text: str) -> pb.SiteSelector:
             key, value = "site", term
         if key == "site":
             if selector.site and selector.site != value:
-                raise errors.InvalidArgument(f"--sites {text!r} names two sites; give each its own --sites")
+                raise errors.InvalidArgument(f"{option} {text!r} names two sites; give each its own {option}")
             selector.site = validate_site_name(value)
         elif key == "kind":
             if value not in KINDS:
-                raise errors.InvalidArgument(f"--sites {text!r}: kind must be one of {', '.join(KINDS)}")
+                raise errors.InvalidArgument(f"{option} {text!r}: kind must be one of {', '.join(KINDS)}")
             selector.kind = KINDS[value]
         else:
             key = key.removeprefix("tag:")
             if not key or not value:
-                raise errors.InvalidArgument(f"--sites {text!r}: {term!r} must be key=value")
+                raise errors.InvalidArgument(f"{option} {text!r}: {term!r} must be key=value")
             selector.tags.add(key=key, value=value)
     return selector
 
 
-def render(selector: pb.SiteSelector) -> str:
+def render(selector: SiteSelector) -> str:
     terms = []
     if selector.site:
         terms.append(f"site={selector.site}")
@@ -68,7 +70,7 @@ def render(selector: pb.SiteSelector) -> str:
     return ",".join(terms) or "all"
 
 
-def matches(site: SiteRecord, selector: pb.SiteSelector) -> bool:
+def matches(site: SiteRecord, selector: SiteSelector) -> bool:
     if selector.site and site.name != selector.site:
         return False
     if selector.kind and KINDS.get(site.kind) != selector.kind:
@@ -76,7 +78,7 @@ def matches(site: SiteRecord, selector: pb.SiteSelector) -> bool:
     return all(site.tags.get(tag.key) == tag.value for tag in selector.tags)
 
 
-def choose(sites: Iterable[SiteRecord], selectors: Sequence[pb.SiteSelector]) -> list[str]:
+def choose(sites: Iterable[SiteRecord], selectors: Sequence[SiteSelector]) -> list[str]:
     """The names of the enrolled, unrevoked sites any selector matches, sorted."""
     if not selectors:
         raise errors.InvalidArgument("choose the sites to ask with --sites (kind=hospital, region=north, a name)")
