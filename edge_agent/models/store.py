@@ -92,8 +92,19 @@ class ModelStore(SqliteStore):
             other = self.db.execute("PRAGMA data_version").fetchone()[0]
             return (other << 32) + self.db.conn.total_changes
 
-    def install(self, path: Path, name: str, version: str, activate: bool = True, source: str = "local") -> ModelRecord:
-        """Check the ONNX file at ``path`` and install it as ``name:version``."""
+    def install(
+        self,
+        path: Path,
+        name: str,
+        version: str,
+        activate: bool = True,
+        source: str = "local",
+        move: bool = False,
+    ) -> ModelRecord:
+        """Check the ONNX file at ``path`` and install it as ``name:version``. With
+        ``move`` the file is taken rather than copied (a file the agent downloaded itself):
+        one less full write of a model that can be gigabytes. Either way it is hashed
+        again here, so what is installed is what the record names."""
         check_name("model name", name)
         check_name("version", version)
         path = Path(path)
@@ -103,7 +114,12 @@ class ModelStore(SqliteStore):
         fd, tmp_name = tempfile.mkstemp(dir=self.blobs, prefix=".incoming.")
         tmp = Path(tmp_name)
         try:
-            digest, size = _copy_hashing(path, fd)
+            if move and path.stat().st_dev == self.blobs.stat().st_dev:
+                os.close(fd)
+                os.replace(path, tmp)
+                digest, size = _hash_file(tmp)
+            else:
+                digest, size = _copy_hashing(path, fd)
             signature = inspect(tmp, label=path.name)
             with self.atomic():
                 existing = self._row(name, version)
@@ -215,6 +231,21 @@ class ModelStore(SqliteStore):
             installed_at=row["installed_at"],
             active=active,
         )
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    """The SHA-256 and size of the file at ``path``, fsynced (it may have been written
+    without)."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        os.fsync(f.fileno())
+    if size == 0:
+        raise errors.InvalidArgument(f"{path.name} is empty, not an ONNX model")
+    return digest.hexdigest(), size
 
 
 def _copy_hashing(source: Path, fd: int) -> tuple[str, int]:

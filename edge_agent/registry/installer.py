@@ -227,7 +227,9 @@ class Installer:
         else:
             if not staged.exists():
                 raise errors.FailedPrecondition(f"the verified file of {order.ref} is gone from {self.staged_dir}")
-            record = self._models.install(staged, order.name, order.version, activate=True, source="registry")
+            record = self._models.install(
+                staged, order.name, order.version, activate=True, source="registry", move=True
+            )
             if record.sha256 != order.sha256:  # the staged file changed after it was verified
                 self._models.remove(order.name, order.version)
                 raise errors.FailedPrecondition(f"the staged file of {order.ref} changed after verification")

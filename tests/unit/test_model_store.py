@@ -58,6 +58,25 @@ def test_reinstall_is_idempotent_but_different_bytes_are_refused(store, model_fi
     assert len(leftovers(store)) == 1
 
 
+def test_a_moved_file_is_taken_and_hashed_like_a_copied_one(store, model_file, tmp_path):
+    expected = model_file.read_bytes()
+    copied = store.install(model_file, "risk", "1")
+    staged = tmp_path / "staged.onnx"
+    staged.write_bytes(expected)
+    moved = store.install(staged, "risk", "2", move=True)
+    assert not staged.exists() and moved.sha256 == copied.sha256
+    assert store.blob_path(moved.sha256).read_bytes() == expected
+    assert [p for p in leftovers(store) if p.startswith(".incoming")] == []
+
+
+def test_a_moved_file_that_fails_the_check_leaves_nothing(store, tmp_path):
+    staged = tmp_path / "staged.onnx"
+    staged.write_bytes(b"\x08\x07garbage-protobuf")
+    with pytest.raises(errors.InvalidArgument, match="not a valid ONNX model"):
+        store.install(staged, "risk", "1", move=True)
+    assert store.list() == [] and leftovers(store) == []
+
+
 @pytest.mark.parametrize("content", [b"", b"name,age\nann,3\n", b"\x08\x07garbage-protobuf"])
 def test_bad_files_are_refused_and_leave_nothing(store, tmp_path, content):
     path = tmp_path / "bad.onnx"
