@@ -19,15 +19,16 @@ ROOT = PurePosixPath("state/exchange")
 def files_in_use(conn: sqlite3.Connection) -> set[str]:
     """The files (relative to the data directory) that the pending envelopes in this
     database need: a backup of the database must hold each of them."""
+    from .broker import BLOBS_DIR, SEGMENTS_DIR
     from .segments import segment_name
 
     has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'envelopes'").fetchone()
     if not has_table:
         return set()
     pending = "FROM envelopes WHERE state = 'pending'"
-    blobs = {str(ROOT / "blobs" / r[0]) for r in conn.execute(f"SELECT envelope_id {pending} AND in_file = 1")}
+    blobs = {str(ROOT / BLOBS_DIR / r[0]) for r in conn.execute(f"SELECT envelope_id {pending} AND in_file = 1")}
     segments = {
-        str(ROOT / "segments" / segment_name(r[0]))
+        str(ROOT / SEGMENTS_DIR / segment_name(r[0]))
         for r in conn.execute(f"SELECT DISTINCT segment {pending} AND segment IS NOT NULL")
     }
     return blobs | segments

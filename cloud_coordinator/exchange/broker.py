@@ -49,6 +49,10 @@ READ_PIECE_BYTES = 1024 * 1024
 TOMBSTONE_S = 24 * 3600.0
 # A new segment is started once the active one holds this much.
 SEGMENT_BYTES = 16 * 1024 * 1024
+# Under the broker's root: large envelopes' ciphertext, one file each, and small ones' in
+# segments (backups check that the files pending envelopes need are all there).
+BLOBS_DIR = "blobs"
+SEGMENTS_DIR = "segments"
 # Segments whose pending envelopes fill less than this share of them are compacted.
 SEGMENT_COMPACT_FILL = 0.25
 
@@ -198,9 +202,9 @@ class Broker:
         self._audit = audit
         self.config = config
         self._clock = clock
-        self._blobs = root / "blobs"
+        self._blobs = root / BLOBS_DIR
         self._tmp = root / "tmp"
-        self._segment_dir = root / "segments"
+        self._segment_dir = root / SEGMENTS_DIR
         for folder in (root, self._blobs, self._tmp, self._segment_dir):
             folder.mkdir(parents=True, exist_ok=True)
             os.chmod(folder, 0o700)
