@@ -317,7 +317,7 @@ def main(argv=None) -> None:
          f"CPU coordinator {figures['download_coordinator_cpu_s']:.2f} s + agent "
          f"{figures['download_agent_cpu_s']:.2f} s"),
         ("... until installed and active", f"{figures['download_to_active_mb_s']:.0f} MB/s",
-         "adds the model store's copy and the onnxruntime load check"),
+         "adds the model store's hash and fsync and the onnxruntime load check"),
         ("push (check in onnxruntime, store, sign)", f"{figures['push_mb_s']:.0f} MB/s",
          "cloud-coordinator models push over mTLS"),
         (f"rollout of a {fleet_size / MB:.1f} MB model to {fleet} agents", f"{fleet_s:.2f} s",
