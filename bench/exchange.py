@@ -7,9 +7,9 @@ envelopes, each beside a baseline measured in the same run on the same machine.
   over mTLS to a coordinator running as its own process, whole and many to a request
   (``upload_requests``), counted when their receipts (sent only after the group commit is
   on disk) arrive. This is the broker's durable accept rate: sealing is the senders' work,
-  done beforehand here and shown apart (one core seals about 11k/s, so one sender site
-  cannot feed the broker alone). Also shown: the same envelopes one per request, as
-  senders before ``WholeEnvelope`` send them. Baseline: SQLite inserting 1 KiB rows,
+  done beforehand here and shown apart (one core seals far fewer a second than the broker
+  accepts, so one sender site cannot feed the broker alone). Also shown: the same envelopes
+  one per request, as senders before ``WholeEnvelope`` send them. Baseline: SQLite inserting 1 KiB rows,
   1,000 per commit, WAL with synchronous=FULL, in the same folder. Target >= 0.3.
 * MB/s for 64 MiB: sealing (HPKE key wrap, chunked AES-256-GCM, signature) and opening
   (decrypt, verify), against raw AES-256-GCM over the same bytes in 1 MiB calls (the
