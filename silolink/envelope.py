@@ -216,24 +216,33 @@ class Header:
 
     def check(self) -> None:
         """Raise InvalidArgument if the header is not well formed."""
+        self.check_route()
+        self.check_own()
+
+    def check_route(self) -> None:
+        """The fields an envelope shares with others to the same recipient, purpose and key
+        (the broker checks them once per such route in a request)."""
+        validate_purpose(self.purpose)
+        if self.suite not in SUITES:
+            _suite(self.suite)  # raises, naming the suites there are
+        if not _KEY_ID.fullmatch(self.recipient_key_id):
+            raise errors.InvalidArgument("the recipient key id is malformed")
+
+    def check_own(self) -> None:
+        """The fields that are the envelope's own."""
         # Checked for every envelope the broker accepts, so plain pattern and set look-ups
         # (the same rules as uuid.UUID's canonical form and _suite, at a fraction of the cost).
         if not _CANONICAL_UUID.fullmatch(self.envelope_id):
             raise errors.InvalidArgument("the envelope id must be a UUID in canonical form")
-        validate_purpose(self.purpose)
-        if self.suite not in SUITES:
-            _suite(self.suite)  # raises, naming the suites there are
         if not MIN_CHUNK_SIZE <= self.chunk_size <= MAX_CHUNK_SIZE:
             raise errors.InvalidArgument(f"the chunk size must be {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes")
         if self.payload_size < 0 or self.ttl_s <= 0 or self.created_at_ms <= 0:
             raise errors.InvalidArgument("the envelope's size, ttl and creation time must be positive")
-        if not _KEY_ID.fullmatch(self.recipient_key_id):
-            raise errors.InvalidArgument("the recipient key id is malformed")
 
     @property
     def chunk_count(self) -> int:
         # An empty payload still has one (empty) final chunk, so truncation is detectable.
-        return max(1, -(-self.payload_size // self.chunk_size))
+        return -(-self.payload_size // self.chunk_size) or 1
 
     def chunk_plain_size(self, index: int) -> int:
         if index < self.chunk_count - 1:

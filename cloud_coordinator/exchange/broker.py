@@ -326,7 +326,12 @@ class Broker:
     ) -> None:
         """Raise unless ``header`` may be stored now. ``allowed`` remembers, for one request
         of whole envelopes, the (recipient, purpose, key) triples already checked."""
-        header.check()
+        route = (header.recipient, header.purpose, header.recipient_key_id, header.suite)
+        known_route = allowed is not None and route in allowed
+        if known_route:
+            header.check_own()
+        else:
+            header.check()
         if header.sender != sender:
             raise errors.PermissionDenied(f"site {sender} cannot send an envelope in the name of {header.sender!r}")
         if header.recipient == sender:
@@ -349,8 +354,7 @@ class Broker:
                 f"envelope {header.envelope_id} expired before it arrived (created {header.created_at_ms} ms, "
                 f"ttl {header.ttl_s} s)"
             )
-        route = (header.recipient, header.purpose, header.recipient_key_id, header.suite)
-        if allowed is not None and route in allowed:
+        if known_route:
             return
         self._agreements.check(sender, header.recipient, header.purpose)
         if header.recipient in self._revoked:
