@@ -2,9 +2,9 @@
 and each site's progress.
 
 A rollout resolves its site selectors (the grammar queries and training jobs use; a
-union) to sites once, when it starts, and records one order per site. Orders go to connected sites at once and to the
-others when they connect; the agent answers each with the order's state and reports
-later progress itself. A newer order for the same model at a site supersedes older open
+union) to sites once, when it starts, and records one order per site. Orders go to
+connected sites at once and to the others when they connect; the agent answers each with
+the order's state and reports later progress itself. A newer order for the same model at a site supersedes older open
 ones there, and a site's active order supersedes the one it replaced. With a canary of K,
 the first K sites (by name) get the order and the rest are held until the operator
 continues the rollout, which is refused until every canary site is active.
@@ -146,8 +146,7 @@ class Rollouts:
                 site = self._sites.get_site(selector.site)  # NotFound names the unknown site
                 if site.revoked_at is not None:
                     raise errors.FailedPrecondition(f"site {site.name} is revoked; it cannot receive models")
-            if selector.kind and selector.kind not in site_selector.KIND_NAMES:
-                raise errors.InvalidArgument("a site selector names an unknown kind")
+            site_selector.check(selector)
             matched = [s for s in sites if s.revoked_at is None and site_selector.matches(s, selector)]
             if not matched:
                 raise errors.InvalidArgument(

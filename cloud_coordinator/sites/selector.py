@@ -70,6 +70,12 @@ def render(selector: SiteSelector) -> str:
     return ",".join(terms) or "all"
 
 
+def check(selector: SiteSelector) -> None:
+    """InvalidArgument for a selector no text form makes (one sent over the API)."""
+    if selector.kind and selector.kind not in KIND_NAMES:
+        raise errors.InvalidArgument("a site selector names an unknown kind")
+
+
 def matches(site: SiteRecord, selector: SiteSelector) -> bool:
     if selector.site and site.name != selector.site:
         return False
@@ -83,8 +89,7 @@ def choose(sites: Iterable[SiteRecord], selectors: Sequence[SiteSelector]) -> li
     if not selectors:
         raise errors.InvalidArgument("choose the sites to ask with --sites (kind=hospital, region=north, a name)")
     for selector in selectors:
-        if selector.kind and selector.kind not in KIND_NAMES:
-            raise errors.InvalidArgument("a site selector names an unknown kind")
+        check(selector)
     return sorted(
         s.name
         for s in sites
