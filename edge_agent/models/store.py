@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +118,7 @@ class ModelStore(SqliteStore):
             if move and path.stat().st_dev == self.blobs.stat().st_dev:
                 os.close(fd)
                 os.replace(path, tmp)
-                digest, size = _hash_file(tmp)
+                digest, size = _copy_hashing(tmp, None)
             else:
                 digest, size = _copy_hashing(path, fd)
             signature = inspect(tmp, label=path.name)
@@ -233,32 +234,20 @@ class ModelStore(SqliteStore):
         )
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
-    """The SHA-256 and size of the file at ``path``, fsynced (it may have been written
-    without)."""
+def _copy_hashing(source: Path, fd: int | None) -> tuple[str, int]:
+    """The SHA-256 and size of ``source``, its bytes copied into the open file ``fd`` when
+    one is given; whichever file now holds them is fsynced (a download may not have been)."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-        os.fsync(f.fileno())
-    if size == 0:
-        raise errors.InvalidArgument(f"{path.name} is empty, not an ONNX model")
-    return digest.hexdigest(), size
-
-
-def _copy_hashing(source: Path, fd: int) -> tuple[str, int]:
-    """Copy ``source`` into the open file ``fd`` (fsynced), returning its SHA-256 and size."""
-    digest = hashlib.sha256()
-    size = 0
-    with source.open("rb") as src, os.fdopen(fd, "wb") as dst:
+    with source.open("rb") as src, os.fdopen(fd, "wb") if fd is not None else nullcontext() as dst:
         while chunk := src.read(1 << 20):
             digest.update(chunk)
-            dst.write(chunk)
             size += len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
+            if dst is not None:
+                dst.write(chunk)
+        if dst is not None:
+            dst.flush()
+        os.fsync(dst.fileno() if dst is not None else src.fileno())
     if size == 0:
         raise errors.InvalidArgument(f"{source.name} is empty, not an ONNX model")
     return digest.hexdigest(), size
