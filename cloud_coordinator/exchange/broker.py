@@ -401,12 +401,6 @@ class Broker:
             self._settle(batch, [])
             raise
         segment_bytes = offsets[-1] - offsets[0] + len(blobs[-1])  # type: ignore[arg-type]
-        if len(blobs) == len(batch):  # the usual batch: whole small envelopes only
-            rows = [
-                (*p.row_head, number, offset, len(p.record.sealed_key))  # type: ignore[arg-type]
-                for p, offset in zip(batch, offsets, strict=True)
-            ]
-            return _Written(number, [], rows, segment_bytes, False)
         at = iter(offsets)
         segment_rows = [
             (*p.row_head, number, next(at), len(p.record.sealed_key))  # type: ignore[arg-type]
