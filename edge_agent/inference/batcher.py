@@ -32,14 +32,14 @@ class _Request:
         self.done = False
         self.wake: threading.Event | None = None  # made only for requests that wait
         self.lead = False
+        self.outputs: Outputs | None = None
+        self.error: BaseException | None = None
 
     def batch_key(self) -> tuple:
         """Requests batch together when every input agrees beyond the rows dimension."""
         if self.key is None:
             self.key = tuple((name, a.dtype.str, a.shape[1:]) for name, a in sorted(self.inputs.items()))
         return self.key
-        self.outputs: Outputs | None = None
-        self.error: BaseException | None = None
 
 
 class Batcher:
