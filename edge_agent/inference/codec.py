@@ -42,11 +42,12 @@ def to_array(tensor: pb.Tensor, what: str = "input") -> np.ndarray:
     if count == 0:
         raise errors.InvalidArgument(f"{label} is empty (shape {list(shape)}); send at least one row")
     expected = count * dtype.itemsize
-    if len(tensor.data) != expected:
+    data = tensor.data  # each read of a bytes field copies it
+    if len(data) != expected:
         raise errors.InvalidArgument(
-            f"{label}: shape {list(shape)} of {dtype.name} needs {expected} bytes of data, got {len(tensor.data)}"
+            f"{label}: shape {list(shape)} of {dtype.name} needs {expected} bytes of data, got {len(data)}"
         )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def from_array(name: str, array: np.ndarray) -> pb.Tensor:
