@@ -284,7 +284,7 @@ def main(argv=None) -> None:
             # two cores are doing, so the table gives both and their mean.
             passes = [heavy_vs_bare(agent.address, work, "heavy", heavy, 256, 6 if quick else 12)]
             on, off = [], []
-            for _ in range(3):  # alternated, so drift on a shared machine hits both
+            for _ in range(3 if quick else 5):  # alternated, so drift on a shared machine hits both
                 on.append(concurrent_rows_per_s(agent.address, "wide", 512, 1 if quick else 2))
                 off.append(concurrent_rows_per_s(unbatched.address, "wide", 512, 1 if quick else 2))
             figures["batched_rows_per_s"] = median(on)

@@ -29,25 +29,29 @@ _CODES_BY_DTYPE: dict[np.dtype, int] = {dtype: code for code, dtype in DTYPES.it
 
 def to_array(tensor: pb.Tensor, what: str = "input") -> np.ndarray:
     """The tensor as a read-only array; InvalidArgument if its fields disagree."""
-    label = f"{what} {tensor.name!r}"
     dtype = DTYPES.get(tensor.dtype)
-    if dtype is None:
-        raise errors.InvalidArgument(f"{label} has no or an unknown dtype; use one of {', '.join(DTYPE_CODES)}")
     shape = tuple(tensor.shape)
-    if not shape:
-        raise errors.InvalidArgument(f"{label} has no shape; give at least the number of rows")
-    if any(d < 0 for d in shape):
-        raise errors.InvalidArgument(f"{label} has a negative dimension in shape {list(shape)}")
-    count = math.prod(shape)
-    if count == 0:
-        raise errors.InvalidArgument(f"{label} is empty (shape {list(shape)}); send at least one row")
-    expected = count * dtype.itemsize
     data = tensor.data  # each read of a bytes field copies it
-    if len(data) != expected:
-        raise errors.InvalidArgument(
-            f"{label}: shape {list(shape)} of {dtype.name} needs {expected} bytes of data, got {len(data)}"
-        )
+    if dtype is None or not shape or min(shape) <= 0 or len(data) != math.prod(shape) * dtype.itemsize:
+        raise _malformed(tensor, what, dtype, shape, len(data))
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _malformed(tensor: pb.Tensor, what: str, dtype: np.dtype | None, shape: tuple, size: int) -> errors.InvalidArgument:
+    """What is wrong with a tensor ``to_array`` refused, for the caller to fix."""
+    label = f"{what} {tensor.name!r}"
+    if dtype is None:
+        return errors.InvalidArgument(f"{label} has no or an unknown dtype; use one of {', '.join(DTYPE_CODES)}")
+    if not shape:
+        return errors.InvalidArgument(f"{label} has no shape; give at least the number of rows")
+    if any(d < 0 for d in shape):
+        return errors.InvalidArgument(f"{label} has a negative dimension in shape {list(shape)}")
+    if math.prod(shape) == 0:
+        return errors.InvalidArgument(f"{label} is empty (shape {list(shape)}); send at least one row")
+    expected = math.prod(shape) * dtype.itemsize
+    return errors.InvalidArgument(
+        f"{label}: shape {list(shape)} of {dtype.name} needs {expected} bytes of data, got {size}"
+    )
 
 
 def from_array(name: str, array: np.ndarray) -> pb.Tensor:
