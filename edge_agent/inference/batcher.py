@@ -57,6 +57,16 @@ class Batcher:
         self.requests = 0
 
     def submit(self, inputs: Inputs, rows: int) -> Outputs:
+        with self._cv:
+            alone = not self._busy and self._max_wait_s <= 0
+            self._busy |= alone
+        if alone:  # an idle model and no wait for company: run at once, no batch to build
+            self.batches += 1
+            self.requests += 1
+            try:
+                return self._run(inputs)
+            finally:
+                self._hand_over()
         request = _Request(inputs, rows)
         with self._cv:
             self._queue.append(request)
@@ -80,13 +90,17 @@ class Batcher:
             while not own.done:
                 self._run_batch(self._take())
         finally:
-            with self._cv:
-                if self._queue:
-                    successor = self._queue[0]
-                    successor.lead = True
-                    successor.wake.set()  # type: ignore[union-attr] - queued requests wait
-                else:
-                    self._busy = False
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The lead passes to the oldest waiting request, or the model goes idle."""
+        with self._cv:
+            if self._queue:
+                successor = self._queue[0]
+                successor.lead = True
+                successor.wake.set()  # type: ignore[union-attr] - queued requests wait
+            else:
+                self._busy = False
 
     def _take(self) -> list[_Request]:
         with self._cv:

@@ -34,7 +34,8 @@ class LoadedModel:
     session: object
     batcher: Batcher | None = None
     output_names: list[str] = field(default_factory=list)
-    input_dtypes: dict[str, np.dtype] = field(default_factory=dict)
+    # Each input's spec and numpy dtype by name, looked up on every request.
+    input_specs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
 
     def run(self, inputs: Inputs) -> Outputs:
         try:
@@ -50,9 +51,9 @@ def batchable(signature: Signature) -> bool:
     return all(s.shape and s.shape[0] < 0 for s in (*signature.inputs, *signature.outputs))
 
 
-def check_inputs(record: ModelRecord, inputs: Inputs, max_rows: int, dtypes: dict[str, np.dtype]) -> int:
+def check_inputs(model: LoadedModel, inputs: Inputs, max_rows: int) -> int:
     """InvalidArgument naming what the model expects and what came; returns the rows."""
-    specs = {s.name: s for s in record.signature.inputs}
+    record, specs = model.record, model.input_specs
     if inputs.keys() != specs.keys():
         expected = "; ".join(s.describe() for s in record.signature.inputs)
         raise errors.InvalidArgument(
@@ -60,8 +61,8 @@ def check_inputs(record: ModelRecord, inputs: Inputs, max_rows: int, dtypes: dic
         )
     rows = None
     for name, array in inputs.items():
-        spec: TensorSpec = specs[name]
-        if array.dtype != dtypes[name]:
+        spec, dtype = specs[name]
+        if array.dtype != dtype:
             raise errors.InvalidArgument(
                 f"input {name!r} of model {record.ref} expects dtype {spec.dtype}, got {array.dtype.name}"
             )
@@ -103,7 +104,7 @@ class InferenceEngine:
 
     def infer(self, name: str, version: str | None, inputs: Inputs) -> tuple[ModelRecord, Outputs]:
         model = self.model(name, version)
-        rows = check_inputs(model.record, inputs, self._config.max_request_rows, model.input_dtypes)
+        rows = check_inputs(model, inputs, self._config.max_request_rows)
         if model.batcher is not None:
             return model.record, model.batcher.submit(inputs, rows)
         return model.record, model.run(inputs)
@@ -168,7 +169,7 @@ class InferenceEngine:
             record,
             session,
             output_names=[s.name for s in record.signature.outputs],
-            input_dtypes={s.name: np.dtype(s.dtype) for s in record.signature.inputs},
+            input_specs={s.name: (s, np.dtype(s.dtype)) for s in record.signature.inputs},
         )
         if self._config.batching and batchable(record.signature):
             model.batcher = Batcher(model.run, self._config.max_batch_rows, self._config.max_batch_wait_ms / 1000.0)
