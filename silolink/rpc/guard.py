@@ -143,12 +143,22 @@ class GuardInterceptor(grpc.ServerInterceptor):
         self._authenticate = authenticate
         self._permissions = permissions
         self._observer = observer
+        # Wrapped handlers by method, reused while the server hands back the same handler.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         # We parse requests ourselves so a malformed one is INVALID_ARGUMENT, not gRPC's INTERNAL.
         parse = _parser(method, handler.request_deserializer)
         handler = handler._replace(request_deserializer=None)
