@@ -30,7 +30,8 @@ server = grpc.server(futures.ThreadPoolExecutor(4))
 health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
-open(sys.argv[1], "w").write(str(port))
+open(sys.argv[1] + ".tmp", "w").write(str(port))
+import os; os.replace(sys.argv[1] + ".tmp", sys.argv[1])  # whole, never seen empty
 server.wait_for_termination()
 """
 IDLE_S = 3.0

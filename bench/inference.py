@@ -56,7 +56,8 @@ server = grpc.server(futures.ThreadPoolExecutor(int(sys.argv[3])))
 server.add_generic_rpc_handlers((handler,))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
-open(sys.argv[1], "w").write(str(port))
+open(sys.argv[1] + ".tmp", "w").write(str(port))
+import os; os.replace(sys.argv[1] + ".tmp", sys.argv[1])  # whole, never seen empty
 server.wait_for_termination()
 """
 CLIENTS = 32
