@@ -282,7 +282,9 @@ def main(argv=None) -> None:
                     store.install(path, name, "1")
                 agents.append(AgentProcess(site_dir, **env))
             agent, unbatched = agents
-            figures = latency_vs_echo(agent, work, rounds=5, per_round=100 if quick else 400)
+            # Blocks of a few hundred calls: each switch between the two servers costs the
+            # first calls of a block, and short blocks would let that set the median.
+            figures = latency_vs_echo(agent, work, rounds=3 if quick else 5, per_round=300 if quick else 400)
             # Two passes, before and after the bursts: these figures swing with what else the
             # two cores are doing, so the table gives both and their mean.
             passes = [heavy_vs_bare(agent.address, work, "heavy", heavy, 256, 6 if quick else 12)]
