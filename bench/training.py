@@ -8,7 +8,8 @@ beside centralized training (all rows in one place) and local-only training (eac
 alone), all scored on the same held-out test rows. The federated runs use the real app
 reading real SQLite catalogs and the real round loop and strategy; only the transport is
 in-process, since quality does not depend on it. Targets: FedAvg within 1 point of
-centralized on breast cancer, within 2 points on digits.
+centralized on breast cancer, within 2 points on digits. Digits also with one hidden layer
+of 32 units (``--hidden 32``), the same three ways.
 
 Round overhead: 10 agents (``edge-agent run`` processes) and a coordinator with real mTLS
 on loopback run a job with trivial local work; seconds per round from the job's own record,
@@ -102,8 +103,8 @@ class InProcessGrid:
         return replies
 
 
-def federated(catalogs: list[Path], rounds: int, epochs: int, lr: float, seed: int):
-    """FedAvg over in-process sites; returns (W, b, mean, std, seconds per round)."""
+def federated(catalogs: list[Path], rounds: int, epochs: int, lr: float, seed: int, hidden: tuple[int, ...] = ()):
+    """FedAvg over in-process sites; returns (params, mean, std, seconds per round)."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -124,7 +125,7 @@ def federated(catalogs: list[Path], rounds: int, epochs: int, lr: float, seed: i
     base = {"lr": lr, "local-epochs": epochs, "seed": seed}
     scaling = federated_scaling(grid, types.SimpleNamespace(spec=spec), ConfigRecord(base))
     width, classes = len(scaling["mean"]), int(scaling["classes"][0])
-    arrays = ArrayRecord({"W": Array(np.zeros((width, classes))), "b": Array(np.zeros(classes))})
+    arrays = ArrayRecord({k: Array(v) for k, v in softmax.init(width, classes, hidden, seed).items()})
     config = ConfigRecord({**base, "mean": scaling["mean"], "std": scaling["std"]})
     started = time.perf_counter()
     final = run_rounds(
@@ -132,22 +133,31 @@ def federated(catalogs: list[Path], rounds: int, epochs: int, lr: float, seed: i
         lambda *_: None,
     )  # fmt: skip
     per_round = (time.perf_counter() - started) / rounds
-    return final["W"].numpy(), final["b"].numpy(), np.array(scaling["mean"]), np.array(scaling["std"]), per_round
+    params = {k: final[k].numpy() for k in final.keys()}
+    return params, np.array(scaling["mean"]), np.array(scaling["std"]), per_round
 
 
-def accuracy(W, b, mean, std, X, y) -> float:
-    return softmax.loss_accuracy(W, b, softmax.standardize(X, mean, std), y)[1]
+def accuracy(params, mean, std, X, y) -> float:
+    return softmax.loss_accuracy(params, softmax.standardize(X, mean, std), y)[1]
 
 
-def train_alone(X, y, classes, epochs, lr, seed):
+def train_alone(X, y, classes, epochs, lr, seed, hidden=()):
     mean, std = X.mean(axis=0), X.std(axis=0)
     std = np.where(std > 1e-12, std, 1.0)
-    W, b = np.zeros((X.shape[1], classes)), np.zeros(classes)
-    W, b = softmax.train(W, b, softmax.standardize(X, mean, std), y, epochs, lr, np.random.default_rng(seed))
-    return W, b, mean, std
+    params = softmax.train(
+        softmax.init(X.shape[1], classes, hidden, seed),
+        softmax.standardize(X, mean, std),
+        y,
+        epochs,
+        lr,
+        np.random.default_rng(seed),
+    )
+    return params, mean, std
 
 
-def quality(name: str, X, y, sites: int, alpha: float, seeds: list[int], rounds: int, epochs: int, work: Path) -> dict:
+def quality(
+    name: str, X, y, sites: int, alpha: float, seeds: list[int], rounds: int, epochs: int, work: Path, hidden=()
+) -> dict:
     """Test accuracy of centralized, local-only and FedAvg training; every method gets the
     same passes over its data (rounds x local epochs)."""
     results: dict[str, list[float]] = {"centralized": [], "local_only": [], "fedavg": []}
@@ -158,20 +168,20 @@ def quality(name: str, X, y, sites: int, alpha: float, seeds: list[int], rounds:
         cut = int(0.2 * len(y))
         test, train = order[:cut], order[cut:]
         parts = [train[p] for p in dirichlet_split(y[train], sites, alpha, rng)]
-        W, b, mean, std = train_alone(X[train], y[train], classes, rounds * epochs, 0.1, seed)
-        results["centralized"].append(accuracy(W, b, mean, std, X[test], y[test]))
+        params, mean, std = train_alone(X[train], y[train], classes, rounds * epochs, 0.1, seed, hidden)
+        results["centralized"].append(accuracy(params, mean, std, X[test], y[test]))
         local = []
         for part in parts:
-            W, b, mean, std = train_alone(X[part], y[part], classes, rounds * epochs, 0.1, seed)
-            local.append(accuracy(W, b, mean, std, X[test], y[test]))
+            params, mean, std = train_alone(X[part], y[part], classes, rounds * epochs, 0.1, seed, hidden)
+            local.append(accuracy(params, mean, std, X[test], y[test]))
         results["local_only"].append(float(np.mean(local)))
         catalogs = []
         for i, part in enumerate(parts):
             path = work / f"{name}-{seed}-site{i}.db"
             write_catalog(path, X[part], y[part]).db.conn.close()
             catalogs.append(path)
-        W, b, mean, std, _ = federated(catalogs, rounds, epochs, 0.1, seed)
-        results["fedavg"].append(accuracy(W, b, mean, std, X[test], y[test]))
+        params, mean, std, _ = federated(catalogs, rounds, epochs, 0.1, seed, hidden)
+        results["fedavg"].append(accuracy(params, mean, std, X[test], y[test]))
     out = {f"{name}_{k}_accuracy": float(np.mean(v)) for k, v in results.items()}
     out[f"{name}_fedavg_gap_points"] = 100 * (out[f"{name}_centralized_accuracy"] - out[f"{name}_fedavg_accuracy"])
     return out
@@ -248,6 +258,9 @@ def main(argv=None) -> None:
         digits = load_digits()
         digit_rounds = 20 if args.quick else 30
         figures.update(quality("digits", digits.data, digits.target, 10, 0.3, seeds, digit_rounds, 3, work))
+        figures.update(
+            quality("digits_mlp", digits.data, digits.target, 10, 0.3, seeds, digit_rounds, 3, work, hidden=(32,))
+        )
         figures.update(round_overhead(work / "rounds", 10, 5 if args.quick else 20))
     f = {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
     rows = [
@@ -259,6 +272,10 @@ def main(argv=None) -> None:
         ("  local only (mean over sites)", f"{f['digits_local_only_accuracy']:.3f}", "Dirichlet alpha 0.3"),
         ("  FedAvg", f"{f['digits_fedavg_accuracy']:.3f}",
          f"{f['digits_fedavg_gap_points']:+.2f} points below centralized (target <= 2)"),
+        ("digits, MLP (--hidden 32): centralized", f"{f['digits_mlp_centralized_accuracy']:.3f}", ""),
+        ("  local only (mean over sites)", f"{f['digits_mlp_local_only_accuracy']:.3f}", ""),
+        ("  FedAvg", f"{f['digits_mlp_fedavg_accuracy']:.3f}",
+         f"{f['digits_mlp_fedavg_gap_points']:+.2f} points below centralized"),
         ("round, 10 agents over mTLS (s)", f"{f['round_s_silolink']:.3f}", "median; target <= 0.25"),
         ("round, in-process grid (s)", f"{f['round_s_in_process']:.3f}", "same app and strategy, no network"),
         ("round with SecAgg+, 10 agents (s)", f"{f['round_s_silolink_secagg']:.3f}", "Flower's SecAgg+ workflow"),

@@ -15,6 +15,20 @@ from .options import json_option, operator_options
 FINAL = ("completed", "failed", "stopped")
 
 
+class HiddenLayers(click.ParamType):
+    """``64,32``: units per hidden layer, input side first."""
+
+    name = "UNITS[,UNITS...]"
+
+    def convert(self, value, param, ctx) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            return [int(part) for part in str(value).split(",") if part.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of layer sizes, e.g. 64,32", param, ctx)
+
+
 @click.group()
 def train() -> None:
     """Run federated training across sites (Flower strategies; rows stay at the sites)."""
@@ -39,12 +53,15 @@ def train() -> None:
 @click.option("--dp-clip", type=float, default=0.0, show_default=True, help="DP clipping norm of each update.")
 @click.option("--model-name", default="", help="Registry name of the result (default DATASET-APP).")
 @click.option("--secagg", is_flag=True, help="Secure aggregation (Flower SecAgg+): app tabular-secagg, 3+ sites.")
+@click.option(
+    "--hidden", type=HiddenLayers(), default="", help="Hidden ReLU layers of the tabular model, e.g. 32 or 64,32."
+)
 @click.option("--watch", is_flag=True, help="Follow the job until it ends.")
 @json_option
 @operator_options
 @handle_errors
 def start(client: OperatorClient, app, dataset, sites, rounds, strategy, min_sites, round_timeout, local_epochs, lr,
-          proximal_mu, server_lr, dp_noise, dp_clip, model_name, secagg, watch, as_json) -> None:  # fmt: skip
+          proximal_mu, server_lr, dp_noise, dp_clip, model_name, secagg, hidden, watch, as_json) -> None:  # fmt: skip
     """Start a federated training job."""
     job = client.start_training(
         app=app,
@@ -62,6 +79,7 @@ def start(client: OperatorClient, app, dataset, sites, rounds, strategy, min_sit
         dp_clipping_norm=dp_clip,
         model_name=model_name,
         secure_aggregation=secagg,
+        hidden_units=hidden,
     )
     if watch:
         job = follow(client, job["job"], quiet=as_json)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from silolink import errors
+from silolink import errors, softmax
 from silolink.gen.training.v1 import training_pb2 as pb
 
 from ..control.hub import ControlHub
@@ -244,6 +244,13 @@ class JobService:
             raise errors.InvalidArgument(
                 "secure aggregation needs --min-sites 3 or more: with two sites each could work out the other's "
                 "update from the sum"
+            )
+        if len(spec.hidden_units) > softmax.MAX_HIDDEN_LAYERS or not all(
+            1 <= units <= softmax.MAX_HIDDEN_UNITS for units in spec.hidden_units
+        ):
+            raise errors.InvalidArgument(
+                f"hidden layers {list(spec.hidden_units)}: give at most {softmax.MAX_HIDDEN_LAYERS} layers "
+                f"of 1 to {softmax.MAX_HIDDEN_UNITS} units (e.g. --hidden 32)"
             )
         matched = self._chosen(spec)
         if len(matched) < spec.min_sites:

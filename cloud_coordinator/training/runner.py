@@ -103,7 +103,7 @@ def run(root: Path, job_id: str, address: str, token: str) -> int:
 
     def finish(final: dict[str, np.ndarray]) -> int:
         model = softmax.export_onnx(
-            job_dir / "model.onnx", final["W"], final["b"], np.asarray(scaling["mean"]), np.asarray(scaling["std"])
+            job_dir / "model.onnx", final, np.asarray(scaling["mean"]), np.asarray(scaling["std"])
         )
         client.finish(str(model.relative_to(root)))
         return 0
@@ -119,7 +119,7 @@ def run(root: Path, job_id: str, address: str, token: str) -> int:
             first_round, saved = resumed[0] + 1, resumed[1]
             log.info("resuming job %s after round %d", job_id, resumed[0])
         else:
-            first_round, saved = 1, {"W": np.zeros((width, classes)), "b": np.zeros(classes)}
+            first_round, saved = 1, softmax.init(width, classes, job.spec.hidden_units)
         if job.spec.secure_aggregation:
             from .secagg import run_secure_rounds
 

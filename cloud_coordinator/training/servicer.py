@@ -41,6 +41,7 @@ def spec_from_proto(spec: pb.JobSpec) -> JobSpec:
         dp_clipping_norm=spec.dp_clipping_norm,
         model_name=spec.model_name,
         secure_aggregation=spec.secure_aggregation,
+        hidden_units=tuple(spec.hidden_units),
     )
 
 
@@ -64,6 +65,7 @@ def job_to_proto(job: Job) -> pb.Job:
             dp_clipping_norm=spec.dp_clipping_norm,
             model_name=spec.model_name,
             secure_aggregation=spec.secure_aggregation,
+            hidden_units=spec.hidden_units,
         ),
         state=STATE_TO_PROTO[job.state],
         rounds=[

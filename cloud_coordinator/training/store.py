@@ -71,10 +71,11 @@ class JobSpec:
     dp_clipping_norm: float = 0.0
     model_name: str = ""
     secure_aggregation: bool = False
+    hidden_units: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
-        return cls(**{**data, "sites": tuple(data["sites"])})
+        return cls(**{**data, "sites": tuple(data["sites"]), "hidden_units": tuple(data.get("hidden_units", ()))})
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The built-in ``tabular`` Flower app: softmax regression on a catalog table.
+"""The built-in ``tabular`` Flower app: softmax regression (or a small MLP, when the job's
+global model has hidden layers) on a catalog table.
 
 Messages:
 - ``query.stats``: per-feature count, sum and sum of squares and the largest class label, so
@@ -94,9 +95,18 @@ def _config(message: Message):
     return message.content.config_records.get("config", {})
 
 
-def _arrays(message: Message) -> tuple[np.ndarray, np.ndarray]:
+def _params(message: Message) -> softmax.Params:
     record = message.content.array_records["arrays"]
-    return record["W"].numpy(), record["b"].numpy()
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def _shape(params: softmax.Params) -> tuple[int, int]:
+    """(features, classes) of the job's model; AppInputError if its arrays make no model."""
+    try:
+        chain = softmax.layers(params)
+    except ValueError as e:
+        raise AppInputError(f"the job's model: {e}") from None
+    return chain[0][0].shape[0], chain[-1][0].shape[1]
 
 
 def feature_scaling(mean, std, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,18 +118,18 @@ def feature_scaling(mean, std, width: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
-def fit_local(data: SiteData, W: np.ndarray, b: np.ndarray, config, scaling) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Local epochs from the global arrays: (W, b, metrics with num-examples)."""
-    if W.shape[0] != len(data.features):
-        raise AppInputError(f"the global model takes {W.shape[0]} features; this site has {len(data.features)}")
-    if len(data.y_train) and data.y_train.max() >= W.shape[1]:
-        raise AppInputError(f"the site has class labels beyond the job's {W.shape[1]} classes")
-    mean, std = feature_scaling(*scaling, W.shape[0])
+def fit_local(data: SiteData, params: softmax.Params, config, scaling) -> tuple[softmax.Params, dict]:
+    """Local epochs from the global arrays: (arrays, metrics with num-examples)."""
+    width, classes = _shape(params)
+    if width != len(data.features):
+        raise AppInputError(f"the global model takes {width} features; this site has {len(data.features)}")
+    if len(data.y_train) and data.y_train.max() >= classes:
+        raise AppInputError(f"the site has class labels beyond the job's {classes} classes")
+    mean, std = feature_scaling(*scaling, width)
     Z = softmax.standardize(data.X_train, mean, std)
     rng = np.random.default_rng(int(config.get("seed", 0)) + int(config.get("server-round", 0)))
-    W, b = softmax.train(
-        W,
-        b,
+    params = softmax.train(
+        params,
         Z,
         data.y_train,
         epochs=int(config.get("local-epochs", 1)),
@@ -127,14 +137,19 @@ def fit_local(data: SiteData, W: np.ndarray, b: np.ndarray, config, scaling) -> 
         rng=rng,
         proximal_mu=float(config.get("proximal-mu", 0.0)),
     )
-    loss, accuracy = softmax.loss_accuracy(W, b, Z, data.y_train)
-    return W, b, {"train_loss": loss, "train_accuracy": accuracy, "num-examples": int(len(data.y_train))}
+    loss, accuracy = softmax.loss_accuracy(params, Z, data.y_train)
+    return params, {"train_loss": loss, "train_accuracy": accuracy, "num-examples": int(len(data.y_train))}
 
 
-def evaluate_local(data: SiteData, W: np.ndarray, b: np.ndarray, scaling) -> dict:
+def evaluate_local(data: SiteData, params: softmax.Params, scaling) -> dict:
     """Loss and accuracy of the global arrays on the held-out rows, with num-examples."""
-    mean, std = feature_scaling(*scaling, W.shape[0])
-    loss, accuracy = softmax.loss_accuracy(W, b, softmax.standardize(data.X_eval, mean, std), data.y_eval)
+    width, classes = _shape(params)
+    if width != len(data.features):
+        raise AppInputError(f"the global model takes {width} features; this site has {len(data.features)}")
+    if len(data.y_eval) and data.y_eval.max() >= classes:
+        raise AppInputError(f"the site has class labels beyond the job's {classes} classes")
+    mean, std = feature_scaling(*scaling, width)
+    loss, accuracy = softmax.loss_accuracy(params, softmax.standardize(data.X_eval, mean, std), data.y_eval)
     return {"eval_loss": loss, "eval_accuracy": accuracy, "num-examples": int(len(data.y_eval))}
 
 
@@ -159,15 +174,16 @@ def stats(message: Message, context: Context) -> Message:
 @app.train()
 def train(message: Message, context: Context) -> Message:
     config = _config(message)
-    W, b = _arrays(message)
-    W, b, metrics = fit_local(load(context, config), W, b, config, (config.get("mean"), config.get("std")))
-    content = RecordDict({"arrays": ArrayRecord({"W": Array(W), "b": Array(b)}), "metrics": MetricRecord(metrics)})
+    params, metrics = fit_local(
+        load(context, config), _params(message), config, (config.get("mean"), config.get("std"))
+    )
+    arrays = ArrayRecord({name: Array(value) for name, value in params.items()})
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=message)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     config = _config(message)
-    W, b = _arrays(message)
-    metrics = evaluate_local(load(context, config), W, b, (config.get("mean"), config.get("std")))
+    metrics = evaluate_local(load(context, config), _params(message), (config.get("mean"), config.get("std")))
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)

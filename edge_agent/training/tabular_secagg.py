@@ -15,6 +15,8 @@ from flwr.app import Context, Message
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 
+from silolink import softmax
+
 from . import tabular
 
 
@@ -23,19 +25,25 @@ def _scaling(config: dict) -> tuple:
     return tuple(json.loads(config[k]) if isinstance(config.get(k), str) else None for k in ("mean", "std"))
 
 
+def _params(parameters: list) -> softmax.Params:
+    try:
+        return softmax.from_list([np.asarray(p, dtype=np.float64) for p in parameters])
+    except ValueError as e:
+        raise tabular.AppInputError(f"the job's model: {e}") from None
+
+
 class TabularClient(NumPyClient):
     def __init__(self, context: Context) -> None:
         self.context = context
 
     def fit(self, parameters, config):
-        W, b = (np.asarray(p, dtype=np.float64) for p in parameters)
-        W, b, metrics = tabular.fit_local(tabular.load(self.context, config), W, b, config, _scaling(config))
+        params, metrics = tabular.fit_local(tabular.load(self.context, config), _params(parameters), config,
+                                            _scaling(config))  # fmt: skip
         examples = metrics.pop("num-examples")
-        return [W, b], examples, metrics
+        return softmax.to_list(params), examples, metrics
 
     def evaluate(self, parameters, config):
-        W, b = (np.asarray(p, dtype=np.float64) for p in parameters)
-        metrics = tabular.evaluate_local(tabular.load(self.context, config), W, b, _scaling(config))
+        metrics = tabular.evaluate_local(tabular.load(self.context, config), _params(parameters), _scaling(config))
         examples = metrics.pop("num-examples")
         return metrics["eval_loss"], examples, metrics
 

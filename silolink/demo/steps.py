@@ -168,11 +168,11 @@ def train_together(world: DemoWorld) -> None:
     operator = world.operator()
     say(
         "cloud-coordinator train start --app tabular --dataset patients --sites kind=hospital --rounds 5 "
-        "--model-name breast-cancer-federated --watch"
+        "--local-epochs 2 --model-name breast-cancer-federated --watch"
     )
     job = operator.start_training(
-        app="tabular", dataset="patients", sites=["kind=hospital"], rounds=5, min_sites=2, round_timeout_s=30,
-        local_epochs=2, strategy="fedavg", model_name="breast-cancer-federated",
+        app="tabular", dataset="patients", sites=["kind=hospital"], rounds=5, local_epochs=2,
+        model_name="breast-cancer-federated",
     )  # fmt: skip
     world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
     job = operator.get_job(job["job"])

@@ -168,11 +168,37 @@ def test_other_strategies_and_differential_privacy(coordinator, make_agent, tmp_
         assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.8
 
 
-def test_secure_aggregation_with_flower_secaggplus(coordinator, make_agent, tmp_path, splits):
+def test_a_model_with_hidden_layers_trains_exports_and_refuses_bad_sizes(coordinator, make_agent, tmp_path, splits):
+    reference, parts = splits
+    for name in HOSPITALS[:2]:
+        hospital(make_agent, tmp_path, name, parts[name])
+    job = run_job(coordinator, rounds=3, min_sites=2, round_timeout_s=30, local_epochs=2, hidden_units=[16])
+    assert job["state"] == "completed", job["error"]
+    assert job["spec"]["hidden_units"] == [16]
+    assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.85
+    import onnx
+    import onnxruntime as ort
+
+    name, version = job["model"].split(":")
+    path = coordinator.registry.blob_path(coordinator.registry.get(name, version).sha256)
+    assert "Relu" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    labels = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["label"], {"X": reference["X"]})
+    assert np.mean(labels[0] == reference["y"]) > 0.85
+    with support.operator(coordinator) as client:
+        for hidden in ([0], [8] * 5, [5000]):
+            with pytest.raises(errors.InvalidArgument, match="hidden layers"):
+                client.start_training(
+                    app="tabular", dataset="patients", sites=["kind=hospital"], rounds=1, hidden_units=hidden
+                )
+
+
+@pytest.mark.parametrize("hidden", [[], [8]])
+def test_secure_aggregation_with_flower_secaggplus(coordinator, make_agent, tmp_path, splits, hidden):
     reference, parts = splits
     for name in HOSPITALS:
         hospital(make_agent, tmp_path, name, parts[name])
-    job = run_job(coordinator, app="tabular-secagg", rounds=2, min_sites=3, round_timeout_s=30, secure_aggregation=True)
+    job = run_job(coordinator, app="tabular-secagg", rounds=2, min_sites=3, round_timeout_s=30, secure_aggregation=True,
+                  hidden_units=hidden)  # fmt: skip
     assert job["state"] == "completed", job["error"]
     assert [r["round"] for r in job["rounds"]] == [1, 2]
     assert job["rounds"][-1]["participants"] == HOSPITALS

@@ -25,7 +25,7 @@ JOB_STATE_FAILED: JobState
 JOB_STATE_STOPPED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation")
+    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units")
     APP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class JobSpec(_message.Message):
     DP_CLIPPING_NORM_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_UNITS_FIELD_NUMBER: _ClassVar[int]
     app: str
     dataset: str
     sites: _containers.RepeatedScalarFieldContainer[str]
@@ -56,7 +57,8 @@ class JobSpec(_message.Message):
     dp_clipping_norm: float
     model_name: str
     secure_aggregation: bool
-    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ...) -> None: ...
+    hidden_units: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RoundRecord(_message.Message):
     __slots__ = ("round", "participants", "excluded", "train_metrics", "eval_metrics", "duration_s")
