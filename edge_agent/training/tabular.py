@@ -100,15 +100,6 @@ def _params(message: Message) -> softmax.Params:
     return {name: array.numpy() for name, array in record.items()}
 
 
-def _shape(params: softmax.Params) -> tuple[int, int]:
-    """(features, classes) of the job's model; AppInputError if its arrays make no model."""
-    try:
-        chain = softmax.layers(params)
-    except ValueError as e:
-        raise AppInputError(f"the job's model: {e}") from None
-    return chain[0][0].shape[0], chain[-1][0].shape[1]
-
-
 def feature_scaling(mean, std, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The job's federated feature means and deviations (identity if the job sent none)."""
     mean = np.asarray(mean if mean is not None else [0.0] * width, dtype=np.float64)
@@ -118,15 +109,23 @@ def feature_scaling(mean, std, width: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
-def fit_local(data: SiteData, params: softmax.Params, config, scaling) -> tuple[softmax.Params, dict]:
-    """Local epochs from the global arrays: (arrays, metrics with num-examples)."""
-    width, classes = _shape(params)
+def standardized(data: SiteData, params: softmax.Params, X: np.ndarray, y: np.ndarray, scaling) -> np.ndarray:
+    """``X`` scaled for the job's model; AppInputError if the model does not fit this site."""
+    try:
+        chain = softmax.layers(params)
+    except ValueError as e:
+        raise AppInputError(f"the job's model: {e}") from None
+    width, classes = chain[0][0].shape[0], chain[-1][0].shape[1]
     if width != len(data.features):
         raise AppInputError(f"the global model takes {width} features; this site has {len(data.features)}")
-    if len(data.y_train) and data.y_train.max() >= classes:
+    if len(y) and y.max() >= classes:
         raise AppInputError(f"the site has class labels beyond the job's {classes} classes")
-    mean, std = feature_scaling(*scaling, width)
-    Z = softmax.standardize(data.X_train, mean, std)
+    return softmax.standardize(X, *feature_scaling(*scaling, width))
+
+
+def fit_local(data: SiteData, params: softmax.Params, config, scaling) -> tuple[softmax.Params, dict]:
+    """Local epochs from the global arrays: (arrays, metrics with num-examples)."""
+    Z = standardized(data, params, data.X_train, data.y_train, scaling)
     rng = np.random.default_rng(int(config.get("seed", 0)) + int(config.get("server-round", 0)))
     params = softmax.train(
         params,
@@ -143,13 +142,8 @@ def fit_local(data: SiteData, params: softmax.Params, config, scaling) -> tuple[
 
 def evaluate_local(data: SiteData, params: softmax.Params, scaling) -> dict:
     """Loss and accuracy of the global arrays on the held-out rows, with num-examples."""
-    width, classes = _shape(params)
-    if width != len(data.features):
-        raise AppInputError(f"the global model takes {width} features; this site has {len(data.features)}")
-    if len(data.y_eval) and data.y_eval.max() >= classes:
-        raise AppInputError(f"the site has class labels beyond the job's {classes} classes")
-    mean, std = feature_scaling(*scaling, width)
-    loss, accuracy = softmax.loss_accuracy(params, softmax.standardize(data.X_eval, mean, std), data.y_eval)
+    Z = standardized(data, params, data.X_eval, data.y_eval, scaling)
+    loss, accuracy = softmax.loss_accuracy(params, Z, data.y_eval)
     return {"eval_loss": loss, "eval_accuracy": accuracy, "num-examples": int(len(data.y_eval))}
 
 
