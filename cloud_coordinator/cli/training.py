@@ -162,7 +162,8 @@ def round_line(record: dict) -> str:
 
 def show(job: dict) -> None:
     spec = job["spec"]
-    click.echo(f"job {job['job']}: {job['state']}  app {spec['app']} on {spec['dataset']}, {spec['strategy']}, "
+    layers = f", hidden layers {','.join(map(str, spec['hidden_units']))}" if spec.get("hidden_units") else ""
+    click.echo(f"job {job['job']}: {job['state']}  app {spec['app']} on {spec['dataset']}, {spec['strategy']}{layers}, "
                f"{len(job['rounds'])}/{spec['rounds']} rounds, sites {', '.join(spec['sites'])}")  # fmt: skip
     for record in job["rounds"]:
         click.echo(round_line(record))
