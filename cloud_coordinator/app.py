@@ -24,6 +24,7 @@ from silolink.config import CoordinatorConfig
 from silolink.db import lock_of, open_database
 from silolink.extensions import COORDINATOR_GROUP, ExtensionContext, load_service_extensions
 from silolink.files import write_atomic
+from silolink.metrics import Metrics
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
@@ -32,7 +33,6 @@ from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
 from .layout import CoordinatorLayout
-from .metrics import Metrics
 from .sites import servicers as site_servicers
 from .sites.service import SiteService
 from .sites.store import SiteStore

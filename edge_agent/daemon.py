@@ -83,6 +83,15 @@ class Agent:
         self.dispatcher = CommandDispatcher()
         self.link = ControlLink(self.layout, self.config, self.dispatcher, lambda: resource_report(self.layout.root))
         self._stop_hooks: list[Callable[[], None]] = []
+        self.metrics = None
+        if self.config.metrics_listen:
+            from silolink.metrics import Metrics  # prometheus_client only when asked for
+
+            self.metrics = Metrics()
+            self.metrics.gauge(
+                "silolink_agent_connected", "1 while the control stream to the coordinator is up", "coordinator",
+                lambda: {self.config.coordinator: float(self.link.status.state == "connected")},
+            )  # fmt: skip
         # The site's data and models, shared by the capabilities (and by the CLI, through SQLite).
         self.catalog = Catalog.open(self.layout.catalog_db)
         self.models = ModelStore.open(self.layout.state_db, self.layout.model_blobs)
@@ -96,8 +105,9 @@ class Agent:
             fixed_authenticator(LOCAL),
             max_workers=self.config.local_max_workers,
             max_message_bytes=self.config.max_message_bytes,
+            observer=self.metrics,
         )
-        self.local_address = ""
+        self.local_address = self.metrics_address = ""
 
     def start(self) -> Agent:
         address = self.layout.local_address(self.config.local_listen)
@@ -110,16 +120,16 @@ class Agent:
             self.local_address = address
         else:
             self.local_address = f"{address.rsplit(':', 1)[0]}:{port}"
-        write_atomic(
-            self.layout.endpoints,
-            json.dumps({"local_address": self.local_address, "pid": os.getpid()}).encode(),
-            mode=0o644,
-        )
+        if self.metrics is not None:
+            self.metrics_address = self.metrics.serve(self.config.metrics_listen)
+        endpoints = {"local_address": self.local_address, "metrics_address": self.metrics_address, "pid": os.getpid()}
+        write_atomic(self.layout.endpoints, json.dumps(endpoints).encode(), mode=0o644)
         self.link.start()
         threading.Thread(target=self._notify_when_connected, name="sd-notify", daemon=True).start()
         log.info(
-            "agent for site %s: local API on %s, dialling %s", self.site, self.local_address, self.config.coordinator
-        )
+            "agent for site %s: local API on %s, metrics on %s, dialling %s",
+            self.site, self.local_address, self.metrics_address or "off", self.config.coordinator,
+        )  # fmt: skip
         return self
 
     def on_stop(self, hook: Callable[[], None]) -> None:
@@ -143,6 +153,8 @@ class Agent:
         self.server.stop(grace).wait()
         for hook in reversed(self._stop_hooks):
             hook()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.layout.endpoints.unlink(missing_ok=True)
         address = self.local_address
         if address.startswith("unix:"):

@@ -208,6 +208,9 @@ class AgentConfig:
     local_max_workers: int = 64
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
+    # Prometheus metrics over HTTP (RPCs, inference, the control link), e.g.
+    # "127.0.0.1:9465"; empty (the default) opens no port.
+    metrics_listen: str = ""
     catalog: CatalogConfig = dataclasses.field(default_factory=CatalogConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)

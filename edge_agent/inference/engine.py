@@ -36,8 +36,12 @@ class LoadedModel:
     output_names: list[str] = field(default_factory=list)
     # Each input's spec and numpy dtype by name, looked up on every request.
     input_specs: dict[str, tuple[TensorSpec, np.dtype]] = field(default_factory=dict)
+    # For metrics: requests served and onnxruntime runs (fewer when requests were batched).
+    requests: int = 0
+    runs: int = 0
 
     def run(self, inputs: Inputs) -> Outputs:
+        self.runs += 1
         try:
             return self.session.run(self.output_names, inputs)  # type: ignore[attr-defined]
         except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
@@ -105,6 +109,7 @@ class InferenceEngine:
     def infer(self, name: str, version: str | None, inputs: Inputs) -> tuple[ModelRecord, Outputs]:
         model = self.model(name, version)
         rows = check_inputs(model, inputs, self._config.max_request_rows)
+        model.requests += 1
         if model.batcher is not None:
             return model.record, model.batcher.submit(inputs, rows)
         return model.record, model.run(inputs)
@@ -155,6 +160,11 @@ class InferenceEngine:
     def loaded(self) -> list[str]:
         with self._lock:
             return [f"{n}:{v}" for n, v, _ in self._loaded]
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """(requests, onnxruntime runs) of each loaded version, by ``name:version``."""
+        with self._lock:
+            return {f"{n}:{v}": (m.requests, m.runs) for (n, v, _), m in self._loaded.items()}
 
     def _load(self, record: ModelRecord) -> LoadedModel:
         path = self._store.blob_path(record.sha256)

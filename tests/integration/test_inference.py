@@ -141,3 +141,32 @@ def test_new_version_activates_without_a_failed_request(site, tmp_path):
     assert failures == []
     assert client.infer("risk", {"x": x}, version="1").version == "1"  # older versions stay callable
     assert [(m["version"], m["active"]) for m in client.list_models()] == [("1", False), ("2", True)]
+
+
+def test_metrics_count_requests_runs_and_the_link_when_asked_for(make_agent, tmp_path):
+    import json
+    import urllib.request
+
+    agent = make_agent("hospital-m", metrics_listen="127.0.0.1:0")
+    ModelStore.open(agent.layout.state_db, agent.layout.model_blobs).install(
+        linear_model(tmp_path / "m.onnx", W1), "risk", "1"
+    )
+    x = np.ones((1, 4), dtype=np.float32)
+    with LocalClient(agent.local_address) as client:
+        for _ in range(3):
+            client.infer("risk", {"x": x})
+        with pytest.raises(errors.NotFound):
+            client.infer("nope", {"x": x})
+    assert json.loads(agent.layout.endpoints.read_text())["metrics_address"] == agent.metrics_address
+    text = urllib.request.urlopen(f"http://{agent.metrics_address}/metrics", timeout=5).read().decode()
+    infer = "/silolink.inference.v1.InferenceService/Infer"
+    assert f'silolink_rpc_requests_total{{code="OK",method="{infer}"}} 3.0' in text
+    assert f'silolink_rpc_requests_total{{code="NOT_FOUND",method="{infer}"}} 1.0' in text
+    assert 'silolink_inference_requests_total{model="risk:1"} 3.0' in text
+    assert 'silolink_inference_runs_total{model="risk:1"} 3.0' in text  # one at a time: no batches formed
+    assert f'silolink_agent_connected{{coordinator="{agent.config.coordinator}"}} 1.0' in text
+
+
+def test_no_metrics_port_unless_asked_for(site):
+    agent, _, _ = site
+    assert agent.metrics is None and agent.metrics_address == ""

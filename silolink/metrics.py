@@ -1,11 +1,11 @@
-"""Prometheus metrics for the coordinator, on an HTTP port of their own."""
+"""Prometheus metrics for the daemons (coordinator and agent), on an HTTP port of their own."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
@@ -37,7 +37,11 @@ class Metrics:
 
     def gauge(self, name: str, documentation: str, label: str, values: Callable[[], dict[str, float]]) -> None:
         """A gauge whose per-``label`` values are read from ``values()`` at scrape time."""
-        self.registry.register(_CallbackGauge(name, documentation, label, values))
+        self.registry.register(_Callback(GaugeMetricFamily, name, documentation, label, values))
+
+    def counter(self, name: str, documentation: str, label: str, values: Callable[[], dict[str, float]]) -> None:
+        """A counter kept elsewhere (``name`` without ``_total``), read at scrape time."""
+        self.registry.register(_Callback(CounterMetricFamily, name, documentation, label, values))
 
     def serve(self, address: str) -> str:
         """Serve /metrics on ``address`` (port 0 for any); return the bound address."""
@@ -52,12 +56,12 @@ class Metrics:
             self._httpd = None
 
 
-class _CallbackGauge(Collector):
-    def __init__(self, name: str, documentation: str, label: str, values: Callable[[], dict[str, float]]):
-        self._name, self._doc, self._label, self._values = name, documentation, label, values
+class _Callback(Collector):
+    def __init__(self, kind, name: str, documentation: str, label: str, values: Callable[[], dict[str, float]]):
+        self._kind, self._name, self._doc, self._label, self._values = kind, name, documentation, label, values
 
     def collect(self):
-        family = GaugeMetricFamily(self._name, self._doc, labels=[self._label])
+        family = self._kind(self._name, self._doc, labels=[self._label])
         for key, value in sorted(self._values().items()):
             family.add_metric([key], value)
         yield family
