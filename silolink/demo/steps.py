@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -71,7 +73,7 @@ def start_agents(world: DemoWorld) -> None:
     """Start each site's agent daemon; it dials out and holds a control stream."""
     for name, site in world.sites.items():
         if site["kind"] == "hospital":
-            allow_training(site["data_dir"], "patients")
+            configure_hospital(site["data_dir"], "patients")
         say(f"edge-agent run --data-dir {site['data_dir']}")
         world.spawn(
             f"agent-{name}",
@@ -142,14 +144,21 @@ def score_local_data(world: DemoWorld) -> None:
              f"{float(live['probabilities'][0][1]):.3f}"]
         )  # fmt: skip
     click.echo(_indent(table(["SITE", "PATIENTS", "COLUMNS", "MODEL", "LOCAL ACCURACY", "LIVE INFER P(benign)"], rows)))
+    metrics = json.loads(AgentLayout(world.sites[hospitals[0]]["data_dir"]).endpoints.read_text())["metrics_address"]
+    say(f"curl http://{metrics}/metrics   # {hospitals[0]}'s monitoring")
+    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(("silolink_inference_", "silolink_agent_connected")):
+                click.echo(f"  {line}")
     say(f"cloud-coordinator sites datasets {hospitals[0]}")
     answer = world.operator().list_site_datasets(hospitals[0])
     described = ", ".join(f"{d['name']} ({len(d.get('columns', []))} columns)" for d in answer["datasets"])
     click.echo(f"  {hospitals[0]} shares {answer['share']} only: {described}; its rows never left it")
 
 
-def allow_training(data_dir: Path, dataset: str) -> None:
-    """The site admin's policy: which dataset federated jobs may train on (agent.toml)."""
+def configure_hospital(data_dir: Path, dataset: str) -> None:
+    """The site admin's policy (agent.toml): which dataset federated jobs may train on; and
+    Prometheus metrics for the site's monitoring, on a free loopback port."""
     import dataclasses
 
     from edge_agent.daemon import load_config
@@ -157,7 +166,9 @@ def allow_training(data_dir: Path, dataset: str) -> None:
     from silolink import config
 
     cfg = load_config(data_dir, environ={})
-    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, datasets=(dataset,)))
+    cfg = dataclasses.replace(
+        cfg, training=dataclasses.replace(cfg.training, datasets=(dataset,)), metrics_listen="127.0.0.1:0"
+    )
     AgentLayout(data_dir).config.write_text(config.dump(cfg))
 
 
