@@ -110,6 +110,8 @@ class Agent:
         self.local_address = self.metrics_address = ""
 
     def start(self) -> Agent:
+        if self.metrics is not None:  # first, so a port in use stops the agent before it serves
+            self.metrics_address = self.metrics.serve(self.config.metrics_listen)
         address = self.layout.local_address(self.config.local_listen)
         if address.startswith("unix:"):
             Path(address[5:]).unlink(missing_ok=True)  # a socket left by a killed agent
@@ -120,8 +122,6 @@ class Agent:
             self.local_address = address
         else:
             self.local_address = f"{address.rsplit(':', 1)[0]}:{port}"
-        if self.metrics is not None:
-            self.metrics_address = self.metrics.serve(self.config.metrics_listen)
         endpoints = {"local_address": self.local_address, "metrics_address": self.metrics_address, "pid": os.getpid()}
         write_atomic(self.layout.endpoints, json.dumps(endpoints).encode(), mode=0o644)
         self.link.start()

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
+from silolink import errors
 from silolink.rpc.channels import split_address
 
 
@@ -46,7 +47,10 @@ class Metrics:
     def serve(self, address: str) -> str:
         """Serve /metrics on ``address`` (port 0 for any); return the bound address."""
         host, port = split_address(address)
-        self._httpd, _ = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._httpd, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise errors.Unavailable(f"cannot serve metrics on {address}: {e.strerror or e}") from None
         return f"{host}:{self._httpd.server_port}"
 
     def stop(self) -> None:

@@ -170,3 +170,14 @@ def test_metrics_count_requests_runs_and_the_link_when_asked_for(make_agent, tmp
 def test_no_metrics_port_unless_asked_for(site):
     agent, _, _ = site
     assert agent.metrics is None and agent.metrics_address == ""
+
+
+def test_a_metrics_port_in_use_stops_the_agent_before_it_serves(make_agent):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(errors.Unavailable, match=f"cannot serve metrics on {address}"):
+            make_agent("hospital-busy", metrics_listen=address)
