@@ -189,7 +189,10 @@ class Coordinator:
             hook()
         self.metrics.stop()
         self.layout.endpoints.unlink(missing_ok=True)
-        self.db.close()
+        # Under the stores' lock: a background thread (a rollout redelivery on a reconnect)
+        # may be mid-query, and closing under it crashes the sqlite3 module.
+        with self.db_lock:
+            self.db.close()
         log.info("coordinator stopped")
 
     def wait(self) -> None:

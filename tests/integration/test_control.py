@@ -1,6 +1,9 @@
 """The agent's control stream against a real coordinator: presence, commands,
 revocation, restarts, certificate renewal and the local API."""
 
+import threading
+import time
+
 import pytest
 
 from edge_agent.client import LocalClient
@@ -148,3 +151,26 @@ def test_local_api_refuses_a_non_loopback_address_unless_allowed(coordinator, tm
 def test_agent_without_enrollment_says_what_to_do(tmp_path):
     with pytest.raises(errors.FailedPrecondition, match="edge-agent enroll"):
         Agent(tmp_path / "empty")
+
+
+def test_stopping_waits_for_a_database_query_in_flight(tmp_path):
+    coordinator = support.start_coordinator(tmp_path / "c")
+    release, results = threading.Event(), []
+
+    def background_query():  # as a rollout redelivery on a reconnect runs, off the RPC threads
+        with coordinator.db_lock:
+            results.append(coordinator.db.execute("select 1").fetchall())
+            release.wait(5)
+            results.append(coordinator.db.execute("select 2").fetchall())
+
+    query = threading.Thread(target=background_query)
+    query.start()
+    time.sleep(0.1)
+    stopper = threading.Thread(target=coordinator.stop, args=(0,))
+    stopper.start()
+    time.sleep(0.3)
+    assert stopper.is_alive()  # the database is not closed under the query
+    release.set()
+    query.join(5)
+    stopper.join(10)
+    assert not stopper.is_alive() and results == [[(1,)], [(2,)]]
