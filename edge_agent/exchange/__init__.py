@@ -64,7 +64,7 @@ class ExchangeWorker:
 
 
 def attach(agent: Agent) -> list[ServiceMount]:
-    from silolink.db import open_database
+    from silolink.db import lock_of, open_database
 
     from ..identity import load_identity
     from .audit import AuditWatcher
@@ -99,7 +99,8 @@ def attach(agent: Agent) -> list[ServiceMount]:
     def stop() -> None:
         worker.stop()
         remote.close()
-        db.close()
+        with lock_of(db):  # a worker tick still running past the join must finish its query first
+            db.close()
 
     agent.on_stop(stop)
     return mounts(exchange, watcher)
