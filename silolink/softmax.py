@@ -69,10 +69,9 @@ def to_list(params: Params) -> list[np.ndarray]:
     return [params[n] for pair in layer_names(len(layers(params))) for n in pair]
 
 
-def _forward(params: Params, Z: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """The inputs of every layer and the output probabilities."""
+def _forward(chain: list[tuple[np.ndarray, np.ndarray]], Z: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The inputs of every layer of ``chain`` (checked by ``layers``) and the output probabilities."""
     inputs, h = [], Z
-    chain = layers(params)
     for i, (W, b) in enumerate(chain):
         inputs.append(h)
         h = h @ W + b
@@ -84,7 +83,7 @@ def _forward(params: Params, Z: np.ndarray) -> tuple[list[np.ndarray], np.ndarra
 
 
 def probabilities(params: Params, Z: np.ndarray) -> np.ndarray:
-    return _forward(params, Z)[1]
+    return _forward(layers(params), Z)[1]
 
 
 def loss_accuracy(params: Params, Z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -109,13 +108,13 @@ def train(
     """Mini-batch SGD on the cross-entropy; FedProx's proximal term pulls towards the start."""
     start = {k: v.copy() for k, v in params.items()}
     params = {k: v.copy() for k, v in params.items()}
-    names = layer_names(len(layers(params)))
+    names = layer_names(len(layers(params)))  # checked once; each step reuses the names
     onehot = np.eye(params[names[-1][1]].shape[0])[y]
     for _ in range(epochs):
         order = rng.permutation(len(y))
         for first in range(0, len(y), batch_size):
             idx = order[first : first + batch_size]
-            inputs, p = _forward(params, Z[idx])
+            inputs, p = _forward([(params[w], params[b]) for w, b in names], Z[idx])
             delta = (p - onehot[idx]) / len(idx)
             for i in range(len(names) - 1, -1, -1):
                 w, b = names[i]
