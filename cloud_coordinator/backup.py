@@ -48,11 +48,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from silolink import __version__, errors
+from silolink.audit.chain import AuditEntry
+from silolink.audit.chain import verify as verify_chain
 from silolink.files import private_dir
 
 from . import exchange
-from .audit.chain import AuditEntry
-from .audit.chain import verify as verify_chain
 from .layout import CoordinatorLayout
 
 log = logging.getLogger(__name__)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 
+from silolink.audit.remote import entry_to_proto
 from silolink.gen.audit.v1 import audit_pb2, audit_pb2_grpc
 from silolink.identity import Role
 from silolink.rpc.server import ServiceMount
 
-from .remote import entry_to_proto
 from .store import AuditLog
 
 PAGE_SIZE = 1000

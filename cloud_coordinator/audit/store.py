@@ -12,9 +12,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from silolink.audit.chain import GENESIS, AuditEntry, encode_details, seal, verify
 from silolink.db import Migrations, SqliteStore
-
-from .chain import GENESIS, AuditEntry, encode_details, seal, verify
 
 migrations = Migrations("coordinator.audit")
 

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
+from silolink.audit.remote import check_chain, fetch_all
 from silolink.cli_util import echo_json, handle_errors, table
 from silolink.exchange_protos import agreement_to_dict
 from silolink.gen.audit.v1 import audit_pb2, audit_pb2_grpc
 from silolink.gen.exchange.v1 import exchange_pb2, exchange_pb2_grpc
 
-from ..audit.remote import check_chain, fetch_all
 from ..operator_client import OperatorClient
 from .options import json_option, operator_options
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..audit.chain import AuditEntry
+from silolink.audit.chain import AuditEntry
+
 from .store import EnvelopeRecord
 
 SEND = "envelope.send"

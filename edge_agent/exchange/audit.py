@@ -16,8 +16,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_coordinator.audit.remote import check_chain, check_continuation, fetch_all
 from silolink import errors
+from silolink.audit.remote import check_chain, check_continuation, fetch_all
 from silolink.files import write_atomic
 
 from .remote import CoordinatorExchange

@@ -20,7 +20,9 @@ ENV = {
 
 
 def cli(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    module = {"cloud-coordinator": "cloud_coordinator", "edge-agent": "edge_agent", "silolink": "silolink.cli"}[tool]
+    module = {"cloud-coordinator": "cloud_coordinator", "edge-agent": "edge_agent", "silolink": "silolink_demo.cli"}[
+        tool
+    ]
     runner = (
         [sys.executable, "-c", f"from {module} import main; main()"]
         if tool == "silolink"

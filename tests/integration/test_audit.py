@@ -8,10 +8,10 @@ import sqlite3
 
 import pytest
 
-from cloud_coordinator.audit.chain import AuditEntry, seal
 from cloud_coordinator.bootstrap import load_audit_key
 from cloud_coordinator.cli.exchange import ExchangeAdmin
 from silolink import errors
+from silolink.audit.chain import AuditEntry, seal
 from tests import support
 from tests.integration.exchange_world import start_world
 

@@ -14,7 +14,6 @@ import time
 import pytest
 
 from cloud_coordinator import bootstrap
-from cloud_coordinator.audit.remote import fetch_all
 from cloud_coordinator.cli.exchange import ExchangeAdmin
 from cloud_coordinator.exchange.audit_entries import envelope_ids
 from cloud_coordinator.operator_client import OperatorClient, OperatorCredentials
@@ -24,6 +23,7 @@ from edge_agent.exchange.remote import CoordinatorExchange
 from edge_agent.identity import load_identity
 from edge_agent.layout import AgentLayout
 from silolink import envelope, errors
+from silolink.audit.remote import fetch_all
 from silolink.exchange_protos import header_from_proto, header_to_proto, key_to_proto, upload_requests
 from silolink.gen.exchange.v1 import exchange_pb2
 from tests import support

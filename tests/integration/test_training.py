@@ -9,7 +9,7 @@ import pytest
 from edge_agent.catalog.store import Catalog
 from silolink import errors
 from silolink.config import TrainingConfig
-from silolink.demo import datasets
+from silolink_demo import datasets
 from tests import support
 
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]

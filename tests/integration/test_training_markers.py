@@ -8,7 +8,7 @@ import uuid
 
 from edge_agent.catalog.store import Catalog
 from silolink.config import TrainingConfig
-from silolink.demo import datasets
+from silolink_demo import datasets
 from tests import support
 from tests.integration.test_exchange_markers import leaks
 

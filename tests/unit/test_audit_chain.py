@@ -6,9 +6,9 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud_coordinator.audit.chain import AuditEntry, verify
 from cloud_coordinator.audit.store import AuditLog
 from silolink import errors
+from silolink.audit.chain import AuditEntry, verify
 from silolink.db import open_database
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from cloud_coordinator.cli import main as coordinator_main
 from edge_agent.cli import main as agent_main
-from silolink.cli import main as silolink_main
+from silolink_demo.cli import main as silolink_main
 
 
 def walk(command: click.Command, path: str):

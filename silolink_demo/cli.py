@@ -17,6 +17,6 @@ def main() -> None:
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the demo's files here instead of a temp dir.")
 def demo(workdir: str | None) -> None:
     """Run a coordinator and agents for two hospitals and a factory here, with real mTLS."""
-    from silolink.demo import run_demo
+    from silolink_demo import run_demo
 
     raise SystemExit(run_demo(workdir))

@@ -110,3 +110,8 @@ class DemoWorld:
                 tail = daemon.log_path.read_text(errors="replace").splitlines()[-lines:]
                 click.secho(f"--- last lines of {daemon.log_path}", fg="yellow", err=True)
                 click.echo("\n".join(tail), err=True)
+
+
+def indent(text: str) -> str:
+    """``text`` indented two spaces, as the demo prints results under a command."""
+    return "\n".join("  " + line for line in text.splitlines())

@@ -1,0 +1,28 @@
+"""The demo's steps, in order: one module per capability, each step a function of the world.
+
+A capability adds its module here and its step to ``STEPS``. Revocation is one-way, so it
+stays last; new steps go before it.
+"""
+
+from __future__ import annotations
+
+from .analytics import query_across_hospitals
+from .exchange import exchange_sealed_file, verify_audit_chain
+from .inference import score_local_data
+from .registry import roll_out_a_signed_model
+from .setup import enroll_sites, start_agents, start_coordinator
+from .sites import revoke_a_site
+from .training import train_together
+
+STEPS = [
+    start_coordinator,
+    enroll_sites,
+    start_agents,
+    score_local_data,
+    train_together,
+    roll_out_a_signed_model,
+    query_across_hospitals,
+    exchange_sealed_file,
+    verify_audit_chain,
+    revoke_a_site,
+]
