@@ -168,11 +168,31 @@ class TrainingConfig:
     refused by the site.
     """
 
-    # "tabular" and "tabular-secagg" (built in) or "NAME=package.module:attribute" for a
-    # ClientApp installed here.
+    # Apps that run from code already in the agent's environment: "tabular" and
+    # "tabular-secagg" (built in) or "NAME=package.module:attribute". Apps installed with
+    # `edge-agent apps install|approve` are allowed by that approval and need no entry here.
     apps: tuple[str, ...] = ("tabular", "tabular-secagg")
     # Catalog datasets jobs may train on; none by default.
     datasets: tuple[str, ...] = ()
+    # The longest one Flower message may run in a ClientApp (1 to 86400 s); a job's own
+    # timeout cuts it shorter. The app's worker process is then stopped.
+    message_timeout_s: float = 600.0
+    # A job's ClientApp worker process ends after this long without a message (10 to 86400 s).
+    worker_idle_s: float = 900.0
+    # ClientApp worker processes at once (1 to 64); one per running job.
+    max_workers: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class AppsConfig:
+    """Flower app bundles this site installs (``[apps]`` in agent.toml)."""
+
+    # The largest .fab accepted (1 KiB to 1 GiB; Flower's own limit is 10 MiB).
+    max_bundle_bytes: int = 10 * 1024 * 1024
+    # The most bytes a bundle may unpack to (1 KiB to 4 GiB).
+    max_unpacked_bytes: int = 64 * 1024 * 1024
+    # The most files a bundle may hold (1 to 100000; Flower's own limit is 1000).
+    max_files: int = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +237,7 @@ class AgentConfig:
     exchange: AgentExchangeConfig = dataclasses.field(default_factory=AgentExchangeConfig)
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
+    apps: AppsConfig = dataclasses.field(default_factory=AppsConfig)
 
 
 def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:
