@@ -20,7 +20,7 @@ EXAMPLES = REPO / "examples"
 # A ClientApp that reports what it was given: run_config and node_config as a ConfigRecord,
 # how many messages its Context has seen (context.state persists for the job), and a marker
 # of its own code, so tests can tell versions apart. Message types select misbehaviour.
-PROBE_CLIENT = '''
+PROBE_CLIENT = """
 import os
 import time
 
@@ -48,7 +48,8 @@ def train(msg: Message, context: Context):
         from edge_agent.apps.data import load_arrays
 
         X, y = load_arrays(context)
-        return Message(RecordDict({{"metrics": MetricRecord({{"rows": len(y), "features": X.shape[1]}})}}), reply_to=msg)
+        metrics = MetricRecord({{"rows": len(y), "features": X.shape[1]}})
+        return Message(RecordDict({{"metrics": metrics}}), reply_to=msg)
     config = ConfigRecord({{
         **{{f"run.{{k}}": v for k, v in context.run_config.items()}},
         **{{f"node.{{k}}": v for k, v in context.node_config.items()}},
@@ -57,11 +58,19 @@ def train(msg: Message, context: Context):
         "pid": os.getpid(),
     }})
     return Message(RecordDict({{"probe": config}}), reply_to=msg)
-'''
+"""
 
 
-def write_app(root: Path, name: str = "probe-app", version: str = "1.0.0", *, marker: str = "one",
-              config: dict | None = None, dependencies: list[str] | None = None, client: str | None = None) -> Path:  # fmt: skip
+def write_app(
+    root: Path,
+    name: str = "probe-app",
+    version: str = "1.0.0",
+    *,
+    marker: str = "one",
+    config: dict | None = None,
+    dependencies: list[str] | None = None,
+    client: str | None = None,
+) -> Path:
     """A Flower app directory in the standard layout; returns the directory."""
     package = name.replace("-", "_")
     directory = root / f"{name}-{version}"
@@ -80,9 +89,7 @@ def write_app(root: Path, name: str = "probe-app", version: str = "1.0.0", *, ma
     (directory / package / "__init__.py").write_text("")
     (directory / package / "marker.py").write_text(f"VALUE = {marker!r}\n")
     (directory / package / "client_app.py").write_text(textwrap.dedent(client or PROBE_CLIENT.format(package=package)))
-    (directory / package / "server_app.py").write_text(
-        "from flwr.serverapp import ServerApp\n\napp = ServerApp()\n"
-    )
+    (directory / package / "server_app.py").write_text("from flwr.serverapp import ServerApp\n\napp = ServerApp()\n")
     return directory
 
 

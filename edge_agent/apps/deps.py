@@ -24,7 +24,9 @@ def missing_dependencies(requirements: Iterable[str]) -> list[str]:
         try:
             requirement = Requirement(text)
         except InvalidRequirement:
-            raise errors.InvalidArgument(f"the app declares a dependency that is not a valid requirement: {text!r}") from None
+            raise errors.InvalidArgument(
+                f"the app declares a dependency that is not a valid requirement: {text!r}"
+            ) from None
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
         try:

@@ -66,7 +66,9 @@ def serve(conn, spec: dict[str, Any]) -> None:
             proto.ParseFromString(request)
             message = message_from_proto(proto)
         except Exception as e:  # noqa: BLE001 - protobuf and flwr raise various types
-            conn.send_bytes(ERROR + _error(e, code="INVALID_ARGUMENT", message="the Flower message could not be decoded"))
+            conn.send_bytes(
+                ERROR + _error(e, code="INVALID_ARGUMENT", message="the Flower message could not be decoded")
+            )
             continue
         try:
             reply = app(message, context)

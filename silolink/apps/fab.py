@@ -212,7 +212,9 @@ def _checked_members(archive: zipfile.ZipFile, limits: FabLimits) -> dict[str, z
         if kind == stat.S_IFLNK:
             raise errors.InvalidArgument(f"the app bundle holds a symlink ({name}); bundles take regular files only")
         if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-            raise errors.InvalidArgument(f"the app bundle holds a special file ({name}); bundles take regular files only")
+            raise errors.InvalidArgument(
+                f"the app bundle holds a special file ({name}); bundles take regular files only"
+            )
         path = _safe_path(name)
         if name.endswith("/") or kind == stat.S_IFDIR:
             continue
@@ -225,9 +227,7 @@ def _checked_members(archive: zipfile.ZipFile, limits: FabLimits) -> dict[str, z
         if len(members) > limits.max_files:
             raise errors.ResourceExhausted(f"the app bundle holds more than {limits.max_files} files")
         if total > limits.max_unpacked_bytes:
-            raise errors.ResourceExhausted(
-                f"the app bundle unpacks to more than {limits.max_unpacked_bytes:,} bytes"
-            )
+            raise errors.ResourceExhausted(f"the app bundle unpacks to more than {limits.max_unpacked_bytes:,} bytes")
     for required in (CONFIG_FILE, CONTENT_FILE):
         if required not in members:
             raise errors.InvalidArgument(f"the app bundle has no {required}; build it with `flwr build`")

@@ -20,7 +20,12 @@ def test_the_numpy_example_builds_as_flwr_build_does_and_declares_its_settings()
     data = build_fab(EXAMPLES / "numpy-app")
     assert data == build_fab_from_disk(EXAMPLES / "numpy-app")  # byte for byte: the hash is the identity
     info = inspect_fab(data)
-    assert (info.name, info.version, info.publisher, info.fab_id) == ("numpy-app", "1.0.0", "silolink", "silolink/numpy-app")
+    assert (info.name, info.version, info.publisher, info.fab_id) == (
+        "numpy-app",
+        "1.0.0",
+        "silolink",
+        "silolink/numpy-app",
+    )
     assert info.clientapp == "numpy_app.client_app:app" and info.serverapp == "numpy_app.server_app:app"
     assert info.config["num-server-rounds"] == 3 and info.config["learning-rate"] == 0.1
     assert "numpy>=1.26" in info.dependencies

@@ -22,7 +22,11 @@ def store(tmp_path):
 
 
 def everything_in(store: AppStore) -> tuple[list, list]:
-    files = sorted(p.relative_to(store.apps_dir).as_posix() for p in store.apps_dir.rglob("*")) if store.apps_dir.exists() else []
+    files = (
+        sorted(p.relative_to(store.apps_dir).as_posix() for p in store.apps_dir.rglob("*"))
+        if store.apps_dir.exists()
+        else []
+    )
     return [a.ref for a in store.list()], files
 
 
@@ -45,7 +49,9 @@ def test_other_content_under_an_installed_version_is_refused(store, tmp_path):
     with pytest.raises(errors.AlreadyExists, match=r"probe-app:1.0.0 is already installed here with other content"):
         install_bundle(store, fab_of(write_app(tmp_path / "b", marker="two")), "local", LIMITS)
     assert everything_in(store)[0] == ["probe-app:1.0.0"] and store.get("probe-app", "1.0.0").sha256 == first.sha256
-    second, new = install_bundle(store, fab_of(write_app(tmp_path / "c", version="2.0.0", marker="two")), "local", LIMITS)
+    second, new = install_bundle(
+        store, fab_of(write_app(tmp_path / "c", version="2.0.0", marker="two")), "local", LIMITS
+    )
     assert new and [a.ref for a in store.find("probe-app")] == ["probe-app:1.0.0", "probe-app:2.0.0"]
 
 
