@@ -84,6 +84,7 @@ class Worker:
         self.spec = spec
         self.lock = threading.Lock()  # one message at a time: the Context is not thread-safe
         self.last_used = time.monotonic()
+        self._stopped = False
         ctx = _mp_context()
         from . import worker
 
@@ -105,7 +106,7 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return not self._stopped and self.process.is_alive()
 
     def run(self, message: bytes, timeout_s: float) -> bytes:
         """The app's reply to one serialized Flower message."""
@@ -122,6 +123,10 @@ class Worker:
         raise self._failure(frame[1:], "handling a message", errors.Internal)
 
     def stop(self) -> None:
+        """End the process (terminate, then kill); safe to call again."""
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             self._conn.close()
         except OSError:
