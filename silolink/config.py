@@ -103,6 +103,9 @@ class CatalogConfig:
 
     # nothing | name | schema (name and columns) | count (schema and row count).
     share_with_coordinator: str = "schema"
+    # Sensitive columns an app may still read, as "APP=DATASET.COLUMN" (none by default):
+    # a column marked sensitive (edge-agent data sensitive) is hidden from every other app.
+    sensitive_for_apps: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.share_with_coordinator not in SHARE_LEVELS:
@@ -110,6 +113,10 @@ class CatalogConfig:
                 f"[catalog] share_with_coordinator = {self.share_with_coordinator!r}: "
                 f"use one of {', '.join(SHARE_LEVELS)}"
             )
+        for entry in self.sensitive_for_apps:
+            app, _, column = entry.partition("=")
+            if not app.strip() or "." not in column:
+                raise InvalidArgument(f"[catalog] sensitive_for_apps entry {entry!r}: write it as APP=DATASET.COLUMN")
 
 
 @dataclasses.dataclass(frozen=True)
