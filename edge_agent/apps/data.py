@@ -16,19 +16,19 @@ first and loads its data there the way it always did.
 
 Errors are ``DatasetError`` (a ValueError) and name columns only, never values: the site
 passes their message on to the coordinator, unlike other exceptions of an app.
-The helper is thin over the catalog's reading API (``Catalog.describe``/``read_batches``).
+The helper is thin over the catalog's reading API (``edge_agent.catalog.reading``), so it
+reads every kind of dataset the site registered (catalog tables, Parquet, ...) and hides the
+columns the site marked sensitive unless it allows them for this app.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = ["DatasetError", "SiteDataset", "at_silolink_site", "load_arrays", "load_dataset"]
-BATCH_ROWS = 10_000
 
 
 class DatasetError(ValueError):
@@ -63,43 +63,24 @@ def load_dataset(context: Any, features=None, label: str | None = None) -> SiteD
     """The job's dataset at this site, rows with a label only.
 
     ``label`` defaults to the column the dataset was imported with (``--label``);
-    ``features`` to every numeric column but the label and the id column.
+    ``features`` to every numeric column but the label and the id column. Columns the site
+    marked sensitive are left out unless the site allows them for this app.
     """
-    from edge_agent.catalog.store import Catalog
-    from silolink import errors
+    from edge_agent.catalog.reading import open_dataset
 
     if not at_silolink_site(context):
         raise DatasetError("node_config names no silolink catalog and dataset; is this app running at a silolink site?")
-    name = str(context.node_config["dataset"])
-    catalog = Catalog.open(Path(str(context.node_config["catalog"])))
-    try:
-        try:
-            dataset = catalog.describe(name)
-        except errors.NotFound:
-            raise DatasetError(f"the site's catalog has no dataset {name!r}") from None
-        label = label or dataset.label or ""
-        columns = {c.name: c for c in dataset.columns}
-        if not label:
-            raise DatasetError(f"dataset {name!r} has no label column; import it with --label")
-        if label not in columns:
-            raise DatasetError(f"dataset {name!r} has no label column {label!r}")
-        if columns[label].type not in ("INTEGER", "REAL"):
-            raise DatasetError(f"label column {label!r} of {name!r} holds text; use a numeric label")
-        wanted = list(features or [])
-        unknown = [f for f in wanted if f not in columns]
-        if unknown:
-            raise DatasetError(f"dataset {name!r} lacks feature column(s) {', '.join(unknown)}")
-        chosen = wanted or [f for f in dataset.features if columns[f].numeric and f != label]
-        text = [f for f in chosen if not columns[f].numeric]
-        if text:
-            raise DatasetError(f"feature column(s) {', '.join(text)} of {name!r} hold text; choose numeric features")
-        rows = [r for batch in catalog.read_batches(name, ["rowid", label, *chosen], BATCH_ROWS) for r in batch]
-    finally:
-        catalog.db.conn.close()
-    labelled = [r for r in rows if r[1] is not None]
-    width = len(chosen)
-    X = np.array([r[2:] for r in labelled], dtype=np.float64).reshape(len(labelled), width)
-    y_type = np.int64 if columns[label].type == "INTEGER" else np.float64
-    y = np.array([r[1] for r in labelled], dtype=y_type)
-    row_ids = np.array([r[0] for r in labelled], dtype=np.int64)
-    return SiteDataset(name, tuple(chosen), label, X, y, row_ids)
+    reader = open_dataset(context.node_config)
+    name = reader.dataset.name
+    label = label or reader.label or ""
+    if not label:
+        raise DatasetError(f"dataset {name!r} has no label column; import it with --label")
+    if label not in {c.name for c in reader.columns}:
+        raise DatasetError(f"dataset {name!r} has no label column {label!r}")
+    if reader.dataset.column(label).type not in ("INTEGER", "REAL"):
+        raise DatasetError(f"label column {label!r} of {name!r} holds text; use a numeric label")
+    chosen = list(features or reader.features)
+    X, y = reader.arrays(chosen, label)
+    row_ids = [batch["rowid"] for batch in reader.source.scan(["rowid"], present=[label])]
+    ids = np.concatenate(row_ids).astype(np.int64) if row_ids else np.zeros(0, dtype=np.int64)
+    return SiteDataset(name, tuple(chosen), label, X, y, ids)

@@ -15,7 +15,9 @@ def attach(agent: Agent) -> list[ServiceMount]:
     from .host import FlowerHost
 
     apps = AppStore.open(agent.layout.state_db, agent.layout.apps_dir)
-    host = FlowerHost(agent.config.training, agent.catalog, agent.layout.catalog_db, apps)
+    host = FlowerHost(
+        agent.config.training, agent.catalog, agent.layout.catalog_db, apps, agent.config.catalog.sensitive_for_apps
+    )
     agent.dispatcher.register("flower", host.handle)
     agent.on_stop(host.stop)
     return []

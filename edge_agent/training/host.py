@@ -27,6 +27,7 @@ from silolink.config import TrainingConfig
 from silolink.gen.training.v1 import training_pb2 as pb
 
 from ..apps.store import AppStore, InstalledApp
+from ..catalog.reading import allowed_sensitive, node_config_for
 from ..catalog.store import Catalog
 from .workers import AppFailed, WorkerPool, WorkerSpec
 
@@ -61,8 +62,16 @@ def run_config(defaults: dict[str, Any], overrides: dict[str, Any], label: str) 
 
 
 class FlowerHost:
-    def __init__(self, config: TrainingConfig, catalog: Catalog, catalog_path: Path, apps: AppStore) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        catalog: Catalog,
+        catalog_path: Path,
+        apps: AppStore,
+        sensitive_for_apps: tuple[str, ...] = (),
+    ) -> None:
         self._config = config
+        self._sensitive_for_apps = sensitive_for_apps
         self._allowed = allowed_apps(config)
         self._datasets = set(config.datasets)
         self._catalog = catalog
@@ -95,7 +104,8 @@ class FlowerHost:
         version = str(getattr(task, "app_version", "") or "")
         sha256 = str(getattr(task, "app_sha256", "") or "")
         overrides = _overrides(task)
-        node_config = {"dataset": task.dataset, "catalog": str(self._catalog_path)}
+        allowed = allowed_sensitive(self._sensitive_for_apps, task.app, task.dataset)
+        node_config = node_config_for(self._catalog_path, task.dataset, allowed)
         if not (version or sha256) and task.app in self._allowed:
             return WorkerSpec(task.app, self._allowed[task.app], None, task.run_id, task.node_id, node_config,
                               run_config({}, overrides, task.app))  # fmt: skip
