@@ -44,6 +44,47 @@ class CoordinatorExchangeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorLimitsConfig:
+    """``[limits]``: how much of each kind of work the coordinator takes on at once.
+
+    Calls are served in classes, each with threads of its own (for sync handlers) and a
+    limit on calls in flight; a call beyond its class's limit is answered
+    RESOURCE_EXHAUSTED at once (agents retry with backoff), and never takes another
+    class's place. Control streams are coroutines: they need no threads.
+    """
+
+    # Agent control streams held open at once (1 to 1,000,000).
+    control_streams: int = 20000
+    # New control streams admitted per second (1 to 100,000), and the burst admitted at
+    # once (1 to 100,000); more wait their turn, so a reconnect storm after a restart is
+    # taken in at this pace.
+    admit_per_s: float = 1000.0
+    admit_burst: int = 200
+    # Operator calls (admin API, registry, training, ...): threads (1 to 256) and calls
+    # in flight (1 to 10,000).
+    operator_threads: int = 8
+    operator_calls: int = 64
+    # Agents' short calls (status reports, keys, renewals): threads (1 to 256) and calls
+    # in flight (1 to 100,000).
+    agent_threads: int = 16
+    agent_calls: int = 2048
+    # Agents' streams (model downloads, envelope uploads and fetches): threads (1 to 256)
+    # and calls in flight (1 to 100,000).
+    bulk_threads: int = 16
+    bulk_calls: int = 256
+    # Health and reflection calls on the mTLS port (1 to 10,000).
+    probe_calls: int = 64
+    # The enrollment port: Enroll's threads (1 to 64) and calls in flight (1 to 10,000),
+    # and its health and reflection calls in flight (1 to 10,000).
+    enroll_threads: int = 4
+    enroll_calls: int = 32
+    enroll_probe_calls: int = 16
+    # How often heartbeats held in memory are written to the database, in one
+    # transaction (0.05 to 300 s).
+    presence_flush_s: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorConfig:
     """Settings of ``cloud-coordinator serve``."""
 
@@ -67,10 +108,13 @@ class CoordinatorConfig:
     operator_cert_lifetime_s: int = 365 * 24 * 3600
     server_cert_lifetime_s: int = 365 * 24 * 3600
     max_message_bytes: int = 16 * 1024 * 1024
+    # No longer used (the [limits] table sizes each class of calls); kept so that older
+    # coordinator.toml files still load.
     max_workers: int = 256
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+    limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
 
 
 @dataclasses.dataclass(frozen=True)
