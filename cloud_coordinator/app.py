@@ -8,7 +8,6 @@ bound addresses to ``run/endpoints.json`` so operator commands can find them.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import logging
 import os
@@ -60,7 +59,7 @@ def load_config(data_dir: Path, environ=None, **overrides) -> CoordinatorConfig:
     """The coordinator's config file, then environment, then explicit overrides."""
     layout = CoordinatorLayout(Path(data_dir))
     cfg = config_mod.load(CoordinatorConfig, layout.config, "SILOLINK_COORDINATOR", environ)
-    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return config_mod.override(cfg, **overrides)
 
 
 # Requests on the anonymous enrollment port are small (a token and a CSR): a lower bound
