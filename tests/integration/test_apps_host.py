@@ -23,14 +23,8 @@ from tests.flower_app_builders import fab_of, write_app
 
 
 @pytest.fixture(autouse=True)
-def flower_identity():
+def _identity(flower_server_identity):
     """The test process creates Flower Messages as a ServerApp process would."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 @pytest.fixture
