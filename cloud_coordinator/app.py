@@ -28,7 +28,7 @@ from silolink.metrics import Metrics
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import analytics, audit, bootstrap, catalog, exchange, registry, training
+from . import accounts, analytics, audit, bootstrap, catalog, exchange, registry, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 # services from the coordinator's database, hub, site service and config, registers stop
 # hooks, and returns the gRPC services to mount. Capabilities add themselves here.
 CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
+    accounts.attach,
     audit.attach,
     catalog.attach,
     registry.attach,
@@ -76,6 +77,7 @@ class Coordinator:
         self.ca = bootstrap.load_ca(self.layout)
         bootstrap.ensure_server_certificate(self.layout, self.config, self.ca)
         self.db = open_database(self.layout.database)
+        self.clock = clock
         self.hub = ControlHub(clock)
         # Stores share the one connection, so they must share one lock: with a lock each, a
         # heartbeat's update could land inside another store's transaction (and fail).
@@ -94,6 +96,8 @@ class Coordinator:
                 site, errors.PermissionDenied(f"site {site} has been revoked by an operator")
             )
         )
+        # Before the server: its authenticator looks up each operator's account per call.
+        self.accounts = accounts.build(self)
         self.metrics = Metrics()
         self.metrics.gauge("silolink_sites", "Sites by state", "state", self._sites_by_state)
         self.metrics.gauge(
@@ -116,13 +120,20 @@ class Coordinator:
         mounts += load_service_extensions(COORDINATOR_GROUP, ExtensionContext("coordinator", self.layout.root))
         self.server, self._health = build_server(
             mounts,
-            certificate_authenticator(self.sites.check_identity),
+            certificate_authenticator(self._check_identity),
             max_workers=self.config.max_workers,
             max_message_bytes=self.config.max_message_bytes,
             observer=self.metrics,
         )
         self.address = self.enroll_address = self.metrics_address = ""
         self.public_addresses = ("", "")
+
+    def _check_identity(self, identity, metadata):
+        """Per call: the certificate must be one we issued and have not revoked; an operator's
+        certificate (or the console acting for a logged-in account) becomes the account with
+        its current role."""
+        self.sites.check_identity(identity)
+        return self.accounts.resolve(identity, metadata)
 
     def on_stopping(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` first when the coordinator stops, while agent streams are still open."""

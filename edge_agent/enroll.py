@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from silolink.config import AgentConfig
 from silolink.files import private_dir, write_atomic
 from silolink.gen.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
 from silolink.identity import Role
-from silolink.rpc.channels import presented_chain, split_address, tls_channel
+from silolink.rpc.channels import pin_ca, split_address, tls_channel
 from silolink.rpc.status import from_rpc_error
 
 from .identity import save_identity
@@ -41,19 +39,6 @@ class EnrollResult:
 def default_enroll_address(coordinator: str) -> str:
     host, port = split_address(coordinator)
     return f"{host}:{port + 1}"
-
-
-def pin_ca(enroll_address: str, ca_fingerprint: str) -> bytes:
-    """The PEM CA certificate the listener presents whose fingerprint matches, or refuse."""
-    wanted = pki.normalize_fingerprint(ca_fingerprint)
-    for der in presented_chain(enroll_address):
-        if "sha256:" + hashlib.sha256(der).hexdigest() == wanted:
-            return ssl.DER_cert_to_PEM_cert(der).encode()
-    raise errors.Unauthenticated(
-        f"the server at {enroll_address} did not present a CA certificate with fingerprint {wanted}; "
-        "check the fingerprint the operator gave you. Do not continue if it is right: you may be "
-        "talking to someone else."
-    )
 
 
 def enroll(

@@ -44,6 +44,34 @@ class CoordinatorExchangeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AccountsConfig:
+    """``[accounts]``: operator accounts, console sessions and failed-login limits."""
+
+    # How long a setup code from `users add` stays valid (1 s to 30 days).
+    setup_ttl_s: int = 24 * 3600
+    # A console session ends after this long without a request (60 s to 1 day)...
+    session_idle_s: float = 1800.0
+    # ...and after this long in any case (60 s to 7 days).
+    session_max_s: float = 12 * 3600.0
+    # Failed console logins for one account or from one address within the window that
+    # lock further attempts out for lockout_s (1 to 100; 10 s to 1 day; 1 s to 1 day).
+    login_max_failures: int = 5
+    login_window_s: float = 300.0
+    login_lockout_s: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsoleConfig:
+    """``[console]``: the web console (HTTPS with the coordinator's certificate)."""
+
+    # Where the console listens, e.g. "127.0.0.1:7445"; empty (the default) serves none.
+    # Non-loopback addresses expose the login page to that network: put it behind your VPN.
+    listen: str = ""
+    # How often live values on a page refresh (1 to 60 s).
+    refresh_s: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorConfig:
     """Settings of ``cloud-coordinator serve``."""
 
@@ -71,6 +99,8 @@ class CoordinatorConfig:
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+    accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
+    console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)
 
 
 @dataclasses.dataclass(frozen=True)
