@@ -13,16 +13,13 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from silolink import __version__, errors, pki
 from silolink import config as config_mod
 from silolink.config import AgentConfig
 from silolink.files import private_dir, write_atomic
 from silolink.gen.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
 from silolink.identity import Role
-from silolink.rpc.channels import pin_ca, split_address, tls_channel
-from silolink.rpc.status import from_rpc_error
+from silolink.rpc.channels import call_enrollment_listener, pin_ca, split_address
 
 from .identity import save_identity
 from .layout import AgentLayout
@@ -61,13 +58,11 @@ def enroll(
     request = enrollment_pb2.EnrollRequest(
         token=token.strip(), csr_pem=pki.make_csr(key, "silolink-agent"), agent_version=__version__
     )
-    channel = tls_channel(enroll_address, ca_pem)
-    try:
-        reply = enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s)
-    except grpc.RpcError as e:
-        raise from_rpc_error(e, peer=f"the coordinator's enrollment listener at {enroll_address}") from None
-    finally:
-        channel.close()
+    reply = call_enrollment_listener(
+        enroll_address,
+        ca_pem,
+        lambda channel: enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s),
+    )
 
     cert = pki.load_cert(reply.certificate_pem)
     identity = pki.identity_of(cert)

@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from silolink import errors, pki
 from silolink.cli_util import iso
 from silolink.files import private_dir, write_atomic
@@ -17,8 +15,7 @@ from silolink.gen.accounts.v1 import accounts_pb2 as pb
 from silolink.gen.accounts.v1 import accounts_pb2_grpc
 from silolink.identity import Role
 from silolink.protos import epoch
-from silolink.rpc.channels import pin_ca, split_address, tls_channel
-from silolink.rpc.status import from_rpc_error
+from silolink.rpc.channels import call_enrollment_listener, pin_ca, split_address
 
 from ..operator_client import OperatorClient
 from .servicer import ROLE_FROM_PROTO, ROLE_TO_PROTO
@@ -136,13 +133,11 @@ def redeem_setup_code(
     request = pb.RedeemSetupCodeRequest(
         code=code.strip(), csr_pem=pki.make_csr(key, "silolink-operator"), password=password, enable_totp=enable_totp
     )
-    channel = tls_channel(enroll_address, ca_pem)
-    try:
-        reply = accounts_pb2_grpc.AccountSetupServiceStub(channel).RedeemSetupCode(request, timeout=timeout_s)
-    except grpc.RpcError as e:
-        raise from_rpc_error(e, peer=f"the coordinator's enrollment listener at {enroll_address}") from None
-    finally:
-        channel.close()
+    reply = call_enrollment_listener(
+        enroll_address,
+        ca_pem,
+        lambda channel: accounts_pb2_grpc.AccountSetupServiceStub(channel).RedeemSetupCode(request, timeout=timeout_s),
+    )
     cert = pki.load_cert(reply.certificate_pem)
     identity = pki.identity_of(cert)
     if not pki.issued_by(cert, pki.load_cert(ca_pem)) or identity is None or identity.role is not Role.OPERATOR:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import hashlib
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
 from silolink import errors, pki
+from silolink.rpc.status import from_rpc_error
+
+T = TypeVar("T")
 
 KEEPALIVE_CLIENT_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -87,3 +92,15 @@ def pin_ca(enroll_address: str, ca_fingerprint: str) -> bytes:
         "check the fingerprint you were given. Do not continue if it is right: you may be "
         "talking to someone else."
     )
+
+
+def call_enrollment_listener(enroll_address: str, ca_pem: bytes, call: Callable[[grpc.Channel], T]) -> T:
+    """One call to the enrollment listener (server TLS verified against ``ca_pem``), with
+    failures as silolink errors naming the listener."""
+    channel = tls_channel(enroll_address, ca_pem)
+    try:
+        return call(channel)
+    except grpc.RpcError as e:
+        raise from_rpc_error(e, peer=f"the coordinator's enrollment listener at {enroll_address}") from None
+    finally:
+        channel.close()
