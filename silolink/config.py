@@ -53,6 +53,10 @@ PURPOSE = Kind(lambda t: PURPOSE_RE.fullmatch(t) is not None, "a purpose (lowerc
 # Catalog dataset names, as edge_agent/catalog names them.
 DATASET = pattern(r"[A-Za-z][A-Za-z0-9_]{0,62}", "a dataset name (a letter, then letters, digits, '_')")
 DATASET_OR_ALL = pattern(r"\*|[A-Za-z][A-Za-z0-9_]{0,62}", '"*" (every dataset) or a dataset name')
+SENSITIVE_FOR_APP = pattern(
+    r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}=[A-Za-z][A-Za-z0-9_]{0,62}\.[^\s]{1,200}",
+    "APP=DATASET.COLUMN (an app allowed one sensitive column of a dataset)",
+)
 APP = pattern(
     r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(=[A-Za-z_][\w.]*:[A-Za-z_]\w*)?",
     'a built-in app name or "NAME=package.module:attribute"',
@@ -176,6 +180,9 @@ class CatalogConfig(Settings):
 
     # nothing | name | schema (name and columns) | count (schema and row count).
     share_with_coordinator: str = setting("schema", choices=SHARE_LEVELS)
+    # Sensitive columns an app may still read, as "APP=DATASET.COLUMN" (none by default):
+    # a column marked sensitive (edge-agent data sensitive) is hidden from every other app.
+    sensitive_for_apps: tuple[str, ...] = setting((), kind=SENSITIVE_FOR_APP, max_items=10_000)
 
 
 @dataclasses.dataclass(frozen=True)
