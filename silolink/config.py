@@ -244,11 +244,31 @@ class TrainingConfig(Settings):
     refused by the site.
     """
 
-    # "tabular" and "tabular-secagg" (built in) or "NAME=package.module:attribute" for a
-    # ClientApp installed here.
+    # Apps that run from code already in the agent's environment: "tabular" and
+    # "tabular-secagg" (built in) or "NAME=package.module:attribute". Apps installed with
+    # `edge-agent apps install|approve` are allowed by that approval and need no entry here.
     apps: tuple[str, ...] = setting(("tabular", "tabular-secagg"), kind=APP, max_items=1000)
     # Catalog datasets jobs may train on; none by default.
     datasets: tuple[str, ...] = setting((), kind=DATASET, max_items=10_000)
+    # The longest one Flower message may run in a ClientApp; a job's own timeout cuts it
+    # shorter. The app's worker process is then stopped (its state is unknown).
+    message_timeout_s: float = setting(600.0, min=1, max=DAY)
+    # A job's ClientApp worker process ends after this long without a message.
+    worker_idle_s: float = setting(900.0, min=10, max=DAY)
+    # ClientApp worker processes at once; one per running job.
+    max_workers: int = setting(8, min=1, max=64)
+
+
+@dataclasses.dataclass(frozen=True)
+class AppsConfig(Settings):
+    """Flower app bundles this site installs (``[apps]`` in agent.toml)."""
+
+    # The largest .fab accepted (Flower's own limit is 10 MiB).
+    max_bundle_bytes: int = setting(10 * 1024 * 1024, min=1024, max=1024**3)
+    # The most bytes a bundle may unpack to (a small zip can declare large files).
+    max_unpacked_bytes: int = setting(64 * 1024 * 1024, min=1024, max=4 * 1024**3)
+    # The most files a bundle may hold (Flower's own limit is 1000).
+    max_files: int = setting(1000, min=1, max=100_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +318,7 @@ class AgentConfig(Settings):
     exchange: AgentExchangeConfig = dataclasses.field(default_factory=AgentExchangeConfig)
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
+    apps: AppsConfig = dataclasses.field(default_factory=AppsConfig)
 
     def check(self) -> None:
         self.require_order("reconnect_initial_s", "reconnect_max_s")

@@ -10,7 +10,7 @@ import click
 from silolink import __version__
 from silolink.cli_util import CommandGroup
 
-from . import daemon, data, exchange, health, models
+from . import apps, daemon, data, exchange, health, models
 
 
 @click.group(cls=CommandGroup)
@@ -26,6 +26,7 @@ main.add_command(health.health)
 main.add_command(data.data)
 main.add_command(data.infer)
 main.add_command(models.models)
+main.add_command(apps.apps)
 main.add_command(exchange.send)
 main.add_command(exchange.inbox)
 main.add_command(exchange.receive)
