@@ -61,13 +61,16 @@ class CommandGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.ClickException as e:
+        except (click.ClickException, click.Abort) as e:
             if not ctx.meta.get(_JSON_ERRORS):
-                raise  # click's own usage message
-            error = {"code": "USAGE", "message": e.format_message()}
+                raise  # click's own message: usage, or "Aborted!" at a prompt
+            usage = isinstance(e, click.ClickException)
+            error = (
+                {"code": "USAGE", "message": e.format_message()} if usage else {"code": "ABORTED", "message": "aborted"}
+            )
             click.echo(json.dumps({"error": error}, sort_keys=True), err=True)
-            sys.exit(e.exit_code)
-        except (click.exceptions.Exit, click.Abort):
+            sys.exit(e.exit_code if usage else 1)
+        except click.exceptions.Exit:
             raise
         except Exception as e:  # noqa: BLE001 - reported in one line, see report_error
             report_error(e)  # ctx.meta, shared by the failed command's context chain, knows --json
