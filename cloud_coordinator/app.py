@@ -28,7 +28,7 @@ from silolink.metrics import Metrics
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import analytics, audit, bootstrap, catalog, exchange, registry, training
+from . import analytics, apps, audit, bootstrap, catalog, exchange, registry, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.hub import ControlHub
@@ -47,6 +47,7 @@ CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
     catalog.attach,
     registry.attach,
     exchange.attach,
+    apps.attach,  # before training: jobs run published apps
     training.attach,
     analytics.attach,
 ]

@@ -44,6 +44,28 @@ class CoordinatorExchangeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorAppsConfig:
+    """``[apps]``: what a Flower App Bundle may weigh (Flower's own limits by default)."""
+
+    # The largest .fab accepted, in bytes (1 KiB to 1 GiB).
+    max_bundle_bytes: int = 10 * 1024 * 1024
+    # The most bytes a bundle may unpack to (zip bombs declare small sizes; 1 KiB to 4 GiB).
+    max_unpacked_bytes: int = 64 * 1024 * 1024
+    # The most files a bundle may hold (1 to 100,000).
+    max_files: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorTrainingConfig:
+    """``[training]``: training jobs (each runs the app's ServerApp in a process of its own)."""
+
+    # How long a job's ServerApp may run unless the job sets --timeout (1 s to 30 days).
+    default_timeout_s: float = 24 * 3600.0
+    # A job process that finds its coordinator gone exits within this time (0.05 to 60 s).
+    orphan_check_s: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorConfig:
     """Settings of ``cloud-coordinator serve``."""
 
@@ -71,6 +93,8 @@ class CoordinatorConfig:
     shutdown_grace_s: float = 5.0
     log_level: str = "INFO"
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+    apps: CoordinatorAppsConfig = dataclasses.field(default_factory=CoordinatorAppsConfig)
+    training: CoordinatorTrainingConfig = dataclasses.field(default_factory=CoordinatorTrainingConfig)
 
 
 @dataclasses.dataclass(frozen=True)
