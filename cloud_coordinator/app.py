@@ -8,7 +8,6 @@ bound addresses to ``run/endpoints.json`` so operator commands can find them.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import logging
 import os
@@ -57,7 +56,7 @@ def load_config(data_dir: Path, environ=None, **overrides) -> CoordinatorConfig:
     """The coordinator's config file, then environment, then explicit overrides."""
     layout = CoordinatorLayout(Path(data_dir))
     cfg = config_mod.load(CoordinatorConfig, layout.config, "SILOLINK_COORDINATOR", environ)
-    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return config_mod.override(cfg, **overrides)
 
 
 def _advertised(address: str, port: int, wildcard_host: str = "localhost") -> str:

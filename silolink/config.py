@@ -5,116 +5,161 @@ Every setting can be overridden by an environment variable named after it:
 ``SILOLINK_COORDINATOR_HEARTBEAT_INTERVAL_S=5`` or, for a nested table,
 ``SILOLINK_AGENT_INFERENCE__MAX_BATCH=64``. Units are in the field names.
 Capabilities add their own nested tables here, so one file describes a whole daemon.
+
+Every setting declares what it may hold, with its default (``silolink.settings``):
+
+    max_batch_rows: int = setting(256, min=1, max=1_000_000)
+    log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
+    listen: str = setting("0.0.0.0:7443", kind=ADDRESS)
+
+and every table subclasses ``Settings``; a bad value is then refused when the config is
+built, in one line naming the file, the key with its table, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tomllib
-import types
-import typing
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, TypeVar
 
-import tomli_w
+from silolink.envelope import PURPOSE_RE, SUITES
+from silolink.identity import SITE_NAME_RE
+from silolink.settings import (
+    ADDRESS,
+    ADDRESS_OR_EMPTY,
+    HOSTNAME,
+    LOCAL_ADDRESS,
+    RELATIVE_PATH,
+    Kind,
+    SettingError,
+    Settings,
+    dump,
+    load,
+    override,
+    pattern,
+    setting,
+)
+from silolink.settings import _build as _build  # noqa: F401 - for tests of nested tables
 
-from silolink.errors import InvalidArgument
+__all__ = ["Settings", "SettingError", "dump", "load", "override", "setting"]
 
-T = TypeVar("T")
+KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
+DAY = 24 * 3600
+YEAR = 365 * DAY
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# gRPC takes message limits as a C int.
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
+SITE_NAME = Kind(lambda t: SITE_NAME_RE.fullmatch(t) is not None, "a site name (lowercase letters, digits, '-')")
+SITE_NAME_OR_EMPTY = Kind(lambda t: t == "" or SITE_NAME.test(t), 'a site name or "" before enrollment')
+PURPOSE = Kind(lambda t: PURPOSE_RE.fullmatch(t) is not None, "a purpose (lowercase letters, digits, '.', '_', '-')")
+# Catalog dataset names, as edge_agent/catalog names them.
+DATASET = pattern(r"[A-Za-z][A-Za-z0-9_]{0,62}", "a dataset name (a letter, then letters, digits, '_')")
+DATASET_OR_ALL = pattern(r"\*|[A-Za-z][A-Za-z0-9_]{0,62}", '"*" (every dataset) or a dataset name')
+SENSITIVE_FOR_APP = pattern(
+    r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}=[A-Za-z][A-Za-z0-9_]{0,62}\.[^\s]{1,200}",
+    "APP=DATASET.COLUMN (an app allowed one sensitive column of a dataset)",
+)
+APP = pattern(
+    r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(=[A-Za-z_][\w.]*:[A-Za-z_]\w*)?",
+    'a built-in app name or "NAME=package.module:attribute"',
+)
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordinatorExchangeConfig:
+class CoordinatorExchangeConfig(Settings):
     """``[exchange]``: the envelope broker's limits."""
 
     # The largest envelope (plaintext bytes) the broker accepts.
-    max_envelope_bytes: int = 1024 * 1024 * 1024
+    max_envelope_bytes: int = setting(1 * GiB, min=1 * KiB, max=64 * GiB)
     # Bytes a site may have waiting in the broker as a sender, across its recipients.
-    quota_bytes_per_site: int = 4 * 1024 * 1024 * 1024
+    quota_bytes_per_site: int = setting(4 * GiB, min=1 * KiB, max=16 * TiB)
     # The longest time-to-live a sender may ask for.
-    max_ttl_s: int = 7 * 24 * 3600
+    max_ttl_s: int = setting(7 * DAY, min=1, max=YEAR)
     # Envelopes up to this many ciphertext bytes are stored in the database, larger ones in files.
-    inline_max_bytes: int = 64 * 1024
+    inline_max_bytes: int = setting(64 * KiB, min=0, max=16 * MiB)
     # How often expired envelopes are dropped.
-    sweep_interval_s: float = 60.0
+    sweep_interval_s: float = setting(60.0, min=0.05, max=DAY)
     # Envelopes committed together at most (group commit: one fsync for many).
-    commit_batch_max: int = 4096
+    commit_batch_max: int = setting(4096, min=1, max=1_000_000)
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordinatorAppsConfig:
+class CoordinatorAppsConfig(Settings):
     """``[apps]``: what a Flower App Bundle may weigh (Flower's own limits by default)."""
 
-    # The largest .fab accepted, in bytes (1 KiB to 1 GiB).
-    max_bundle_bytes: int = 10 * 1024 * 1024
-    # The most bytes a bundle may unpack to (zip bombs declare small sizes; 1 KiB to 4 GiB).
-    max_unpacked_bytes: int = 64 * 1024 * 1024
-    # The most files a bundle may hold (1 to 100,000).
-    max_files: int = 1000
+    # The largest .fab accepted (Flower's own FAB limit is 10 MiB).
+    max_bundle_bytes: int = setting(10 * MiB, min=1 * KiB, max=1 * GiB)
+    # The most bytes a bundle may unpack to (a zip bomb declares small sizes it then exceeds).
+    max_unpacked_bytes: int = setting(64 * MiB, min=1 * KiB, max=4 * GiB)
+    # The most files a bundle may hold.
+    max_files: int = setting(1000, min=1, max=100_000)
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordinatorTrainingConfig:
+class CoordinatorTrainingConfig(Settings):
     """``[training]``: training jobs (each runs the app's ServerApp in a process of its own)."""
 
-    # How long a job's ServerApp may run unless the job sets --timeout (1 s to 30 days).
-    default_timeout_s: float = 24 * 3600.0
-    # A job process that finds its coordinator gone exits within this time (0.05 to 60 s).
-    orphan_check_s: float = 0.5
+    # How long a job's ServerApp may run, unless the job sets --timeout.
+    default_timeout_s: float = setting(float(DAY), min=1.0, max=30.0 * DAY)
+    # A job process that finds its coordinator gone exits within about this time.
+    orphan_check_s: float = setting(0.5, min=0.05, max=60.0)
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordinatorConfig:
+class CoordinatorConfig(Settings):
     """Settings of ``cloud-coordinator serve``."""
 
     # Where agents and operators connect (mTLS).
-    listen: str = "0.0.0.0:7443"
+    listen: str = setting("0.0.0.0:7443", kind=ADDRESS)
     # Where new sites enroll (server TLS only; the one call allowed without a certificate).
-    enroll_listen: str = "0.0.0.0:7444"
+    enroll_listen: str = setting("0.0.0.0:7444", kind=ADDRESS)
     # Prometheus metrics over HTTP; empty to disable.
-    metrics_listen: str = "127.0.0.1:9464"
+    metrics_listen: str = setting("127.0.0.1:9464", kind=ADDRESS_OR_EMPTY)
     # The addresses sites dial, as printed in enrollment instructions; empty means the
     # first hostname with the port actually bound.
-    public_address: str = ""
-    public_enroll_address: str = ""
+    public_address: str = setting("", kind=ADDRESS_OR_EMPTY)
+    public_enroll_address: str = setting("", kind=ADDRESS_OR_EMPTY)
     # Names and IPs the server certificate covers.
-    hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")
-    heartbeat_interval_s: float = 10.0
+    hostnames: tuple[str, ...] = setting(("localhost", "127.0.0.1"), kind=HOSTNAME, min_items=1, max_items=64)
+    # How often connected sites send a heartbeat (the coordinator tells them).
+    heartbeat_interval_s: float = setting(10.0, min=0.05, max=3600)
     # A connected site that sends nothing for this long is disconnected.
-    stale_after_s: float = 45.0
-    token_ttl_s: int = 24 * 3600
-    site_cert_lifetime_s: int = 30 * 24 * 3600
-    operator_cert_lifetime_s: int = 365 * 24 * 3600
-    server_cert_lifetime_s: int = 365 * 24 * 3600
-    max_message_bytes: int = 16 * 1024 * 1024
-    max_workers: int = 256
-    shutdown_grace_s: float = 5.0
-    log_level: str = "INFO"
+    stale_after_s: float = setting(45.0, min=0.1, max=DAY)
+    # How long an enrollment token stays valid.
+    token_ttl_s: int = setting(DAY, min=60, max=30 * DAY)
+    site_cert_lifetime_s: int = setting(30 * DAY, min=1, max=5 * YEAR)
+    operator_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
+    server_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
+    max_message_bytes: int = setting(16 * MiB, min=4 * KiB, max=MAX_GRPC_MESSAGE_BYTES)
+    # Threads serving RPCs (and concurrent calls allowed).
+    max_workers: int = setting(256, min=1, max=65536)
+    # How long in-flight calls may finish after SIGTERM.
+    shutdown_grace_s: float = setting(5.0, min=0, max=3600)
+    log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
     apps: CoordinatorAppsConfig = dataclasses.field(default_factory=CoordinatorAppsConfig)
     training: CoordinatorTrainingConfig = dataclasses.field(default_factory=CoordinatorTrainingConfig)
 
+    def check(self) -> None:
+        self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")
+
 
 @dataclasses.dataclass(frozen=True)
-class AgentExchangeConfig:
+class AgentExchangeConfig(Settings):
     """``[exchange]``: this site's keys and what it may send."""
 
     # HPKE suite of the site's key: MLKEM768_X25519 (hybrid post-quantum) or X25519.
-    suite: str = "MLKEM768_X25519"
+    suite: str = setting("MLKEM768_X25519", choices=tuple(SUITES))
     # Time-to-live of sent envelopes unless a sender asks otherwise.
-    ttl_s: int = 24 * 3600
+    ttl_s: int = setting(DAY, min=1, max=YEAR)
     # Sites this site may send to; empty allows any site an agreement names.
-    allowed_recipients: tuple[str, ...] = ()
+    allowed_recipients: tuple[str, ...] = setting((), kind=SITE_NAME, max_items=100_000)
     # Purposes this site may send; empty allows any purpose an agreement names.
-    allowed_purposes: tuple[str, ...] = ()
+    allowed_purposes: tuple[str, ...] = setting((), kind=PURPOSE, max_items=10_000)
     # Where received files go, relative to the data directory.
-    inbox_dir: str = "inbox"
+    inbox_dir: str = setting("inbox", kind=RELATIVE_PATH)
     # How long a rotated-out key is kept for envelopes still sealed to it.
-    key_retention_s: int = 8 * 24 * 3600
+    key_retention_s: int = setting(8 * DAY, min=0, max=2 * YEAR)
     # How often the agent fetches and verifies new audit entries (and republishes its key).
-    audit_poll_s: float = 30.0
+    audit_poll_s: float = setting(30.0, min=0.05, max=DAY)
 
 
 # What the coordinator may learn about each dataset in the site's catalog, least first.
@@ -122,70 +167,58 @@ SHARE_LEVELS = ("nothing", "name", "schema", "count")
 
 
 @dataclasses.dataclass(frozen=True)
-class CatalogConfig:
+class CatalogConfig(Settings):
     """The site's policy for its catalog (``[catalog]`` in agent.toml)."""
 
     # nothing | name | schema (name and columns) | count (schema and row count).
-    share_with_coordinator: str = "schema"
-
-    def __post_init__(self) -> None:
-        if self.share_with_coordinator not in SHARE_LEVELS:
-            raise InvalidArgument(
-                f"[catalog] share_with_coordinator = {self.share_with_coordinator!r}: "
-                f"use one of {', '.join(SHARE_LEVELS)}"
-            )
+    share_with_coordinator: str = setting("schema", choices=SHARE_LEVELS)
+    # Sensitive columns an app may still read, as "APP=DATASET.COLUMN" (none by default):
+    # a column marked sensitive (edge-agent data sensitive) is hidden from every other app.
+    sensitive_for_apps: tuple[str, ...] = setting((), kind=SENSITIVE_FOR_APP, max_items=10_000)
 
 
 @dataclasses.dataclass(frozen=True)
-class AnalyticsConfig:
+class AnalyticsConfig(Settings):
     """Federated queries this site answers (``[analytics]`` in agent.toml)."""
 
     # Datasets the site answers queries on: "*" for every dataset in its catalog, [] for none.
-    datasets: tuple[str, ...] = ("*",)
+    datasets: tuple[str, ...] = setting(("*",), kind=DATASET_OR_ALL, max_items=10_000)
     # Refuse any answer computed over fewer rows than this, and any histogram with a bin
     # holding between 1 and min_cohort - 1 rows.
-    min_cohort: int = 10
+    min_cohort: int = setting(10, min=1, max=1_000_000_000)
     # Take part only in queries across at least this many sites. With 2, the other site
     # together with the operator could work out this site's value from the total.
-    min_sites: int = 2
+    min_sites: int = setting(2, min=2, max=100_000, why="secure aggregation needs 2 or more")
     # Differential privacy: 0 sends exact values; above 0, discrete Laplace noise calibrated
     # to this epsilon is added to each answer (sum and mean then need clipping bounds).
-    epsilon: float = 0.0
+    epsilon: float = setting(0.0, min=0.0, max=1000.0, why="0 means no noise")
     # How long a query's round-1 state waits for round 2 before it is dropped.
-    pending_ttl_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.min_cohort < 1:
-            raise InvalidArgument(f"[analytics] min_cohort = {self.min_cohort}: use 1 or more")
-        if self.min_sites < 2:
-            raise InvalidArgument(f"[analytics] min_sites = {self.min_sites}: secure aggregation needs 2 or more")
-        if not self.epsilon >= 0 or self.epsilon == float("inf"):
-            raise InvalidArgument(f"[analytics] epsilon = {self.epsilon}: use 0 (no noise) or a positive number")
+    pending_ttl_s: float = setting(120.0, min=0.1, max=DAY)
 
 
 @dataclasses.dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(Settings):
     """Model serving on the local API (``[inference]`` in agent.toml)."""
 
     # Concurrent requests to one model version are run together, up to this many rows.
-    batching: bool = True
-    max_batch_rows: int = 256
+    batching: bool = setting(True)
+    max_batch_rows: int = setting(256, min=1, max=1_000_000)
     # How long a batch may wait for more requests before it runs. 0: batches form only
     # from requests that queued while the previous batch ran (no added latency when idle).
-    max_batch_wait_ms: float = 0.0
+    max_batch_wait_ms: float = setting(0.0, min=0.0, max=10_000.0)
     # Larger requests are refused (use InferStream to score more rows in pieces).
-    max_request_rows: int = 65536
+    max_request_rows: int = setting(65536, min=1, max=100_000_000)
     # Model versions kept loaded at once; the least recently used is unloaded first.
-    max_loaded_versions: int = 8
+    max_loaded_versions: int = setting(8, min=1, max=1024)
     # onnxruntime threads per model run; 0 lets onnxruntime choose (one per core).
-    intra_op_threads: int = 0
+    intra_op_threads: int = setting(0, min=0, max=1024)
     # Let idle onnxruntime threads spin (its default): best for large requests; turn off
     # when many models share few cores.
-    spin_wait: bool = True
+    spin_wait: bool = setting(True)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(Settings):
     """Which Flower apps may run here, on which datasets (``[training]`` in agent.toml).
 
     Code never travels from the cloud: a job naming an app or dataset not listed here is
@@ -194,47 +227,52 @@ class TrainingConfig:
 
     # "tabular" and "tabular-secagg" (built in) or "NAME=package.module:attribute" for a
     # ClientApp installed here.
-    apps: tuple[str, ...] = ("tabular", "tabular-secagg")
+    apps: tuple[str, ...] = setting(("tabular", "tabular-secagg"), kind=APP, max_items=1000)
     # Catalog datasets jobs may train on; none by default.
-    datasets: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = setting((), kind=DATASET, max_items=10_000)
 
 
 @dataclasses.dataclass(frozen=True)
-class RegistryConfig:
+class RegistryConfig(Settings):
     """Models rolled out from the coordinator's registry (``[registry]`` in agent.toml)."""
 
     # Hold each verified model until `edge-agent models approve NAME:VERSION` (change control).
-    require_approval: bool = False
+    require_approval: bool = setting(False)
     # A broken download resumes from its last byte, up to this many times, with backoff.
-    download_retries: int = 8
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
+    download_retries: int = setting(8, min=0, max=1000)
+    retry_initial_s: float = setting(0.5, min=0.01, max=3600)
+    retry_max_s: float = setting(30.0, min=0.01, max=DAY)
+
+    def check(self) -> None:
+        self.require_order("retry_initial_s", "retry_max_s")
 
 
 @dataclasses.dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(Settings):
     """Settings of ``edge-agent run``."""
 
     # The site name, as enrolled (also in the certificate, which is what counts).
-    site: str = ""
+    site: str = setting("", kind=SITE_NAME_OR_EMPTY)
     # The coordinator's mTLS address.
-    coordinator: str = ""
+    coordinator: str = setting("", kind=ADDRESS_OR_EMPTY)
     # The local API for site systems: "unix:PATH" (relative to the data directory) or
     # "HOST:PORT". Non-loopback addresses need allow_remote_local_api.
-    local_listen: str = "unix:agent.sock"
-    allow_remote_local_api: bool = False
-    reconnect_initial_s: float = 0.5
-    reconnect_max_s: float = 30.0
+    local_listen: str = setting("unix:agent.sock", kind=LOCAL_ADDRESS)
+    allow_remote_local_api: bool = setting(False)
+    # Backoff between attempts to reach the coordinator: doubles from initial to max.
+    reconnect_initial_s: float = setting(0.5, min=0.01, max=3600)
+    reconnect_max_s: float = setting(30.0, min=0.01, max=DAY)
     # Renew the site certificate when less than this fraction of its lifetime remains.
-    renew_remaining_fraction: float = 0.33
-    max_message_bytes: int = 16 * 1024 * 1024
+    renew_remaining_fraction: float = setting(0.33, min=0.01, max=0.99)
+    max_message_bytes: int = setting(16 * MiB, min=4 * KiB, max=MAX_GRPC_MESSAGE_BYTES)
     # Threads serving the local API; concurrent Infer calls each hold one while batched.
-    local_max_workers: int = 64
-    shutdown_grace_s: float = 5.0
-    log_level: str = "INFO"
+    local_max_workers: int = setting(64, min=1, max=65536)
+    # How long in-flight local calls may finish after SIGTERM.
+    shutdown_grace_s: float = setting(5.0, min=0, max=3600)
+    log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     # Prometheus metrics over HTTP (RPCs, inference, the control link), e.g.
     # "127.0.0.1:9465"; empty (the default) opens no port.
-    metrics_listen: str = ""
+    metrics_listen: str = setting("", kind=ADDRESS_OR_EMPTY)
     catalog: CatalogConfig = dataclasses.field(default_factory=CatalogConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
@@ -242,81 +280,5 @@ class AgentConfig:
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
 
-
-def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:
-    """Build ``cls`` from the TOML file at ``path`` (if it exists), then the environment."""
-    data: dict[str, Any] = {}
-    if path is not None and Path(path).exists():
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise InvalidArgument(f"{path}: not valid TOML: {e}") from None
-    environ = os.environ if environ is None else environ
-    return _build(cls, data, f"{env_prefix}_", environ, str(path or "defaults"))
-
-
-def dump(config: Any) -> str:
-    """TOML text for a config object (round-trips through ``load``)."""
-    return tomli_w.dumps(_plain(dataclasses.asdict(config)))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type[T], data: dict[str, Any], prefix: str, environ: Mapping[str, str], where: str) -> T:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise InvalidArgument(f"{where}: unknown setting(s) {', '.join(unknown)} for {cls.__name__}")
-    values: dict[str, Any] = {}
-    for name, hint in hints.items():
-        if name not in fields:
-            continue
-        env_name = (prefix + name).upper()
-        if dataclasses.is_dataclass(hint):
-            section = data.get(name, {})
-            if not isinstance(section, dict):
-                raise InvalidArgument(f"{where}: [{name}] must be a table")
-            values[name] = _build(hint, section, env_name + "__", environ, f"{where} [{name}]")  # type: ignore[arg-type]
-        elif env_name in environ:
-            values[name] = _coerce(hint, environ[env_name], env_name)
-        elif name in data:
-            values[name] = _coerce(hint, data[name], f"{where}: {name}")
-    return cls(**values)
-
-
-def _coerce(hint: Any, raw: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    try:
-        if origin is tuple:
-            (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-            items = [s.strip() for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
-            return tuple(_coerce(item, v, where) for v in items)
-        if origin in (typing.Union, types.UnionType):
-            inner = [a for a in typing.get_args(hint) if a is not type(None)]
-            return None if raw in ("", None) else _coerce(inner[0], raw, where)
-        if hint is bool:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if hint in (int, float):
-            if isinstance(raw, bool):
-                raise ValueError("expected a number")
-            return hint(raw)
-        if hint is str:
-            if not isinstance(raw, str):
-                raise ValueError("expected a string")
-            return raw
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"{where}: {raw!r} is not a valid {getattr(hint, '__name__', hint)}: {e}") from None
-    raise InvalidArgument(f"{where}: unsupported setting type {hint}")
+    def check(self) -> None:
+        self.require_order("reconnect_initial_s", "reconnect_max_s")

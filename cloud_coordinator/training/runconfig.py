@@ -33,6 +33,7 @@ FLAG_KEYS = {
 }
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 MAX_KEYS = 256
+MAX_ROUND_TIMEOUT_S = 7 * 24 * 3600
 MAX_STRING = 4096
 
 
@@ -100,6 +101,8 @@ def check_tabular(config: dict[str, Any]) -> None:
         raise errors.InvalidArgument("min-sites must be at least 1")
     if config.get("round-timeout", 1.0) <= 0 or config.get("lr", 1.0) <= 0 or config.get("local-epochs", 1) < 1:
         raise errors.InvalidArgument("round timeout, learning rate and local epochs must be positive")
+    if config.get("round-timeout", 1.0) > MAX_ROUND_TIMEOUT_S:  # beyond this, the job process's waits overflow
+        raise errors.InvalidArgument(f"the round timeout must be at most {MAX_ROUND_TIMEOUT_S} s (7 days)")
     noise, clip = config.get("dp-noise", 0.0), config.get("dp-clip", 0.0)
     if noise < 0 or (noise > 0 and clip <= 0):
         raise errors.InvalidArgument("differential privacy needs a noise multiplier >= 0 and a clipping norm > 0")

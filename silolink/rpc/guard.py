@@ -20,6 +20,7 @@ import grpc
 
 from silolink import errors, pki
 from silolink.identity import ANONYMOUS, Identity, Role
+from silolink.request_limits import check_request
 from silolink.rpc.status import grpc_code
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,11 @@ def _parser(method: str, deserialize: Callable | None) -> Callable[[Any], Any]:
 
     def parse(raw: Any) -> Any:
         try:
-            return deserialize(raw)
+            message = deserialize(raw)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError and friends
             raise errors.InvalidArgument(f"the request to {method} is not a valid protobuf message") from None
+        check_request(message)  # no NaN, infinity or uint64 beyond SQLite, in any field of any request
+        return message
 
     return parse
 
