@@ -260,9 +260,9 @@ def show(job: dict) -> None:
     layers = f", hidden layers {','.join(map(str, spec['hidden_units']))}" if spec.get("hidden_units") else ""
     strategy = f", {spec['strategy']}" if spec.get("strategy") else ""
     planned = planned_rounds(job)
-    click.echo(f"job {job['job']}: {job['state']}  app {spec['app']}{':' + job['app_version'] if job.get('app_version') else ''} "
-               f"on {spec['dataset']}{strategy}{layers}, {len(job['rounds'])}/{planned or '?'} rounds, "
-               f"sites {', '.join(spec['sites'])}")  # fmt: skip
+    version = f":{job['app_version']}" if job.get("app_version") else ""
+    click.echo(f"job {job['job']}: {job['state']}  app {spec['app']}{version} on {spec['dataset']}{strategy}{layers}, "
+               f"{len(job['rounds'])}/{planned or '?'} rounds, sites {', '.join(spec['sites'])}")  # fmt: skip
     if job.get("run_config"):
         click.echo("run_config: " + ", ".join(f"{k}={v!r}" for k, v in sorted(job["run_config"].items())))
     if job.get("resumed"):

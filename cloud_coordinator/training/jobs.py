@@ -52,6 +52,7 @@ MAX_RESUMES = 3
 STOP_GRACE_S = 5.0
 LOG_FILE = "server.log"
 MAX_LOG_READ = 1 << 20
+LOGS_COMMAND = "cloud-coordinator train logs"
 EXIT_ORPHANED = 75  # the job process found its coordinator gone (it wrote nothing)
 
 
@@ -358,9 +359,9 @@ class JobService:
         if timed_out:
             reason = f"the ServerApp ran past the job's timeout of {timeout_s:g} s (--timeout) and was stopped"
         elif code < 0:
-            reason = f"the job process was killed by signal {-code}; `cloud-coordinator train logs {job_id}` shows its output"
+            reason = f"the job process was killed by signal {-code}; `{LOGS_COMMAND} {job_id}` shows its output"
         elif code:
-            reason = f"the job process exited with code {code}; `cloud-coordinator train logs {job_id}` shows why"
+            reason = f"the job process exited with code {code}; `{LOGS_COMMAND} {job_id}` shows why"
         else:
             reason = "the job process ended without finishing the job"
         self._fail(job_id, reason)

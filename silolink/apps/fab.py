@@ -151,32 +151,55 @@ def inspect_fab(data: bytes, limits: FabLimits | None = None) -> FabInfo:
 
 
 def unpack_fab(data: bytes, destination: Path, limits: FabLimits | None = None) -> FabInfo:
-    """Check a bundle and unpack it into ``destination``, which must not exist yet.
+    """Check a bundle and unpack it into ``destination``, which must not exist yet."""
+    info, files = read_fab(data, limits)
+    write_files(files, destination)
+    return info
+
+
+def write_files(files: dict[str, bytes], destination: Path) -> None:
+    """Write a checked bundle's files (from ``read_fab``) into ``destination``.
 
     The files go to a temporary directory beside it, which is renamed into place once
     complete: ``destination`` either holds the whole app or does not exist.
     """
-    info, files = read_fab(data, limits)
     destination = Path(destination)
     if destination.exists():
         raise errors.AlreadyExists(f"{destination} already exists")
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = destination.parent / f".{destination.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
+        staging.mkdir()
         for name, content in files.items():
             if name == CONTENT_FILE:
                 continue
-            target = staging.joinpath(*PurePosixPath(name).parts)
+            target = staging.joinpath(*PurePosixPath(_safe_path(name)).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "xb") as handle:  # "x": never through anything already there
                 handle.write(content)
             os.chmod(target, 0o644)
-        staging.mkdir(parents=True, exist_ok=True)  # a bundle of pyproject.toml alone still has a directory
         os.rename(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return info
+
+
+def component_file(info: FabInfo, component: str) -> str | None:
+    """The bundle file that holds a component's module ("pkg/client_app.py"), or None.
+
+    A static check (no code runs): Flower loads ``module:attribute`` relative to the app's
+    root, so the module must be a file of the bundle.
+    """
+    reference = {"clientapp": info.clientapp, "serverapp": info.serverapp}[component]
+    module = reference.partition(":")[0]
+    if not module:
+        return None
+    base = module.replace(".", "/")
+    paths = {f.path for f in info.files}
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if candidate in paths:
+            return candidate
+    return None
 
 
 def _checked_members(archive: zipfile.ZipFile, limits: FabLimits) -> dict[str, zipfile.ZipInfo]:
