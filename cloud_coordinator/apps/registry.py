@@ -18,8 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from typing import Any
 
 from silolink import errors, manifests
 from silolink.apps import fab
+from silolink.files import write_atomic
 from silolink.onnx_models import check_name
 
 from ..audit.store import AuditLog
@@ -151,18 +150,8 @@ class AppRegistry:
 
     def _write_blob(self, sha256: str, data: bytes) -> None:
         path = self.blob_path(sha256)
-        if path.exists():
-            return
-        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".incoming.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if not path.exists():
+            write_atomic(path, data, mode=0o644)
 
     def publish_builtin(self, name: str) -> AppVersion | None:
         """Publish the built-in app ``name`` from the installed code (once per process)."""

@@ -11,16 +11,13 @@ from silolink.cli_util import echo_json, handle_errors, table
 from ..apps.client import AppsClient
 from ..apps.registry import parse_ref
 from ..operator_client import OperatorClient
+from .models import _size
 from .options import json_option, operator_options
 
 
 @click.group()
 def apps() -> None:
     """Publish Flower apps (signed bundles) that sites can approve and jobs can run."""
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 @apps.command()

@@ -114,3 +114,24 @@ def test_bad_bundles_are_refused_with_the_reason_and_leave_nothing(tmp_path):
         assert not [e for e in coordinator.audit.entries() if e.action == "app.push"]
     finally:
         coordinator.stop(0)
+
+
+def test_the_apps_commands(coordinator, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from cloud_coordinator.cli import main
+
+    app_dir = write_app(tmp_path, "cli-app")
+    d = ["--data-dir", str(coordinator.layout.root)]
+    pushed = CliRunner().invoke(main, ["apps", "push", str(app_dir), "--json", *d])
+    assert pushed.exit_code == 0, pushed.output
+    printed = json.loads(pushed.output)
+    assert (printed["name"], printed["version"], len(printed["sha256"])) == ("cli-app", "1.0.0", 64)
+    listed = CliRunner().invoke(main, ["apps", "list", *d])
+    assert "cli-app" in listed.output and printed["sha256"][:12] in listed.output
+    shown = CliRunner().invoke(main, ["apps", "show", "cli-app:1.0.0", *d])
+    assert "serverapp cli_app_pkg.server_app:app" in shown.output and "config num-server-rounds = 2" in shown.output
+    missing = CliRunner().invoke(main, ["apps", "show", "nope", *d])
+    assert missing.exit_code != 0 and "error: no app named 'nope' is published" in missing.output
