@@ -74,7 +74,7 @@ def config_from_proto(values: Any) -> dict[str, bool | int | float | str]:
     """A ``map<string, ConfigValue>`` field as a run_config dict (unset values are left out)."""
     out: dict[str, bool | int | float | str] = {}
     for key, value in values.items():
-        kind = value.WhichOneof("kind")
+        kind = value.WhichOneof("value")
         if kind is not None:
             out[key] = getattr(value, kind)
     return out

@@ -235,8 +235,9 @@ class JobService:
                 app=job.spec.app,
                 dataset=job.spec.dataset,
                 run_id=node_id(job.id),
-                app_version=job.app_version,
-                app_sha256="" if builtin else job.app_sha256,  # sites run their own built-in copy
+                # Built-in apps: the sites run their own copy of the code, whatever its version.
+                app_version="" if builtin else job.app_version,
+                app_sha256="" if builtin else job.app_sha256,
                 run_config=config_to_proto(job.run_config),
             )
             with self._lock:

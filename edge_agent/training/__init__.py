@@ -1,4 +1,4 @@
-"""Federated training at the site: Flower messages run through the site's installed apps."""
+"""Federated training at the site: Flower messages run through the site's approved apps."""
 
 from __future__ import annotations
 
@@ -11,8 +11,22 @@ if TYPE_CHECKING:
 
 
 def attach(agent: Agent) -> list[ServiceMount]:
+    from ..apps.store import AppStore
     from .host import FlowerHost
 
-    host = FlowerHost(agent.config.training, agent.catalog, agent.layout.catalog_db)
+    apps = AppStore.open(agent.layout.state_db, agent.layout.apps_dir)
+    host = FlowerHost(
+        agent.config.training, agent.catalog, agent.layout.catalog_db, apps, agent.config.catalog.sensitive_for_apps
+    )
     agent.dispatcher.register("flower", host.handle)
+
+    def end_job(command):
+        """The coordinator says a job ended: its ClientApp worker and Context go at once."""
+        from silolink.gen.training.v1 import training_pb2
+
+        host.workers.end(command.job_id)
+        return training_pb2.EndFlowerJobResult()
+
+    agent.dispatcher.register("end_flower_job", end_job)
+    agent.on_stop(host.stop)
     return []
