@@ -4,6 +4,7 @@ hash and signed; offered to agents over mTLS, downloaded in chunks, verified aga
 from __future__ import annotations
 
 import hashlib
+import os
 
 import grpc
 import pytest
@@ -17,7 +18,7 @@ from silolink.gen.apps.v1 import apps_pb2 as pb
 from silolink.gen.apps.v1 import apps_pb2_grpc
 from silolink.rpc.channels import mtls_channel
 from tests import support
-from tests.app_builders import rezip, write_app
+from tests.flower_app_builders import rezip, symlink_entry, write_app
 
 
 def agent_stub(agent, coordinator):
@@ -38,10 +39,10 @@ def test_push_list_show_offer_and_download(coordinator, make_agent, tmp_path):
         pushed = client.push(app_dir)
         data = fab.build_fab(app_dir)  # Flower's builder is deterministic: the same bytes, the same hash
         assert pushed["created"] and pushed["sha256"] == hashlib.sha256(data).hexdigest()
-        assert (pushed["name"], pushed["version"], pushed["publisher"]) == ("numpy-test", "1.0.0", "silolink-tests")
+        assert (pushed["name"], pushed["version"], pushed["publisher"]) == ("numpy-test", "1.0.0", "tests")
         assert pushed["config"] == {"num-server-rounds": 3, "lr": 0.1, "mode": "fast"}
-        assert pushed["serverapp"] == "numpy_test_pkg.server_app:app" and pushed["dependencies"] == ["numpy"]
-        assert {f["path"] for f in pushed["files"]} >= {"numpy_test_pkg/server_app.py", "pyproject.toml"}
+        assert pushed["serverapp"] == "numpy_test.server_app:app" and pushed["dependencies"] == ["numpy>=1.26"]
+        assert {f["path"] for f in pushed["files"]} >= {"numpy_test/server_app.py", "pyproject.toml"}
         fab_file = tmp_path / "app.fab"
         fab_file.write_bytes(data)
         again = client.push(fab_file)  # the same bundle, as a .fab: nothing changes
@@ -49,7 +50,7 @@ def test_push_list_show_offer_and_download(coordinator, make_agent, tmp_path):
         changed = write_app(tmp_path / "v2", "numpy-test", config={"num-server-rounds": 5, "lr": 0.1, "mode": "fast"})
         with pytest.raises(errors.AlreadyExists, match="raise \\[project\\] version"):
             client.push(changed)
-        client.push(write_app(tmp_path / "v3", "numpy-test", version="1.1.0"))
+        client.push(write_app(tmp_path, "numpy-test", version="1.1.0"))
         assert [(a["name"], a["version"]) for a in client.list()] == [("numpy-test", "1.0.0"), ("numpy-test", "1.1.0")]
         (shown,) = client.show("numpy-test", "1.0.0")
         with pytest.raises(errors.NotFound, match="has no version '9'; published: 1.0.0, 1.1.0"):
@@ -88,16 +89,19 @@ def test_bad_bundles_are_refused_with_the_reason_and_leave_nothing(tmp_path):
     coordinator = support.start_coordinator(tmp_path / "c", apps=CoordinatorAppsConfig(max_bundle_bytes=64 * 1024))
     try:
         good = fab.build_fab(write_app(tmp_path, "clean"))
-        link_dir = write_app(tmp_path / "l", "linked")
-        (link_dir / "linked_pkg" / "data.py").symlink_to("/etc/hostname")
+        link_dir = write_app(tmp_path, "linked")
+        (link_dir / "linked" / "data.py").symlink_to("/etc/hostname")
+
+        def tampered(name, content):
+            return b"import os\n" if name == "clean/server_app.py" else content
+
         cases = {
-            "traversal": (rezip(good, {"../evil.py": b"x = 1\n"}), "outside its root"),
-            "absolute": (rezip(good, {"/etc/evil.py": b"x = 1\n"}), "absolute path"),
-            "symlink": (rezip(good, symlink=("clean_pkg/link.py", "/etc/passwd")), "symlink"),
-            "tampered": (rezip(good, {"clean_pkg/server_app.py": b"import os\n"}), "does not match"),
-            "oversize": (rezip(good, {"clean_pkg/big.py": b"#" * 200_000}), "over the limit"),
+            "traversal": (rezip(good, add={"../evil.py": b"x = 1\n"}), "outside its root"),
+            "absolute": (rezip(good, add={"/etc/evil.py": b"x = 1\n"}), "absolute path"),
+            "symlink": (rezip(good, entries=[symlink_entry("clean/link.py", "/etc/passwd")]), "symlink"),
+            "tampered": (rezip(good, change=tampered), "does not match"),
+            "oversize": (rezip(good, add={"clean/big.py": os.urandom(200_000)}), "over the limit"),
             "not a zip": (b"PK not really", "not a zip archive"),
-            "no pyproject": (rezip(good, {"pyproject.toml": None}), "pyproject.toml"),
         }
         with support.operator(coordinator) as op:
             client = AppsClient(op)
@@ -132,6 +136,6 @@ def test_the_apps_commands(coordinator, tmp_path):
     listed = CliRunner().invoke(main, ["apps", "list", *d])
     assert "cli-app" in listed.output and printed["sha256"][:12] in listed.output
     shown = CliRunner().invoke(main, ["apps", "show", "cli-app:1.0.0", *d])
-    assert "serverapp cli_app_pkg.server_app:app" in shown.output and "config num-server-rounds = 2" in shown.output
+    assert "serverapp cli_app.server_app:app" in shown.output and "config mode = 'fast'" in shown.output
     missing = CliRunner().invoke(main, ["apps", "show", "nope", *d])
     assert missing.exit_code != 0 and "error: no app named 'nope' is published" in missing.output

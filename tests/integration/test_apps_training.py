@@ -4,27 +4,43 @@ legacy API, SecAgg+), its logs, its failures and the model it publishes."""
 
 from __future__ import annotations
 
-import textwrap
+from pathlib import Path
 
 import pytest
 
 from cloud_coordinator.apps.client import AppsClient
+from edge_agent.apps.install import install_bundle
+from edge_agent.apps.store import AppStore
 from edge_agent.catalog.store import Catalog
 from silolink import errors
+from silolink.apps.fab import FabLimits, build_fab
 from silolink.config import TrainingConfig
 from tests import support
-from tests.app_builders import write_app
+from tests.flower_app_builders import write_app
+from tests.integration import user_client_apps
 from tests.integration.user_client_apps import PATIENT_MARKER
 
-CLIENTS = "tests.integration.user_client_apps"
+CLIENTS = Path(user_client_apps.__file__).read_text()
 
 
-def site(make_agent, tmp_path, name: str, app: str, client: str = "step_app"):
-    """An enrolled, running site whose admin allows ``app`` (its ClientApp) on dataset ``rows``."""
-    agent = make_agent(name, training=TrainingConfig(apps=(f"{app}={CLIENTS}:{client}",), datasets=("rows",)))
+def app(root: Path, name: str, server: str, client: str = "step_app", **options) -> Path:
+    """A Flower app directory: ``server`` as its server_app.py, the ClientApp ``client`` of
+    user_client_apps as its client_app.py's ``app``."""
+    options.setdefault("config", {"num-server-rounds": 2, "lr": 0.5})
+    options.setdefault("dependencies", ["numpy"])
+    return write_app(root, name, client=f"{CLIENTS}\napp = {client}\n", server=server, **options)
+
+
+def site(make_agent, tmp_path, name: str, *apps: Path):
+    """An enrolled, running hospital allowing training on dataset ``rows``, whose admin
+    approved (installed) exactly the bundles of ``apps``."""
+    agent = make_agent(name, training=TrainingConfig(datasets=("rows",)))
     csv = tmp_path / f"{name}.csv"
     csv.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
     Catalog.open(agent.layout.catalog_db).import_csv(csv, "rows", label="label")
+    store = AppStore.open(agent.layout.state_db, agent.layout.apps_dir)
+    for app_dir in apps:
+        install_bundle(store, build_fab(app_dir), "local", FabLimits())
     return agent
 
 
@@ -47,6 +63,22 @@ def logs(coordinator, job_id: str) -> str:
     return data.decode()
 
 
+FEDAVG_SERVER = """
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    strategy = FedAvg(min_available_nodes=2, min_train_nodes=1, min_evaluate_nodes=1)
+    strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(3)]), timeout=30,
+                   num_rounds=context.run_config["num-server-rounds"], train_config=ConfigRecord({"lr": 0.5}))
+"""
+
 RUN_CONFIG_SERVER = """
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -68,9 +100,10 @@ def main(grid: Grid, context: Context) -> None:
 
 def test_run_config_is_the_apps_defaults_with_the_overrides(coordinator, make_agent, tmp_path):
     config = {"num-server-rounds": 2, "lr": 0.5, "mode": "fast", "verbose": False}
-    pushed = push(coordinator, write_app(tmp_path, "cfgapp", server=RUN_CONFIG_SERVER, config=config))
+    app_dir = app(tmp_path, "cfgapp", RUN_CONFIG_SERVER, config=config)
+    pushed = push(coordinator, app_dir)
     for name in ("hospital-a", "hospital-b"):
-        site(make_agent, tmp_path, name, "cfgapp")
+        site(make_agent, tmp_path, name, app_dir)
     job = run(coordinator, "cfgapp", run_config={"num-server-rounds": 3, "lr": 1, "mode": "slow"})
     assert job["state"] == "completed", job["error"]
     assert job["run_config"] == {"num-server-rounds": 3, "lr": 1.0, "mode": "slow", "verbose": False}
@@ -80,6 +113,7 @@ def test_run_config_is_the_apps_defaults_with_the_overrides(coordinator, make_ag
     )
     assert [r["round"] for r in job["rounds"]] == [1, 2, 3]
     assert all(r["participants"] == ["hospital-a", "hospital-b"] for r in job["rounds"])
+    assert job["rounds"][0]["train_metrics"]["seen-rounds"] == 3  # the ClientApps got the same run_config
     # The ServerApp sent lr from its run_config (1.0): one step takes the sites' arrays to 1 exactly.
     assert job["rounds"][0]["eval_metrics"]["eval_loss"] == 0.0
     with support.operator(coordinator) as client:
@@ -139,10 +173,10 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def test_custom_strategy_subclasses_and_flowers_strategies_run_as_the_app_chose(coordinator, make_agent, tmp_path):
-    config = {"strategies": "damped"}
-    push(coordinator, write_app(tmp_path, "strategies", server=STRATEGIES_SERVER, config=config))
+    app_dir = app(tmp_path, "strategies", STRATEGIES_SERVER, config={"strategies": "damped"})
+    push(coordinator, app_dir)
     for name in ("hospital-a", "hospital-b"):
-        site(make_agent, tmp_path, name, "strategies")
+        site(make_agent, tmp_path, name, app_dir)
     job = run(coordinator, "strategies")
     assert job["state"] == "completed", job["error"]
     (record,) = job["rounds"]
@@ -212,10 +246,11 @@ def main(grid: Grid, context: Context) -> None:
     ids=["server_fn", "secaggplus"],
 )
 def test_flowers_legacy_api_and_secaggplus_run(coordinator, make_agent, tmp_path, server, client, sites):
-    push(coordinator, write_app(tmp_path, "legacy", server=server, config={"num-server-rounds": 2}))
+    app_dir = app(tmp_path, "legacy", server, client, config={"num-server-rounds": 2})
+    push(coordinator, app_dir)
     names = ["hospital-a", "hospital-b", "hospital-c"][:sites]
     for name in names:
-        site(make_agent, tmp_path, name, "legacy", client)
+        site(make_agent, tmp_path, name, app_dir)
     job = run(coordinator, "legacy")
     assert job["state"] == "completed", job["error"]
     assert [r["round"] for r in job["rounds"]] == [1, 2]
@@ -244,12 +279,12 @@ FAULTY_SERVERS = {
 
 
 def test_a_failing_serverapp_fails_its_job_with_the_reason_and_nothing_else(coordinator, make_agent, tmp_path):
-    site(make_agent, tmp_path, "hospital-a", "faulty")
+    site(make_agent, tmp_path, "hospital-a")
     with support.operator(coordinator) as client:
         jobs = {}
         for case, (server, _) in FAULTY_SERVERS.items():
             version = f"1.0.{len(jobs)}"
-            push(coordinator, write_app(tmp_path / version, "faulty", version=version, server=server))
+            push(coordinator, app(tmp_path, "faulty", server, version=version))
             job = client.start_training(app="faulty", app_version=version, dataset="rows", sites=["kind=hospital"],
                                         timeout_s=3 if case == "hang" else 120)  # fmt: skip
             jobs[case] = job["job"]
@@ -264,9 +299,10 @@ def test_a_failing_serverapp_fails_its_job_with_the_reason_and_nothing_else(coor
 
 
 def test_a_clientapp_failure_reaches_the_operator_as_its_type_and_a_reference(coordinator, make_agent, tmp_path):
-    push(coordinator, write_app(tmp_path, "failing", config={"num-server-rounds": 1, "lr": 0.5}))
-    site(make_agent, tmp_path, "hospital-a", "failing")
-    site(make_agent, tmp_path, "hospital-b", "failing", client="failing_app")
+    app_dir = app(tmp_path, "failing", FEDAVG_SERVER, "picky_app", config={"num-server-rounds": 1, "lr": 0.5})
+    push(coordinator, app_dir)
+    site(make_agent, tmp_path, "hospital-a", app_dir)
+    site(make_agent, tmp_path, "hospital-b", app_dir)
     job = run(coordinator, "failing")
     # FedAvg with min_train_nodes=2 aggregates what it got; the failure is in the round's record.
     (record,) = job["rounds"]
@@ -275,7 +311,7 @@ def test_a_clientapp_failure_reaches_the_operator_as_its_type_and_a_reference(co
     assert "failed (ValueError); details in the site's agent log (ref " in excluded["reason"]
     output = logs(coordinator, job["job"])
     assert PATIENT_MARKER not in str(job) and PATIENT_MARKER not in output
-    assert "site hospital-b: app failing failed (ValueError)" in output  # what the strategy saw: an error reply
+    assert "site hospital-b: app failing:1.0.0 failed (ValueError)" in output  # the strategy saw an error reply
 
 
 PUBLISH_SERVER = """
@@ -309,8 +345,9 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def test_a_published_model_is_registered_under_the_job_and_served_at_a_site(coordinator, make_agent, tmp_path):
-    push(coordinator, write_app(tmp_path, "publisher", server=PUBLISH_SERVER, dependencies=("numpy", "onnx")))
-    agents = [site(make_agent, tmp_path, name, "publisher") for name in ("hospital-a", "hospital-b")]
+    app_dir = app(tmp_path, "publisher", PUBLISH_SERVER, dependencies=["numpy", "onnx"])
+    push(coordinator, app_dir)
+    agents = [site(make_agent, tmp_path, name, app_dir) for name in ("hospital-a", "hospital-b")]
     job = run(coordinator, "publisher")
     assert job["state"] == "completed", job["error"]
     assert job["model"] == "linear:1" and job["published_models"] == ["linear:1"]
@@ -339,9 +376,8 @@ def test_train_start_watch_exits_non_zero_with_the_reason(coordinator, make_agen
 
     from cloud_coordinator.cli import main
 
-    server = textwrap.dedent(FAULTY_SERVERS["raise"][0])
-    push(coordinator, write_app(tmp_path, "watched", server=server))
-    site(make_agent, tmp_path, "hospital-a", "watched")
+    push(coordinator, app(tmp_path, "watched", FAULTY_SERVERS["raise"][0]))
+    site(make_agent, tmp_path, "hospital-a")
     args = ["train", "start", "--app", "watched", "--dataset", "rows", "--sites", "kind=hospital", "--watch",
             "--coordinator", coordinator.address, "--data-dir", str(coordinator.layout.root)]  # fmt: skip
     result = CliRunner().invoke(main, args)

@@ -4,18 +4,19 @@ checkpointed round and the job completes, its rounds contiguous."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 from cloud_coordinator.apps.client import AppsClient
 from cloud_coordinator.operator_client import OperatorClient, OperatorCredentials
 from edge_agent import enroll as enroll_mod
+from edge_agent.apps.install import install_bundle
+from edge_agent.apps.store import AppStore
 from edge_agent.catalog.store import Catalog
+from silolink.apps.fab import FabLimits, build_fab
 from silolink.config import TrainingConfig
 from tests import support
-from tests.app_builders import write_app
-from tests.integration.test_apps_training import RUN_CONFIG_SERVER
+from tests.integration.test_apps_training import RUN_CONFIG_SERVER, app
 from tests.integration.test_exchange_crash import spawn
 
 
@@ -40,6 +41,19 @@ def running(pid: int) -> bool:
         return False
 
 
+def job_processes(data: Path) -> list[int]:
+    """Job processes of the coordinator in ``data`` still running, wherever they hang now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cloud_coordinator.training.runner" in command and str(data).encode() in command:
+            found.append(int(entry.name))
+    return [pid for pid in found if running(pid)]
+
+
 def job_state(data: Path, job_id: str) -> str:
     with sqlite3.connect(f"file:{data / 'state' / 'coordinator.db'}?mode=ro", uri=True) as db:
         return db.execute("select state from training_jobs where id = ?", [job_id]).fetchone()[0]
@@ -51,16 +65,18 @@ def test_kill_9_mid_job_then_restart_resumes_from_the_checkpoint(tmp_path):
     agents = []
     try:
         with OperatorClient(OperatorCredentials.resolve(data_dir=data)) as op:
-            config = {"num-server-rounds": 8, "lr": 0.5}
-            AppsClient(op).push(write_app(tmp_path, "durable", server=RUN_CONFIG_SERVER, config=config))
+            app_dir = app(
+                tmp_path, "durable", RUN_CONFIG_SERVER, "slow_app", config={"num-server-rounds": 8, "lr": 0.5}
+            )
+            AppsClient(op).push(app_dir)
             for name in ("hospital-a", "hospital-b"):
                 added = op.add_site(name, "hospital")
                 enroll_mod.enroll(tmp_path / name, endpoints["address"], added["token"], added["ca_fingerprint"],
                                   endpoints["enroll_address"])  # fmt: skip
-                training = TrainingConfig(apps=("durable=tests.integration.user_client_apps:slow_app",),
-                                          datasets=("rows",))  # fmt: skip
-                agent = support.start_agent(tmp_path / name, training=training)
+                agent = support.start_agent(tmp_path / name, training=TrainingConfig(datasets=("rows",)))
                 agents.append(agent)
+                store = AppStore.open(agent.layout.state_db, agent.layout.apps_dir)
+                install_bundle(store, build_fab(app_dir), "local", FabLimits())  # the site admin approves it
                 csv = tmp_path / f"{name}.csv"
                 csv.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
                 Catalog.open(agent.layout.catalog_db).import_csv(csv, "rows", label="label")
@@ -92,4 +108,4 @@ def test_kill_9_mid_job_then_restart_resumes_from_the_checkpoint(tmp_path):
         if process.poll() is None:
             process.terminate()
             process.wait(20)
-        assert not [pid for pid in children(os.getpid()) if running(pid) and pid != process.pid]
+        assert not job_processes(data), "a job process outlived its coordinator"

@@ -1,5 +1,6 @@
-"""ClientApps of the user apps in test_apps_training, as a site runs them (Flower's own API:
-the message API, the legacy NumPyClient API, SecAgg+ through its mod)."""
+"""ClientApps of the user apps in test_apps_training (Flower's own API: the message API, the
+legacy NumPyClient API, SecAgg+ through its mod). This file is the ``client_app.py`` of those
+apps' bundles, with ``app`` bound to the one an app uses; sites run it only once approved."""
 
 from __future__ import annotations
 
@@ -37,12 +38,19 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
-failing_app = ClientApp()
+picky_app = ClientApp()
 
 
-@failing_app.train()
-def fail(msg: Message, context: Context) -> Message:
-    raise ValueError(f"row 12 of {PATIENT_MARKER} is malformed")  # a message that must stay at the site
+@picky_app.train()
+def picky_train(msg: Message, context: Context) -> Message:
+    if "hospital-b" in str(context.node_config.get("catalog", "")):  # this one site's data trips the app
+        raise ValueError(f"row 12 of {PATIENT_MARKER} is malformed")  # a message that must stay at the site
+    return train(msg, context)
+
+
+@picky_app.evaluate()
+def picky_evaluate(msg: Message, context: Context) -> Message:
+    return evaluate(msg, context)
 
 
 class StepClient(NumPyClient):
