@@ -104,6 +104,36 @@ class CoordinatorTrainingConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class AccountsConfig(Settings):
+    """``[accounts]``: operator accounts, console sessions and failed-login limits."""
+
+    # How long a setup code from `users add` stays valid.
+    setup_ttl_s: int = setting(DAY, min=60, max=30 * DAY)
+    # A console session ends after this long without a request...
+    session_idle_s: float = setting(1800.0, min=1, max=DAY)
+    # ...and after this long in any case.
+    session_max_s: float = setting(12 * 3600.0, min=1, max=7 * DAY)
+    # Failed console logins for one account or from one address within login_window_s
+    # that lock further attempts out for login_lockout_s.
+    login_max_failures: int = setting(5, min=1, max=100)
+    # The window in which failed logins are counted.
+    login_window_s: float = setting(300.0, min=1, max=DAY)
+    # How long logins stay refused after too many failures.
+    login_lockout_s: float = setting(60.0, min=1, max=DAY)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsoleConfig(Settings):
+    """``[console]``: the web console (HTTPS with the coordinator's certificate)."""
+
+    # Where the console listens, e.g. "127.0.0.1:7445"; empty (the default) serves none.
+    # A non-loopback address opens the login page to that network: keep it behind your VPN.
+    listen: str = setting("", kind=ADDRESS_OR_EMPTY)
+    # How often live values on a page refresh.
+    refresh_s: float = setting(2.0, min=0.2, max=60)
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorLimitsConfig(Settings):
     """``[limits]``: how much of each kind of work the coordinator takes on at once.
 
@@ -180,6 +210,8 @@ class CoordinatorConfig(Settings):
     apps: CoordinatorAppsConfig = dataclasses.field(default_factory=CoordinatorAppsConfig)
     training: CoordinatorTrainingConfig = dataclasses.field(default_factory=CoordinatorTrainingConfig)
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
+    accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
+    console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)
 
     def check(self) -> None:
         self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")

@@ -124,7 +124,7 @@ def mounts(registry: AppRegistryServicer, distribution: AppDistributionServicer)
         ServiceMount(
             name=pb.DESCRIPTOR.services_by_name["AppRegistryService"].full_name,
             register=lambda server: apps_pb2_grpc.add_AppRegistryServiceServicer_to_server(registry, server),
-            rules={m: {Role.OPERATOR} for m in ("PushApp", "ListApps", "GetApp")},
+            rules={"PushApp": {Role.OPERATOR}, "ListApps": {Role.VIEWER}, "GetApp": {Role.VIEWER}},
         ),
         ServiceMount(
             name=pb.DESCRIPTOR.services_by_name["AppDistributionService"].full_name,
