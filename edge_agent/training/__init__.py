@@ -19,5 +19,6 @@ def attach(agent: Agent) -> list[ServiceMount]:
         agent.config.training, agent.catalog, agent.layout.catalog_db, apps, agent.config.catalog.sensitive_for_apps
     )
     agent.dispatcher.register("flower", host.handle)
+    agent.dispatcher.register("end_flower_job", host.end_job)
     agent.on_stop(host.stop)
     return []
