@@ -8,6 +8,11 @@ from flwr.serverapp.strategy import FedAvg
 
 from pytorch_app import task
 
+try:  # silolink's registry, when the app runs on silolink; anywhere else the .onnx file is the result
+    from silolink.serverapp import publish_model
+except ImportError:
+    publish_model = None
+
 # Flower ServerApp
 app = ServerApp()
 
@@ -32,3 +37,6 @@ def main(grid: Grid, context: Context) -> None:
     net.load_state_dict(result.arrays.to_torch_state_dict())
     path = task.export_onnx(net, Path.cwd() / f"{config['model-name']}.onnx")
     print(f"pytorch-app: exported {path.name} ({path.stat().st_size} bytes)")
+    if publish_model is not None:
+        published = publish_model(path, name=str(config["model-name"]), description="pytorch-app, FedAvg")
+        print(f"pytorch-app: published {published}")
