@@ -160,7 +160,8 @@ def job_detail(console: Console, ctx: Context) -> Response:
 
 def job_live(console: Console, ctx: Context) -> Response:
     job = ctx.client.get_job(ctx.request.path_params["job"])
-    return console.render("job_live.html", ctx, job=job)
+    part = "job_rounds.html" if ctx.request.query_params.get("part") == "rounds" else "job_live.html"
+    return console.render(part, ctx, job=job)
 
 
 def job_rounds(console: Console, ctx: Context) -> Response:

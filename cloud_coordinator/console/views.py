@@ -132,16 +132,16 @@ def counts(items: Iterable[dict[str, Any]], key: str, names: Sequence[str]) -> d
 def round_series(job: dict[str, Any]) -> dict[str, Any]:
     """Per-round series for the job's chart: x = round, one series per metric key."""
     rounds = job.get("rounds", [])
-    keys = sorted(
-        {f"train {k}" for r in rounds for k in r["train_metrics"]}
-        | {f"eval {k}" for r in rounds for k in r["eval_metrics"]}
-    )
-    series: dict[str, list[float | None]] = {k: [] for k in keys}
+    # Series are named by metric key; a key both phases report is told apart by its phase.
+    train = {k for r in rounds for k in r["train_metrics"]}
+    evaluate = {k for r in rounds for k in r["eval_metrics"]}
+    names = {("train_metrics", k): (f"train {k}" if k in evaluate else k) for k in train}
+    names |= {("eval_metrics", k): (f"eval {k}" if k in train else k) for k in evaluate}
+    series: dict[str, list[float | None]] = {name: [] for name in sorted(names.values())}
     for r in rounds:
-        for k in keys:
-            phase, _, name = k.partition(" ")
-            value = r["train_metrics" if phase == "train" else "eval_metrics"].get(name)
-            series[k].append(value if value is None or math.isfinite(value) else None)
+        for (phase, key), name in names.items():
+            value = r[phase].get(key)
+            series[name].append(value if value is None or math.isfinite(value) else None)
     return {
         "rounds": [r["round"] for r in rounds],
         "durations": [r["duration_s"] for r in rounds],

@@ -86,9 +86,9 @@ class Console:
         self.env.filters["utc"] = lambda ts: dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     # -- rendering -----------------------------------------------------------------------
-    def render(self, template: str, ctx: Context | None, status: int = 200, **values: Any) -> HTMLResponse:
+    def render(self, template: str, ctx: Context | None, http_status: int = 200, **values: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(ctx=ctx, **values)
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html, status_code=http_status)
 
     def fail(self, request: Request, exc: errors.SiloError, ctx: Context | None = None) -> Response:
         """The response for an error from the coordinator (or from a form check)."""
@@ -104,7 +104,7 @@ class Console:
         }.get(type(exc), 400)
         if request.headers.get("hx-request"):
             return HTMLResponse(f'<p class="error">{_escape(exc.message)}</p>', status_code=status)
-        return self.render("error.html", ctx, status=status, status_code=status, message=exc.message)
+        return self.render("error.html", ctx, http_status=status, status_code=status, message=exc.message)
 
     def _to_login(self, request: Request, reason: str) -> Response:
         target = "/login?" + urlencode({"reason": reason})
@@ -199,7 +199,7 @@ class Console:
         except errors.SiloError as exc:
             status = 429 if isinstance(exc, errors.ResourceExhausted) else 401
             log.info("console login for %r from %s refused: %s", name, address, exc.message)
-            response = self.render("login.html", None, status=status, login_csrf=expected, error=exc.message, name=name)
+            response = self.render("login.html", None, http_status=status, login_csrf=expected, error=exc.message, name=name)
             return response
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(SESSION_COOKIE, opened["session"], **cookie_options(int(self.session_max_s)))

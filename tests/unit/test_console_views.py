@@ -65,7 +65,9 @@ def test_round_series_has_one_line_per_metric_and_no_nan():
     }
     series = views.round_series(job)
     assert series["rounds"] == [1, 2]
-    assert series["series"] == {"eval accuracy": [0.8, 0.9], "train loss": [0.7, None]}
+    assert series["series"] == {"accuracy": [0.8, 0.9], "loss": [0.7, None]}
+    job["rounds"][0]["eval_metrics"]["loss"] = 0.75  # a key both phases report
+    assert set(views.round_series(job)["series"]) == {"accuracy", "train loss", "eval loss"}
 
 
 def render(template, **values):
