@@ -199,7 +199,9 @@ class Console:
         except errors.SiloError as exc:
             status = 429 if isinstance(exc, errors.ResourceExhausted) else 401
             log.info("console login for %r from %s refused: %s", name, address, exc.message)
-            response = self.render("login.html", None, http_status=status, login_csrf=expected, error=exc.message, name=name)
+            response = self.render(
+                "login.html", None, http_status=status, login_csrf=expected, error=exc.message, name=name
+            )
             return response
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(SESSION_COOKIE, opened["session"], **cookie_options(int(self.session_max_s)))

@@ -205,9 +205,10 @@ def test_start_a_job_and_watch_its_chart_fill(world, browser):
 
     def filled(d):
         seen.add(d.find_element(By.ID, "job-chart").get_attribute("data-points"))
-        return text_of(d, "#job-state") == "completed" and d.find_element(By.ID, "job-chart").get_attribute(
-            "data-points"
-        ) == "30"
+        return (
+            text_of(d, "#job-state") == "completed"
+            and d.find_element(By.ID, "job-chart").get_attribute("data-points") == "30"
+        )
 
     wait_until(browser, filled, 120, "the job to complete with its chart filled")
     assert len(seen - {None, "0"}) >= 2, f"the chart should fill round by round, saw {sorted(seen - {None})}"
