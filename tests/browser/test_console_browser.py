@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +31,14 @@ from tests import support
 from tests.integration.test_accounts import PASSWORD, new_account
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+# The screenshots in docs/console/ come from this test: SILOLINK_UPDATE_SCREENSHOTS=1 writes them
+# there; otherwise they go to a temporary folder (taken all the same, the tree stays clean).
+DOCS_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+SHOTS = (
+    DOCS_SHOTS
+    if os.environ.get("SILOLINK_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "silolink-console-shots"
+)
 HOSPITALS = {"hospital-a": "north", "hospital-b": "south", "hospital-c": "north"}
 IDLE_S = 8.0
 
