@@ -56,19 +56,29 @@ class CoordinatorConfig:
     # The addresses sites dial, as printed in enrollment instructions; empty means the
     # first hostname with the port actually bound.
     public_address: str = ""
+    # The same for the enrollment address; empty means the first hostname with the enroll port.
     public_enroll_address: str = ""
     # Names and IPs the server certificate covers.
     hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")
+    # How often connected agents send a heartbeat (the coordinator tells each agent on connect).
     heartbeat_interval_s: float = 10.0
     # A connected site that sends nothing for this long is disconnected.
     stale_after_s: float = 45.0
+    # How long an enrollment token stays valid unless `sites add --token-ttl` says otherwise.
     token_ttl_s: int = 24 * 3600
+    # Lifetime of the certificates the CA issues to sites (agents renew them before they expire).
     site_cert_lifetime_s: int = 30 * 24 * 3600
+    # Lifetime of operator certificates.
     operator_cert_lifetime_s: int = 365 * 24 * 3600
+    # Lifetime of the server certificate; `serve` renews it when a third of it remains.
     server_cert_lifetime_s: int = 365 * 24 * 3600
+    # The largest gRPC message sent or received, in bytes.
     max_message_bytes: int = 16 * 1024 * 1024
+    # Threads serving RPCs, which is also the limit on calls in flight (each open stream holds one).
     max_workers: int = 256
+    # On SIGTERM, how long calls in flight may run before they are cancelled.
     shutdown_grace_s: float = 5.0
+    # DEBUG, INFO, WARNING or ERROR (logs never hold payloads, tokens or keys).
     log_level: str = "INFO"
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
 
@@ -145,6 +155,7 @@ class InferenceConfig:
 
     # Concurrent requests to one model version are run together, up to this many rows.
     batching: bool = True
+    # The most rows one batched model run takes.
     max_batch_rows: int = 256
     # How long a batch may wait for more requests before it runs. 0: batches form only
     # from requests that queued while the previous batch ran (no added latency when idle).
@@ -183,7 +194,9 @@ class RegistryConfig:
     require_approval: bool = False
     # A broken download resumes from its last byte, up to this many times, with backoff.
     download_retries: int = 8
+    # The first delay before a download is retried, doubled up to retry_max_s.
     retry_initial_s: float = 0.5
+    # The longest delay between download retries.
     retry_max_s: float = 30.0
 
 
@@ -198,15 +211,21 @@ class AgentConfig:
     # The local API for site systems: "unix:PATH" (relative to the data directory) or
     # "HOST:PORT". Non-loopback addresses need allow_remote_local_api.
     local_listen: str = "unix:agent.sock"
+    # Allow a local API address that is not loopback (the local API has no TLS: only on a trusted network).
     allow_remote_local_api: bool = False
+    # Reconnection backoff of the control stream: the first delay, doubled (with jitter) up to the max.
     reconnect_initial_s: float = 0.5
+    # The longest delay between reconnection attempts.
     reconnect_max_s: float = 30.0
     # Renew the site certificate when less than this fraction of its lifetime remains.
     renew_remaining_fraction: float = 0.33
+    # The largest gRPC message sent or received, in bytes.
     max_message_bytes: int = 16 * 1024 * 1024
     # Threads serving the local API; concurrent Infer calls each hold one while batched.
     local_max_workers: int = 64
+    # On SIGTERM, how long local API calls in flight may run before they are cancelled.
     shutdown_grace_s: float = 5.0
+    # DEBUG, INFO, WARNING or ERROR (logs never hold payloads, rows or keys).
     log_level: str = "INFO"
     # Prometheus metrics over HTTP (RPCs, inference, the control link), e.g.
     # "127.0.0.1:9465"; empty (the default) opens no port.
