@@ -6,7 +6,6 @@ default), starts the control link, and writes the bound address to ``run/endpoin
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import logging
@@ -52,7 +51,7 @@ CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = [
 def load_config(data_dir: Path, environ=None, **overrides) -> AgentConfig:
     layout = AgentLayout(Path(data_dir))
     cfg = config_mod.load(AgentConfig, layout.config, "SILOLINK_AGENT", environ)
-    return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return config_mod.override(cfg, **overrides)
 
 
 def check_local_listen(address: str, allow_remote: bool) -> None:

@@ -5,102 +5,186 @@ Every setting can be overridden by an environment variable named after it:
 ``SILOLINK_COORDINATOR_HEARTBEAT_INTERVAL_S=5`` or, for a nested table,
 ``SILOLINK_AGENT_INFERENCE__MAX_BATCH=64``. Units are in the field names.
 Capabilities add their own nested tables here, so one file describes a whole daemon.
+
+Every setting declares what it may hold, with its default (``silolink.settings``):
+
+    max_batch_rows: int = setting(256, min=1, max=1_000_000)
+    log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
+    listen: str = setting("0.0.0.0:7443", kind=ADDRESS)
+
+and every table subclasses ``Settings``; a bad value is then refused when the config is
+built, in one line naming the file, the key with its table, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import tomllib
-import types
-import typing
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, TypeVar
 
-import tomli_w
+from silolink.envelope import PURPOSE_RE, SUITES
+from silolink.identity import SITE_NAME_RE
+from silolink.settings import (
+    ADDRESS,
+    ADDRESS_OR_EMPTY,
+    HOSTNAME,
+    LOCAL_ADDRESS,
+    RELATIVE_PATH,
+    Kind,
+    SettingError,
+    Settings,
+    dump,
+    load,
+    override,
+    pattern,
+    setting,
+)
+from silolink.settings import _build as _build  # noqa: F401 - for tests of nested tables
 
-from silolink.errors import InvalidArgument
+__all__ = ["Settings", "SettingError", "dump", "load", "override", "setting"]
 
-T = TypeVar("T")
+KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
+DAY = 24 * 3600
+YEAR = 365 * DAY
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# gRPC takes message limits as a C int.
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
+SITE_NAME = Kind(lambda t: SITE_NAME_RE.fullmatch(t) is not None, "a site name (lowercase letters, digits, '-')")
+SITE_NAME_OR_EMPTY = Kind(lambda t: t == "" or SITE_NAME.test(t), 'a site name or "" before enrollment')
+PURPOSE = Kind(lambda t: PURPOSE_RE.fullmatch(t) is not None, "a purpose (lowercase letters, digits, '.', '_', '-')")
+# Catalog dataset names, as edge_agent/catalog names them.
+DATASET = pattern(r"[A-Za-z][A-Za-z0-9_]{0,62}", "a dataset name (a letter, then letters, digits, '_')")
+DATASET_OR_ALL = pattern(r"\*|[A-Za-z][A-Za-z0-9_]{0,62}", '"*" (every dataset) or a dataset name')
+SENSITIVE_FOR_APP = pattern(
+    r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}=[A-Za-z][A-Za-z0-9_]{0,62}\.[^\s]{1,200}",
+    "APP=DATASET.COLUMN (an app allowed one sensitive column of a dataset)",
+)
+APP = pattern(
+    r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}(=[A-Za-z_][\w.]*:[A-Za-z_]\w*)?",
+    'a built-in app name or "NAME=package.module:attribute"',
+)
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordinatorExchangeConfig:
+class CoordinatorExchangeConfig(Settings):
     """``[exchange]``: the envelope broker's limits."""
 
     # The largest envelope (plaintext bytes) the broker accepts.
-    max_envelope_bytes: int = 1024 * 1024 * 1024
+    max_envelope_bytes: int = setting(1 * GiB, min=1 * KiB, max=64 * GiB)
     # Bytes a site may have waiting in the broker as a sender, across its recipients.
-    quota_bytes_per_site: int = 4 * 1024 * 1024 * 1024
+    quota_bytes_per_site: int = setting(4 * GiB, min=1 * KiB, max=16 * TiB)
     # The longest time-to-live a sender may ask for.
-    max_ttl_s: int = 7 * 24 * 3600
+    max_ttl_s: int = setting(7 * DAY, min=1, max=YEAR)
     # Envelopes up to this many ciphertext bytes are stored in the database, larger ones in files.
-    inline_max_bytes: int = 64 * 1024
+    inline_max_bytes: int = setting(64 * KiB, min=0, max=16 * MiB)
     # How often expired envelopes are dropped.
-    sweep_interval_s: float = 60.0
+    sweep_interval_s: float = setting(60.0, min=0.05, max=DAY)
     # Envelopes committed together at most (group commit: one fsync for many).
-    commit_batch_max: int = 4096
+    commit_batch_max: int = setting(4096, min=1, max=1_000_000)
 
 
 @dataclasses.dataclass(frozen=True)
-class CoordinatorConfig:
+class CoordinatorLimitsConfig(Settings):
+    """``[limits]``: how much of each kind of work the coordinator takes on at once.
+
+    Calls are served in classes, each with threads of its own (for sync handlers) and a
+    limit on calls in flight; a call beyond its class's limit is answered
+    RESOURCE_EXHAUSTED at once (agents retry with backoff), and never takes another
+    class's place. Control streams are coroutines: they need no threads.
+    """
+
+    # Agent control streams held open at once.
+    control_streams: int = setting(20000, min=1, max=1_000_000)
+    # New control streams admitted per second; more wait their turn, so a reconnect storm
+    # after a restart is taken in at this pace.
+    admit_per_s: float = setting(1000.0, min=1, max=100_000)
+    # New control streams admitted at once before the rate applies.
+    admit_burst: int = setting(200, min=1, max=100_000)
+    # Threads for operator calls (admin API, registry, training, ...).
+    operator_threads: int = setting(8, min=1, max=256)
+    # Operator calls in flight at once.
+    operator_calls: int = setting(64, min=1, max=10_000)
+    # Threads for agents' short calls (status reports, keys, renewals).
+    agent_threads: int = setting(16, min=1, max=256)
+    # Agents' short calls in flight at once.
+    agent_calls: int = setting(2048, min=1, max=100_000)
+    # Threads for agents' streams (model downloads, envelope uploads and fetches).
+    bulk_threads: int = setting(16, min=1, max=256)
+    # Agents' streams in flight at once.
+    bulk_calls: int = setting(256, min=1, max=100_000)
+    # Health and reflection calls in flight on the mTLS port.
+    probe_calls: int = setting(64, min=1, max=10_000)
+    # Threads for Enroll calls on the anonymous enrollment port.
+    enroll_threads: int = setting(4, min=1, max=64)
+    # Enroll calls in flight at once.
+    enroll_calls: int = setting(32, min=1, max=10_000)
+    # Health and reflection calls in flight on the enrollment port.
+    enroll_probe_calls: int = setting(16, min=1, max=10_000)
+    # How often heartbeats held in memory are written to the database (one transaction).
+    presence_flush_s: float = setting(2.0, min=0.05, max=300)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorConfig(Settings):
     """Settings of ``cloud-coordinator serve``."""
 
     # Where agents and operators connect (mTLS).
-    listen: str = "0.0.0.0:7443"
+    listen: str = setting("0.0.0.0:7443", kind=ADDRESS)
     # Where new sites enroll (server TLS only; the one call allowed without a certificate).
-    enroll_listen: str = "0.0.0.0:7444"
+    enroll_listen: str = setting("0.0.0.0:7444", kind=ADDRESS)
     # Prometheus metrics over HTTP; empty to disable.
-    metrics_listen: str = "127.0.0.1:9464"
+    metrics_listen: str = setting("127.0.0.1:9464", kind=ADDRESS_OR_EMPTY)
     # The addresses sites dial, as printed in enrollment instructions; empty means the
     # first hostname with the port actually bound.
-    public_address: str = ""
+    public_address: str = setting("", kind=ADDRESS_OR_EMPTY)
     # The same for the enrollment address; empty means the first hostname with the enroll port.
-    public_enroll_address: str = ""
+    public_enroll_address: str = setting("", kind=ADDRESS_OR_EMPTY)
     # Names and IPs the server certificate covers.
-    hostnames: tuple[str, ...] = ("localhost", "127.0.0.1")
-    # How often connected agents send a heartbeat (the coordinator tells each agent on connect).
-    heartbeat_interval_s: float = 10.0
+    hostnames: tuple[str, ...] = setting(("localhost", "127.0.0.1"), kind=HOSTNAME, min_items=1, max_items=64)
+    # How often connected sites send a heartbeat (the coordinator tells them).
+    heartbeat_interval_s: float = setting(10.0, min=0.05, max=3600)
     # A connected site that sends nothing for this long is disconnected.
-    stale_after_s: float = 45.0
-    # How long an enrollment token stays valid unless `sites add --token-ttl` says otherwise.
-    token_ttl_s: int = 24 * 3600
+    stale_after_s: float = setting(45.0, min=0.1, max=DAY)
+    # How long an enrollment token stays valid.
+    token_ttl_s: int = setting(DAY, min=60, max=30 * DAY)
     # Lifetime of the certificates the CA issues to sites (agents renew them before they expire).
-    site_cert_lifetime_s: int = 30 * 24 * 3600
+    site_cert_lifetime_s: int = setting(30 * DAY, min=1, max=5 * YEAR)
     # Lifetime of operator certificates.
-    operator_cert_lifetime_s: int = 365 * 24 * 3600
+    operator_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
     # Lifetime of the server certificate; `serve` renews it when a third of it remains.
-    server_cert_lifetime_s: int = 365 * 24 * 3600
+    server_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
     # The largest gRPC message sent or received, in bytes.
-    max_message_bytes: int = 16 * 1024 * 1024
-    # Threads serving RPCs, which is also the limit on calls in flight (each open stream holds one).
-    max_workers: int = 256
-    # On SIGTERM, how long calls in flight may run before they are cancelled.
-    shutdown_grace_s: float = 5.0
-    # DEBUG, INFO, WARNING or ERROR (logs never hold payloads, tokens or keys).
-    log_level: str = "INFO"
+    max_message_bytes: int = setting(16 * MiB, min=4 * KiB, max=MAX_GRPC_MESSAGE_BYTES)
+    # No longer used (the [limits] table sizes each class of calls); kept so that older
+    # coordinator.toml files still load.
+    max_workers: int = setting(256, min=1, max=65536)
+    # How long in-flight calls may finish after SIGTERM.
+    shutdown_grace_s: float = setting(5.0, min=0, max=3600)
+    # How much the coordinator logs (logs never hold payloads, tokens or keys).
+    log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+    limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
+
+    def check(self) -> None:
+        self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")
 
 
 @dataclasses.dataclass(frozen=True)
-class AgentExchangeConfig:
+class AgentExchangeConfig(Settings):
     """``[exchange]``: this site's keys and what it may send."""
 
     # HPKE suite of the site's key: MLKEM768_X25519 (hybrid post-quantum) or X25519.
-    suite: str = "MLKEM768_X25519"
+    suite: str = setting("MLKEM768_X25519", choices=tuple(SUITES))
     # Time-to-live of sent envelopes unless a sender asks otherwise.
-    ttl_s: int = 24 * 3600
+    ttl_s: int = setting(DAY, min=1, max=YEAR)
     # Sites this site may send to; empty allows any site an agreement names.
-    allowed_recipients: tuple[str, ...] = ()
+    allowed_recipients: tuple[str, ...] = setting((), kind=SITE_NAME, max_items=100_000)
     # Purposes this site may send; empty allows any purpose an agreement names.
-    allowed_purposes: tuple[str, ...] = ()
+    allowed_purposes: tuple[str, ...] = setting((), kind=PURPOSE, max_items=10_000)
     # Where received files go, relative to the data directory.
-    inbox_dir: str = "inbox"
+    inbox_dir: str = setting("inbox", kind=RELATIVE_PATH)
     # How long a rotated-out key is kept for envelopes still sealed to it.
-    key_retention_s: int = 8 * 24 * 3600
+    key_retention_s: int = setting(8 * DAY, min=0, max=2 * YEAR)
     # How often the agent fetches and verifies new audit entries (and republishes its key).
-    audit_poll_s: float = 30.0
+    audit_poll_s: float = setting(30.0, min=0.05, max=DAY)
 
 
 # What the coordinator may learn about each dataset in the site's catalog, least first.
@@ -108,210 +192,146 @@ SHARE_LEVELS = ("nothing", "name", "schema", "count")
 
 
 @dataclasses.dataclass(frozen=True)
-class CatalogConfig:
+class CatalogConfig(Settings):
     """The site's policy for its catalog (``[catalog]`` in agent.toml)."""
 
     # nothing | name | schema (name and columns) | count (schema and row count).
-    share_with_coordinator: str = "schema"
-
-    def __post_init__(self) -> None:
-        if self.share_with_coordinator not in SHARE_LEVELS:
-            raise InvalidArgument(
-                f"[catalog] share_with_coordinator = {self.share_with_coordinator!r}: "
-                f"use one of {', '.join(SHARE_LEVELS)}"
-            )
+    share_with_coordinator: str = setting("schema", choices=SHARE_LEVELS)
+    # Sensitive columns an app may still read, as "APP=DATASET.COLUMN" (none by default):
+    # a column marked sensitive (edge-agent data sensitive) is hidden from every other app.
+    sensitive_for_apps: tuple[str, ...] = setting((), kind=SENSITIVE_FOR_APP, max_items=10_000)
 
 
 @dataclasses.dataclass(frozen=True)
-class AnalyticsConfig:
+class AnalyticsConfig(Settings):
     """Federated queries this site answers (``[analytics]`` in agent.toml)."""
 
     # Datasets the site answers queries on: "*" for every dataset in its catalog, [] for none.
-    datasets: tuple[str, ...] = ("*",)
+    datasets: tuple[str, ...] = setting(("*",), kind=DATASET_OR_ALL, max_items=10_000)
     # Refuse any answer computed over fewer rows than this, and any histogram with a bin
     # holding between 1 and min_cohort - 1 rows.
-    min_cohort: int = 10
+    min_cohort: int = setting(10, min=1, max=1_000_000_000)
     # Take part only in queries across at least this many sites. With 2, the other site
     # together with the operator could work out this site's value from the total.
-    min_sites: int = 2
+    min_sites: int = setting(2, min=2, max=100_000, why="secure aggregation needs 2 or more")
     # Differential privacy: 0 sends exact values; above 0, discrete Laplace noise calibrated
     # to this epsilon is added to each answer (sum and mean then need clipping bounds).
-    epsilon: float = 0.0
+    epsilon: float = setting(0.0, min=0.0, max=1000.0, why="0 means no noise")
     # How long a query's round-1 state waits for round 2 before it is dropped.
-    pending_ttl_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.min_cohort < 1:
-            raise InvalidArgument(f"[analytics] min_cohort = {self.min_cohort}: use 1 or more")
-        if self.min_sites < 2:
-            raise InvalidArgument(f"[analytics] min_sites = {self.min_sites}: secure aggregation needs 2 or more")
-        if not self.epsilon >= 0 or self.epsilon == float("inf"):
-            raise InvalidArgument(f"[analytics] epsilon = {self.epsilon}: use 0 (no noise) or a positive number")
+    pending_ttl_s: float = setting(120.0, min=0.1, max=DAY)
 
 
 @dataclasses.dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(Settings):
     """Model serving on the local API (``[inference]`` in agent.toml)."""
 
     # Concurrent requests to one model version are run together, up to this many rows.
-    batching: bool = True
+    batching: bool = setting(True)
     # The most rows one batched model run takes.
-    max_batch_rows: int = 256
+    max_batch_rows: int = setting(256, min=1, max=1_000_000)
     # How long a batch may wait for more requests before it runs. 0: batches form only
     # from requests that queued while the previous batch ran (no added latency when idle).
-    max_batch_wait_ms: float = 0.0
+    max_batch_wait_ms: float = setting(0.0, min=0.0, max=10_000.0)
     # Larger requests are refused (use InferStream to score more rows in pieces).
-    max_request_rows: int = 65536
+    max_request_rows: int = setting(65536, min=1, max=100_000_000)
     # Model versions kept loaded at once; the least recently used is unloaded first.
-    max_loaded_versions: int = 8
+    max_loaded_versions: int = setting(8, min=1, max=1024)
     # onnxruntime threads per model run; 0 lets onnxruntime choose (one per core).
-    intra_op_threads: int = 0
+    intra_op_threads: int = setting(0, min=0, max=1024)
     # Let idle onnxruntime threads spin (its default): best for large requests; turn off
     # when many models share few cores.
-    spin_wait: bool = True
+    spin_wait: bool = setting(True)
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(Settings):
     """Which Flower apps may run here, on which datasets (``[training]`` in agent.toml).
 
     Code never travels from the cloud: a job naming an app or dataset not listed here is
     refused by the site.
     """
 
-    # "tabular" and "tabular-secagg" (built in) or "NAME=package.module:attribute" for a
-    # ClientApp installed here.
-    apps: tuple[str, ...] = ("tabular", "tabular-secagg")
+    # Apps that run from code already in the agent's environment: "tabular" and
+    # "tabular-secagg" (built in) or "NAME=package.module:attribute". Apps installed with
+    # `edge-agent apps install|approve` are allowed by that approval and need no entry here.
+    apps: tuple[str, ...] = setting(("tabular", "tabular-secagg"), kind=APP, max_items=1000)
     # Catalog datasets jobs may train on; none by default.
-    datasets: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = setting((), kind=DATASET, max_items=10_000)
+    # The longest one Flower message may run in a ClientApp; a job's own timeout cuts it
+    # shorter. The app's worker process is then stopped (its state is unknown).
+    message_timeout_s: float = setting(600.0, min=1, max=DAY)
+    # A job's ClientApp worker process ends after this long without a message.
+    worker_idle_s: float = setting(900.0, min=10, max=DAY)
+    # ClientApp worker processes at once; one per running job.
+    max_workers: int = setting(8, min=1, max=64)
 
 
 @dataclasses.dataclass(frozen=True)
-class RegistryConfig:
+class AppsConfig(Settings):
+    """Flower app bundles this site installs (``[apps]`` in agent.toml)."""
+
+    # The largest .fab accepted (Flower's own limit is 10 MiB).
+    max_bundle_bytes: int = setting(10 * 1024 * 1024, min=1024, max=1024**3)
+    # The most bytes a bundle may unpack to (a small zip can declare large files).
+    max_unpacked_bytes: int = setting(64 * 1024 * 1024, min=1024, max=4 * 1024**3)
+    # The most files a bundle may hold (Flower's own limit is 1000).
+    max_files: int = setting(1000, min=1, max=100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryConfig(Settings):
     """Models rolled out from the coordinator's registry (``[registry]`` in agent.toml)."""
 
     # Hold each verified model until `edge-agent models approve NAME:VERSION` (change control).
-    require_approval: bool = False
+    require_approval: bool = setting(False)
     # A broken download resumes from its last byte, up to this many times, with backoff.
-    download_retries: int = 8
+    download_retries: int = setting(8, min=0, max=1000)
     # The first delay before a download is retried, doubled up to retry_max_s.
-    retry_initial_s: float = 0.5
+    retry_initial_s: float = setting(0.5, min=0.01, max=3600)
     # The longest delay between download retries.
-    retry_max_s: float = 30.0
+    retry_max_s: float = setting(30.0, min=0.01, max=DAY)
+
+    def check(self) -> None:
+        self.require_order("retry_initial_s", "retry_max_s")
 
 
 @dataclasses.dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(Settings):
     """Settings of ``edge-agent run``."""
 
     # The site name, as enrolled (also in the certificate, which is what counts).
-    site: str = ""
+    site: str = setting("", kind=SITE_NAME_OR_EMPTY)
     # The coordinator's mTLS address.
-    coordinator: str = ""
+    coordinator: str = setting("", kind=ADDRESS_OR_EMPTY)
     # The local API for site systems: "unix:PATH" (relative to the data directory) or
     # "HOST:PORT". Non-loopback addresses need allow_remote_local_api.
-    local_listen: str = "unix:agent.sock"
+    local_listen: str = setting("unix:agent.sock", kind=LOCAL_ADDRESS)
     # Allow a local API address that is not loopback (the local API has no TLS: only on a trusted network).
-    allow_remote_local_api: bool = False
-    # Reconnection backoff of the control stream: the first delay, doubled (with jitter) up to the max.
-    reconnect_initial_s: float = 0.5
+    allow_remote_local_api: bool = setting(False)
+    # Backoff between attempts to reach the coordinator: doubles from initial to max.
+    reconnect_initial_s: float = setting(0.5, min=0.01, max=3600)
     # The longest delay between reconnection attempts.
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = setting(30.0, min=0.01, max=DAY)
     # Renew the site certificate when less than this fraction of its lifetime remains.
-    renew_remaining_fraction: float = 0.33
+    renew_remaining_fraction: float = setting(0.33, min=0.01, max=0.99)
     # The largest gRPC message sent or received, in bytes.
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = setting(16 * MiB, min=4 * KiB, max=MAX_GRPC_MESSAGE_BYTES)
     # Threads serving the local API; concurrent Infer calls each hold one while batched.
-    local_max_workers: int = 64
-    # On SIGTERM, how long local API calls in flight may run before they are cancelled.
-    shutdown_grace_s: float = 5.0
-    # DEBUG, INFO, WARNING or ERROR (logs never hold payloads, rows or keys).
-    log_level: str = "INFO"
+    local_max_workers: int = setting(64, min=1, max=65536)
+    # How long in-flight local calls may finish after SIGTERM.
+    shutdown_grace_s: float = setting(5.0, min=0, max=3600)
+    # How much the agent logs (logs never hold payloads, rows or keys).
+    log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     # Prometheus metrics over HTTP (RPCs, inference, the control link), e.g.
     # "127.0.0.1:9465"; empty (the default) opens no port.
-    metrics_listen: str = ""
+    metrics_listen: str = setting("", kind=ADDRESS_OR_EMPTY)
     catalog: CatalogConfig = dataclasses.field(default_factory=CatalogConfig)
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     exchange: AgentExchangeConfig = dataclasses.field(default_factory=AgentExchangeConfig)
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
+    apps: AppsConfig = dataclasses.field(default_factory=AppsConfig)
 
-
-def load(cls: type[T], path: Path | None, env_prefix: str, environ: Mapping[str, str] | None = None) -> T:
-    """Build ``cls`` from the TOML file at ``path`` (if it exists), then the environment."""
-    data: dict[str, Any] = {}
-    if path is not None and Path(path).exists():
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise InvalidArgument(f"{path}: not valid TOML: {e}") from None
-    environ = os.environ if environ is None else environ
-    return _build(cls, data, f"{env_prefix}_", environ, str(path or "defaults"))
-
-
-def dump(config: Any) -> str:
-    """TOML text for a config object (round-trips through ``load``)."""
-    return tomli_w.dumps(_plain(dataclasses.asdict(config)))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type[T], data: dict[str, Any], prefix: str, environ: Mapping[str, str], where: str) -> T:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise InvalidArgument(f"{where}: unknown setting(s) {', '.join(unknown)} for {cls.__name__}")
-    values: dict[str, Any] = {}
-    for name, hint in hints.items():
-        if name not in fields:
-            continue
-        env_name = (prefix + name).upper()
-        if dataclasses.is_dataclass(hint):
-            section = data.get(name, {})
-            if not isinstance(section, dict):
-                raise InvalidArgument(f"{where}: [{name}] must be a table")
-            values[name] = _build(hint, section, env_name + "__", environ, f"{where} [{name}]")  # type: ignore[arg-type]
-        elif env_name in environ:
-            values[name] = _coerce(hint, environ[env_name], env_name)
-        elif name in data:
-            values[name] = _coerce(hint, data[name], f"{where}: {name}")
-    return cls(**values)
-
-
-def _coerce(hint: Any, raw: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    try:
-        if origin is tuple:
-            (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-            items = [s.strip() for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
-            return tuple(_coerce(item, v, where) for v in items)
-        if origin in (typing.Union, types.UnionType):
-            inner = [a for a in typing.get_args(hint) if a is not type(None)]
-            return None if raw in ("", None) else _coerce(inner[0], raw, where)
-        if hint is bool:
-            if isinstance(raw, bool):
-                return raw
-            if str(raw).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(raw).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if hint in (int, float):
-            if isinstance(raw, bool):
-                raise ValueError("expected a number")
-            return hint(raw)
-        if hint is str:
-            if not isinstance(raw, str):
-                raise ValueError("expected a string")
-            return raw
-    except (TypeError, ValueError) as e:
-        raise InvalidArgument(f"{where}: {raw!r} is not a valid {getattr(hint, '__name__', hint)}: {e}") from None
-    raise InvalidArgument(f"{where}: unsupported setting type {hint}")
+    def check(self) -> None:
+        self.require_order("reconnect_initial_s", "reconnect_max_s")

@@ -19,7 +19,6 @@ COORDINATOR_TEST_SETTINGS = dict(
     enroll_listen="127.0.0.1:0",
     metrics_listen="",
     heartbeat_interval_s=0.2,
-    stale_after_s=5.0,
     shutdown_grace_s=0.5,
     max_workers=64,
 )
@@ -39,7 +38,11 @@ def init_coordinator(data_dir: Path) -> Path:
 def start_coordinator(data_dir: Path, **overrides) -> Coordinator:
     if not (data_dir / "coordinator.toml").exists():
         init_coordinator(data_dir)
-    cfg = dataclasses.replace(load_config(data_dir, environ={}), **{**COORDINATOR_TEST_SETTINGS, **overrides})
+    settings = {**COORDINATOR_TEST_SETTINGS, **overrides}
+    # A site is stale only after missing heartbeats: keep the test staleness above a longer interval.
+    settings.setdefault("stale_after_s", 0)
+    settings["stale_after_s"] = settings["stale_after_s"] or max(5.0, 3 * settings["heartbeat_interval_s"])
+    cfg = dataclasses.replace(load_config(data_dir, environ={}), **settings)
     return Coordinator(data_dir, cfg).start()
 
 

@@ -27,6 +27,7 @@ from silolink.analytics.query import MODULUS, STATISTIC_NAMES, check_query
 from silolink.config import SHARE_LEVELS, AnalyticsConfig
 from silolink.gen.analytics.v1 import analytics_pb2 as pb
 
+from ..catalog.sources import open_source
 from ..catalog.store import Catalog
 from ..identity import SiteIdentity
 from .compute import compute
@@ -89,7 +90,7 @@ class SiteAnalytics:
                 f"this site adds noise (epsilon {epsilon:g}), so {statistic} needs clipping bounds: "
                 "add --clip LO:HI to bound what one row can add"
             )
-        local = compute(self._catalog_db, dataset, query, self._show_schema)
+        local = compute(open_source(dataset, self._catalog_db), query, self._show_schema)
         minimum = self._config.min_cohort
         # Say only that the cohort is too small, never how small: the size is the secret.
         if local.cohort < minimum:

@@ -1,7 +1,9 @@
-"""``edge-agent data``: the site's catalog (import, list, describe, drop) and batch scoring.
+"""``edge-agent data``: the site's catalog (import, add, list, describe, drop, sensitive)
+and batch scoring.
 
 These commands work on the data directory directly (the catalog is a SQLite file that the
-running daemon shares), so large imports do not travel through the local API.
+running daemon shares), so large imports do not travel through the local API. ``data add``
+registers data that stays where it is (Parquet, a SQL database, images, DICOM).
 """
 
 from __future__ import annotations
@@ -61,6 +63,92 @@ def import_(
     click.echo(f"imported {dataset.row_count} rows into {dataset.name} ({len(dataset.columns)} columns)")
 
 
+@data.command("add")
+@click.argument("name")
+@click.option(
+    "--source",
+    required=True,
+    metavar="PATH|URL",
+    help="A .parquet/.arrow file or folder, a folder of PNG/JPEG or DICOM files, or a SQLAlchemy database URL "
+    "(write ${VAR} where the password goes; it is read from the environment or DATA_DIR/secrets/VAR).",
+)
+@click.option("--table", metavar="TABLE", help="Database sources: the table or view to read (schema.table works).")
+@click.option("--query", metavar="SQL", help="Database sources: a SELECT to read instead of a table.")
+@click.option("--label", "label", metavar="COLUMN", help="The column models learn to predict.")
+@click.option("--id", "id_column", metavar="COLUMN", help="A column that identifies each row.")
+@click.option(
+    "--labels",
+    "labels_file",
+    metavar="FILE",
+    help="Images/DICOM: a CSV of file,label (default: labels.csv in the folder).",
+)
+@click.option("--tags", metavar="TAG,TAG,...", help="DICOM: the attributes to read into the metadata table.")
+@click.option("--sensitive", metavar="COL,COL,...", help="Columns to mark sensitive (see data sensitive).")
+@click.option("--replace", is_flag=True, help="Replace an existing dataset of that name.")
+@data_dir_option
+@json_option
+@handle_errors
+def add(
+    name: str,
+    source: str,
+    table: str | None,
+    query: str | None,
+    label: str | None,
+    id_column: str | None,
+    labels_file: str | None,
+    tags: str | None,
+    sensitive: str | None,
+    replace: bool,
+    data_dir: Path,
+    as_json: bool,
+) -> None:
+    """Register data where it lives, without copying it: the kind comes from the source."""
+    from ..catalog.sources import add_source
+
+    dataset = add_source(
+        open_catalog(data_dir),
+        name,
+        source,
+        table=table,
+        query=query,
+        label=label,
+        id_column=id_column,
+        labels_file=labels_file,
+        tags=_names(tags) or None,
+        sensitive=_names(sensitive),
+        replace=replace,
+    )
+    if as_json:
+        echo_json(dataset.to_dict())
+        return
+    click.echo(
+        f"registered {dataset.name}: {dataset.kind}, {dataset.row_count} rows, {len(dataset.columns)} columns, "
+        "read in place"
+    )
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+@data.command("sensitive")
+@click.argument("name")
+@click.argument("columns")
+@click.option("--clear", is_flag=True, help="Unmark the columns instead.")
+@data_dir_option
+@json_option
+@handle_errors
+def sensitive_(name: str, columns: str, clear: bool, data_dir: Path, as_json: bool) -> None:
+    """Mark columns (COL,COL,...) sensitive: never filtered or grouped on by analytics, never
+    described to the coordinator, never given to an app the site has not allowed."""
+    dataset = open_catalog(data_dir).mark_sensitive(name, _names(columns), sensitive=not clear)
+    if as_json:
+        echo_json(dataset.to_dict())
+        return
+    marked = ", ".join(dataset.sensitive) or "none"
+    click.echo(f"{dataset.name}: sensitive columns {marked}")
+
+
 @data.command("list")
 @data_dir_option
 @json_option
@@ -71,8 +159,8 @@ def list_(data_dir: Path, as_json: bool) -> None:
     if as_json:
         echo_json([d.to_dict() for d in datasets])
         return
-    rows = [[d.name, d.row_count, len(d.columns), d.label, d.source, iso(d.created_at)] for d in datasets]
-    click.echo(table(["NAME", "ROWS", "COLUMNS", "LABEL", "SOURCE", "CREATED"], rows))
+    rows = [[d.name, d.kind, d.row_count, len(d.columns), d.label, d.source, iso(d.created_at)] for d in datasets]
+    click.echo(table(["NAME", "KIND", "ROWS", "COLUMNS", "LABEL", "SOURCE", "CREATED"], rows))
 
 
 @data.command()
@@ -81,14 +169,28 @@ def list_(data_dir: Path, as_json: bool) -> None:
 @json_option
 @handle_errors
 def describe(name: str, data_dir: Path, as_json: bool) -> None:
-    """Show a dataset's columns, types, row count and label."""
-    dataset = open_catalog(data_dir).describe(name)
+    """Show a dataset's kind, columns, types, row count (read now, for sources) and label."""
+    catalog = open_catalog(data_dir)
+    dataset = catalog.describe(name)
+    if dataset.kind != "table":
+        # Sources change in place: count them now (through the reading interface).
+        from dataclasses import replace as with_
+
+        dataset = with_(dataset, row_count=catalog.source(name).count())
     if as_json:
         echo_json(dataset.to_dict())
         return
-    click.echo(f"{dataset.name}: {dataset.row_count} rows from {dataset.source}")
+    click.echo(f"{dataset.name}: {dataset.row_count} rows, {dataset.kind}, from {dataset.source}")
     roles = {dataset.label: "label", dataset.id_column: "id"}
-    click.echo(table(["COLUMN", "TYPE", "ROLE"], [[c.name, c.type, roles.get(c.name, "")] for c in dataset.columns]))
+    rows = [
+        [
+            c.name,
+            c.type,
+            ", ".join(r for r in (roles.get(c.name, ""), "sensitive" * (c.name in dataset.sensitive)) if r),
+        ]
+        for c in dataset.columns
+    ]
+    click.echo(table(["COLUMN", "TYPE", "ROLE"], rows))
 
 
 @data.command()
@@ -97,12 +199,14 @@ def describe(name: str, data_dir: Path, as_json: bool) -> None:
 @json_option
 @handle_errors
 def drop(name: str, data_dir: Path, as_json: bool) -> None:
-    """Delete a dataset and its rows from the catalog."""
+    """Delete a dataset from the catalog: an imported table's rows go with it; a source's
+    files or database are never touched."""
     dataset = open_catalog(data_dir).drop(name)
     if as_json:
-        echo_json({"dropped": dataset.name, "row_count": dataset.row_count})
+        echo_json({"dropped": dataset.name, "kind": dataset.kind, "row_count": dataset.row_count})
         return
-    click.echo(f"dropped {dataset.name} ({dataset.row_count} rows)")
+    kept = "" if dataset.kind == "table" else f"; its {dataset.kind} source was left as it is"
+    click.echo(f"dropped {dataset.name} ({dataset.row_count} rows){kept}")
 
 
 @click.group()

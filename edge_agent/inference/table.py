@@ -99,10 +99,13 @@ def score_table(
     columns = [key_column, *(c for _, c, _ in outputs), Column("model_version", "TEXT")]
     tag = record.ref
 
+    source = catalog.source(dataset_name)
+
     def batches() -> Iterator[list[tuple]]:
-        for batch in catalog.read_batches(dataset_name, [key, *chosen], batch_rows):
-            keys = [r[0] for r in batch]
-            values = np.array([r[1:] for r in batch], dtype=np.float64)  # NULL becomes NaN
+        for batch in source.scan([key, *chosen], batch_rows=batch_rows):
+            keys = batch[key].tolist()
+            # Through the catalog's reading interface: numbers arrive as arrays, empty as NaN.
+            values = np.column_stack([batch[c].astype(np.float64, copy=False) for c in chosen])
             if dtype.kind in "iu" and np.isnan(values).any():
                 raise errors.InvalidArgument(
                     f"{dataset_name!r} has empty values in the features and {record.ref} takes integers"

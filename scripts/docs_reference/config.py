@@ -77,24 +77,19 @@ def _type_name(hint: Any) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    if isinstance(value, tuple):
-        value = list(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
 
 
 def _allowed(f: dataclasses.Field) -> str:
-    """The range or choices a field declares in its metadata, as one line of text."""
-    meta = f.metadata or {}
-    if "choices" in meta:
-        return "one of " + ", ".join(f"`{c}`" for c in meta["choices"])
-    low, high = meta.get("min"), meta.get("max")
-    if low is not None and high is not None:
-        return f"{low} to {high}"
-    if low is not None:
-        return f"at least {low}"
-    if high is not None:
-        return f"at most {high}"
-    return ""
+    """What a field may hold, as ``silolink.settings.setting(...)`` declares it (its own words,
+    the same the error for a bad value gives), or "" if it declares nothing."""
+    allowed = (f.metadata or {}).get("allowed")
+    if allowed is None:
+        return ""
+    text = allowed.describe()
+    return text[len("use ") :] if text.startswith("use ") else text
 
 
 def settings() -> Iterator[Setting]:

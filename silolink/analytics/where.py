@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from silolink import errors
 
@@ -25,6 +26,7 @@ MAX_LENGTH = 4000
 MAX_TERMS = 64
 MAX_DEPTH = 16
 OPS = ("=", "!=", "<", "<=", ">", ">=")
+T = TypeVar("T")
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -170,6 +172,36 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def check_comparison(n: Comparison, kind: str) -> None:
+    """Raise unless the literal of ``n`` fits its column's type (INTEGER, REAL or TEXT)."""
+    numeric = kind in ("INTEGER", "REAL")
+    if numeric and isinstance(n.value, str):
+        raise errors.InvalidArgument(f"--where: {n.column} is numeric; compare it with a number, not {n.value!r}")
+    if not numeric and not isinstance(n.value, str):
+        raise errors.InvalidArgument(
+            f"--where: {n.column} holds text; compare it with a quoted string such as '{n.value}'"
+        )
+    if not numeric and n.op not in ("=", "!="):
+        raise errors.InvalidArgument(f"--where: {n.column} holds text; only = and != apply to it")
+
+
+def fold(
+    node: Node,
+    column_type: Callable[[str], str],
+    leaf: Callable[[Comparison], T],
+    join: Callable[[str, list[T]], T],
+) -> T:
+    """Build a target's filter (SQL text, a SQLAlchemy clause, a pyarrow expression) from a
+    tree, checking every column and literal on the way: ``leaf`` turns one checked
+    comparison into the target's form, ``join`` combines items under "and" / "or". A
+    comparison never matches a row without a value, whatever the operator.
+    """
+    if isinstance(node, BoolOp):
+        return join(node.op, [fold(i, column_type, leaf, join) for i in node.items])
+    check_comparison(node, column_type(node.column))
+    return leaf(node)
+
+
 def compile_sql(node: Node | None, column_type: Callable[[str], str]) -> tuple[str, list[int | float | str]]:
     """SQL for a checked tree and its parameters. ``column_type(name)`` gives INTEGER, REAL or
     TEXT for a column of the dataset, or raises (naming the dataset's columns) if it has none.
@@ -178,25 +210,16 @@ def compile_sql(node: Node | None, column_type: Callable[[str], str]) -> tuple[s
     if node is None:
         return "1", params
 
-    def walk(n: Node) -> str:
-        if isinstance(n, BoolOp):
-            return "(" + f" {n.op.upper()} ".join(walk(i) for i in n.items) + ")"
-        kind = column_type(n.column)
-        numeric = kind in ("INTEGER", "REAL")
-        if numeric and isinstance(n.value, str):
-            raise errors.InvalidArgument(f"--where: {n.column} is numeric; compare it with a number, not {n.value!r}")
-        if not numeric and not isinstance(n.value, str):
-            raise errors.InvalidArgument(
-                f"--where: {n.column} holds text; compare it with a quoted string such as '{n.value}'"
-            )
-        if not numeric and n.op not in ("=", "!="):
-            raise errors.InvalidArgument(f"--where: {n.column} holds text; only = and != apply to it")
+    def leaf(n: Comparison) -> str:
         params.append(n.value)
         # IS NOT NULL keeps "!=" from matching rows that have no value, as "=" would not either.
         column = quote_identifier(n.column)
         return f"({column} {n.op} ? AND {column} IS NOT NULL)"
 
-    return walk(node), params
+    def join(op: str, items: list[str]) -> str:
+        return "(" + f" {op.upper()} ".join(items) + ")"
+
+    return fold(node, column_type, leaf, join), params
 
 
 def render(node: Node | None) -> str:
