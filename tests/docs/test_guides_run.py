@@ -60,6 +60,7 @@ class World:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["SILOLINK_COORDINATOR_DATA_DIR"] = str(workdir / "coordinator")
         env["SILOLINK_AGENT_DATA_DIR"] = str(workdir / "hospital-a")
+        env["DOCS_REPO"] = str(ROOT)  # for setup directives that copy an example from the repository
         self.env = env
 
     def text(self, body: str) -> str:
@@ -160,6 +161,7 @@ def test_getting_started_is_the_first_page_that_runs():
     assert len(PAGES) >= 10
 
 
+@pytest.mark.timeout(300)  # Getting started alone starts three daemons and trains; slower under load
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT / "docs")))
 def test_the_marked_examples_run(world, page):
     if world.broken:
