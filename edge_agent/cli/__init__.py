@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import apps, daemon, data, exchange, health, models
+from . import apps, daemon, data, exchange, health, models, privacy
 
 
 @click.group()
@@ -32,3 +32,4 @@ main.add_command(exchange.receive)
 main.add_command(exchange.agreements)
 main.add_command(exchange.keys)
 main.add_command(exchange.audit)
+main.add_command(privacy.privacy)
