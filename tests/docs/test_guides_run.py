@@ -60,6 +60,9 @@ class World:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["SILOLINK_COORDINATOR_DATA_DIR"] = str(workdir / "coordinator")
         env["SILOLINK_AGENT_DATA_DIR"] = str(workdir / "hospital-a")
+        (workdir / "home").mkdir()
+        env["HOME"] = str(workdir / "home")  # the reader's home: audit pins and the like land there
+        env.pop("XDG_STATE_HOME", None)
         env["DOCS_REPO"] = str(ROOT)  # for setup directives that copy an example from the repository
         self.env = env
 
