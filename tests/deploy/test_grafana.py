@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from silolink import errors
 from tests import support
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "silolink-coordinator.json"
@@ -53,7 +54,7 @@ def scraped(tmp_path, make_agent, coordinator):
     make_agent("hospital-a")
     with support.operator(coordinator) as client:
         client.list_sites()
-        with pytest.raises(Exception):  # a refused call is counted too (grpc_code NOT_FOUND)
+        with pytest.raises(errors.NotFound):  # a refused call is counted too (grpc_code NOT_FOUND)
             client.get_job("nope")
     return urllib.request.urlopen(f"http://{coordinator.metrics_address}/metrics", timeout=10).read().decode()
 
