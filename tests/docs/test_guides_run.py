@@ -115,7 +115,7 @@ class World:
         for placeholder, pattern in block.capture.items():
             match = re.search(pattern, output)
             assert match, self.report(block, script, done, f"nothing matched {pattern} to stand for {placeholder}")
-            self.placeholders[placeholder] = match.group(0)
+            self.placeholders[placeholder] = match.group(1) if match.groups() else match.group(0)
 
     def start(self, line: str, env: dict[str, str]) -> None:
         log = self.workdir / f"daemon-{len(self.daemons)}.log"
