@@ -13,23 +13,27 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 
 from silolink import config as config_mod
 from silolink import errors
-from silolink.config import CoordinatorConfig
+from silolink.config import CoordinatorConfig, CoordinatorLimitsConfig
 from silolink.db import lock_of, open_database
 from silolink.extensions import COORDINATOR_GROUP, ExtensionContext, load_service_extensions
 from silolink.files import write_atomic
 from silolink.metrics import Metrics
+from silolink.rpc.aio_guard import CallClass
+from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
-from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
+from silolink.rpc.server import ServiceMount
 
 from . import analytics, audit, bootstrap, catalog, exchange, registry, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
+from .control.admission import AdmissionRate
 from .control.hub import ControlHub
 from .layout import CoordinatorLayout
 from .sites import servicers as site_servicers
@@ -58,6 +62,35 @@ def load_config(data_dir: Path, environ=None, **overrides) -> CoordinatorConfig:
     return config_mod.override(cfg, **overrides)
 
 
+# Requests on the anonymous enrollment port are small (a token and a CSR): a lower bound
+# on message size there keeps what anyone can make the coordinator buffer small.
+ENROLL_MAX_MESSAGE_BYTES = 1024 * 1024
+HEARTBEAT_DELAY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def call_classes(limits: CoordinatorLimitsConfig) -> list[CallClass]:
+    """The classes of calls on the mTLS port (see ``silolink.rpc.aio_guard``)."""
+    return [
+        CallClass("control", 0, limits.control_streams),
+        CallClass("operator", limits.operator_threads, limits.operator_calls),
+        CallClass("agent", limits.agent_threads, limits.agent_calls),
+        CallClass("bulk", limits.bulk_threads, limits.bulk_calls),
+        CallClass("probe", 0, limits.probe_calls),
+        # No caller reaches these on an mTLS port today; present so that a mount naming
+        # them (or a future role) is served, not refused.
+        CallClass("local", 2, 16),
+        CallClass("anonymous", 2, 16),
+    ]
+
+
+def enroll_call_classes(limits: CoordinatorLimitsConfig) -> list[CallClass]:
+    """The classes of the anonymous enrollment port: its own threads, its own limits."""
+    return [
+        CallClass("anonymous", limits.enroll_threads, limits.enroll_calls),
+        CallClass("probe", 0, limits.enroll_probe_calls),
+    ]
+
+
 def _advertised(address: str, port: int, wildcard_host: str = "localhost") -> str:
     """The address to dial for a listener bound at ``address`` (actual ``port``)."""
     host = address.rsplit(":", 1)[0].strip("[]")
@@ -75,7 +108,11 @@ class Coordinator:
         self.ca = bootstrap.load_ca(self.layout)
         bootstrap.ensure_server_certificate(self.layout, self.config, self.ca)
         self.db = open_database(self.layout.database)
-        self.hub = ControlHub(clock)
+        # Command results and connect events are handled on these threads, never on the
+        # event loop that serves the agents' streams.
+        self._results = ThreadPoolExecutor(4, thread_name_prefix="hub-results")
+        self._events = ThreadPoolExecutor(1, thread_name_prefix="hub-events")
+        self.hub = ControlHub(clock, dispatch=self._results.submit, notify=self._events.submit)
         # Stores share the one connection, so they must share one lock: with a lock each, a
         # heartbeat's update could land inside another store's transaction (and fail).
         self.db_lock = lock_of(self.db)  # every store on this connection shares it
@@ -87,6 +124,7 @@ class Coordinator:
             token_ttl_s=self.config.token_ttl_s,
             site_cert_lifetime_s=self.config.site_cert_lifetime_s,
             clock=clock,
+            presence_flush_s=self.config.limits.presence_flush_s,
         )
         self.sites.on_revoke(
             lambda site: self.hub.disconnect(
@@ -99,27 +137,70 @@ class Coordinator:
             "silolink_control_streams",
             "Open agent control streams",
             "kind",
-            lambda: {"agent": len(self.hub.connected_sites())},
+            lambda: {"agent": self.hub.connected_count()},
         )
         self._stop_hooks: list[Callable[[], None]] = []
         self._stopping_hooks: list[Callable[[], None]] = []
-        control = control_servicer.ControlServicer(
-            self.hub, self.sites, self.config.heartbeat_interval_s, self.config.stale_after_s
+        limits = self.config.limits
+        self.control = control_servicer.ControlServicer(
+            self.hub,
+            self.sites.presence,
+            self.config.heartbeat_interval_s,
+            self.config.stale_after_s,
+            AdmissionRate(limits.admit_per_s, limits.admit_burst),
+            clock,
+            heartbeat_delay=self.metrics.histogram(
+                "silolink_heartbeat_delay_seconds",
+                "Delay from an agent sending a heartbeat (its clock) to the coordinator recording it",
+                HEARTBEAT_DELAY_BUCKETS,
+            ),
         )
-        mounts = [
-            *site_servicers.mounts(self.sites, self.hub.is_connected, lambda: self.public_addresses),
-            control_servicer.mount(control),
-        ]
+        enrollment, *site_mounts = site_servicers.mounts(
+            self.sites, self.hub.is_connected, lambda: self.public_addresses
+        )
+        mounts = [enrollment, *site_mounts, control_servicer.mount(self.control)]
         for attach in CAPABILITIES:
             mounts += attach(self)
         mounts += load_service_extensions(COORDINATOR_GROUP, ExtensionContext("coordinator", self.layout.root))
-        self.server, self._health = build_server(
+        # One event loop serves both ports: agents' control streams as coroutines, every
+        # other call on the thread pool of its class (operators, agents, bulk streams).
+        self.loop = EventLoopThread("coordinator-rpc")
+        authenticate = certificate_authenticator(self.sites.check_identity)
+        self.server = AioServer(
+            self.loop,
             mounts,
-            certificate_authenticator(self.sites.check_identity),
-            max_workers=self.config.max_workers,
+            authenticate,
+            call_classes(limits),
             max_message_bytes=self.config.max_message_bytes,
             observer=self.metrics,
         )
+        # The anonymous port is a server of its own, with its own small limits: no number
+        # of anonymous callers can take a call slot that agents or operators need.
+        self.enroll_server = AioServer(
+            self.loop,
+            [enrollment],
+            authenticate,
+            enroll_call_classes(limits),
+            max_message_bytes=ENROLL_MAX_MESSAGE_BYTES,
+            observer=self.metrics,
+            known_elsewhere=[m for m in mounts if m is not enrollment],
+            restrict_reflection=True,
+            max_concurrent_rpcs=limits.enroll_calls + limits.enroll_probe_calls + 16,
+        )
+        for port, server in (("mtls", self.server), ("enroll", self.enroll_server)):
+            self.metrics.gauge(
+                f"silolink_rpc_calls_in_flight_{port}",
+                f"Calls in progress on the {port} port, by class",
+                "class",
+                lambda server=server: server.stats()["active"],
+            )
+            self.metrics.counter(
+                f"silolink_rpc_calls_refused_busy_{port}",
+                f"Calls refused RESOURCE_EXHAUSTED on the {port} port because their class was full",
+                "class",
+                lambda server=server: server.stats()["refused"],
+            )
+        self._stopped = False
         self.address = self.enroll_address = self.metrics_address = ""
         self.public_addresses = ("", "")
 
@@ -143,9 +224,11 @@ class Coordinator:
         ca_pem = self.layout.ca_cert.read_bytes()
         mtls = grpc.ssl_server_credentials([(key, chain)], root_certificates=ca_pem, require_client_auth=True)
         tls = grpc.ssl_server_credentials([(key, chain)])
-        port = bind(self.server, self.config.listen, mtls)
-        enroll_port = bind(self.server, self.config.enroll_listen, tls)
+        port = self.server.bind(self.config.listen, mtls)
+        enroll_port = self.enroll_server.bind(self.config.enroll_listen, tls)
+        self.sites.presence.start()
         self.server.start()
+        self.enroll_server.start()
         self.address = _advertised(self.config.listen, port)
         self.enroll_address = _advertised(self.config.enroll_listen, enroll_port)
         public_host = self.config.hostnames[0] if self.config.hostnames else "localhost"
@@ -178,14 +261,23 @@ class Coordinator:
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop taking calls, end agent streams, finish calls in flight, close the database."""
+        if self._stopped:
+            return
+        self._stopped = True
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
-        set_not_serving(self._health)
+        self.server.set_not_serving()
+        self.enroll_server.set_not_serving()
         for hook in self._stopping_hooks:
             hook()
         self.hub.close_all(errors.Unavailable("the coordinator is shutting down; reconnect later"))
-        self.server.stop(grace).wait()
+        self.enroll_server.stop(grace)
+        self.server.stop(grace)
+        self.loop.stop()
         for hook in reversed(self._stop_hooks):
             hook()
+        self.sites.presence.stop()
+        self._results.shutdown(wait=True)
+        self._events.shutdown(wait=True)
         self.metrics.stop()
         self.layout.endpoints.unlink(missing_ok=True)
         # Under the stores' lock: a background thread (a rollout redelivery on a reconnect)
@@ -195,4 +287,4 @@ class Coordinator:
         log.info("coordinator stopped")
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self.server.wait()

@@ -82,6 +82,47 @@ class CoordinatorExchangeConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorLimitsConfig(Settings):
+    """``[limits]``: how much of each kind of work the coordinator takes on at once.
+
+    Calls are served in classes, each with threads of its own (for sync handlers) and a
+    limit on calls in flight; a call beyond its class's limit is answered
+    RESOURCE_EXHAUSTED at once (agents retry with backoff), and never takes another
+    class's place. Control streams are coroutines: they need no threads.
+    """
+
+    # Agent control streams held open at once.
+    control_streams: int = setting(20000, min=1, max=1_000_000)
+    # New control streams admitted per second; more wait their turn, so a reconnect storm
+    # after a restart is taken in at this pace.
+    admit_per_s: float = setting(1000.0, min=1, max=100_000)
+    # New control streams admitted at once before the rate applies.
+    admit_burst: int = setting(200, min=1, max=100_000)
+    # Threads for operator calls (admin API, registry, training, ...).
+    operator_threads: int = setting(8, min=1, max=256)
+    # Operator calls in flight at once.
+    operator_calls: int = setting(64, min=1, max=10_000)
+    # Threads for agents' short calls (status reports, keys, renewals).
+    agent_threads: int = setting(16, min=1, max=256)
+    # Agents' short calls in flight at once.
+    agent_calls: int = setting(2048, min=1, max=100_000)
+    # Threads for agents' streams (model downloads, envelope uploads and fetches).
+    bulk_threads: int = setting(16, min=1, max=256)
+    # Agents' streams in flight at once.
+    bulk_calls: int = setting(256, min=1, max=100_000)
+    # Health and reflection calls in flight on the mTLS port.
+    probe_calls: int = setting(64, min=1, max=10_000)
+    # Threads for Enroll calls on the anonymous enrollment port.
+    enroll_threads: int = setting(4, min=1, max=64)
+    # Enroll calls in flight at once.
+    enroll_calls: int = setting(32, min=1, max=10_000)
+    # Health and reflection calls in flight on the enrollment port.
+    enroll_probe_calls: int = setting(16, min=1, max=10_000)
+    # How often heartbeats held in memory are written to the database (one transaction).
+    presence_flush_s: float = setting(2.0, min=0.05, max=300)
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorConfig(Settings):
     """Settings of ``cloud-coordinator serve``."""
 
@@ -107,12 +148,14 @@ class CoordinatorConfig(Settings):
     operator_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
     server_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
     max_message_bytes: int = setting(16 * MiB, min=4 * KiB, max=MAX_GRPC_MESSAGE_BYTES)
-    # Threads serving RPCs (and concurrent calls allowed).
+    # No longer used (the [limits] table sizes each class of calls); kept so that older
+    # coordinator.toml files still load.
     max_workers: int = setting(256, min=1, max=65536)
     # How long in-flight calls may finish after SIGTERM.
     shutdown_grace_s: float = setting(5.0, min=0, max=3600)
     log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+    limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
 
     def check(self) -> None:
         self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")

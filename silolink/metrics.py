@@ -36,6 +36,10 @@ class Metrics:
         self._requests.labels(method, code).inc()
         self._seconds.labels(method).observe(seconds)
 
+    def histogram(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Callable[[float], None]:
+        """A histogram without labels; returns its ``observe`` function."""
+        return Histogram(name, documentation, buckets=buckets, registry=self.registry).observe
+
     def gauge(self, name: str, documentation: str, label: str, values: Callable[[], dict[str, float]]) -> None:
         """A gauge whose per-``label`` values are read from ``values()`` at scrape time."""
         self.registry.register(_Callback(GaugeMetricFamily, name, documentation, label, values))

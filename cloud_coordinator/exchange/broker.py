@@ -284,15 +284,16 @@ class Broker:
         for header, sealed_key, ciphertext, signature in envelopes:
             try:
                 size = len(ciphertext)
-                if size != header.ciphertext_size:
-                    raise errors.InvalidArgument(
-                        f"envelope {header.envelope_id} carries {size} ciphertext bytes; its header "
-                        f"declares {header.ciphertext_size}"
-                    )
                 if size <= inline_max:
                     if not signature or len(signature) > MAX_SIGNATURE_BYTES:
                         raise errors.InvalidArgument(f"envelope {header.envelope_id} has no valid signature")
+                    # Admitted (header checked, chunk size included) before its sizes are computed.
                     self._admit(sender.name, header, sealed_key, now, allowed)
+                    if size != header.ciphertext_size:
+                        raise errors.InvalidArgument(
+                            f"envelope {header.envelope_id} carries {size} ciphertext bytes; its header "
+                            f"declares {header.ciphertext_size}"
+                        )
                     if in_bulk:
                         unused -= size
                     else:

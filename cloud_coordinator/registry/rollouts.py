@@ -13,6 +13,7 @@ continues the rollout, which is refused until every canary site is active.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -37,6 +38,8 @@ RANK = {"held": 0, "pending": 1, "downloading": 2, "verified": 3, "awaiting_appr
         "failed": 5, "superseded": 6}  # fmt: skip
 STATE_TO_PROTO = {s: pb.RolloutState.Value(f"ROLLOUT_STATE_{s.upper()}") for s in STATES}
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+# Reconnected sites whose open orders are looked up in one query.
+REDELIVERY_BATCH = 500
 
 
 class Rollouts:
@@ -55,7 +58,18 @@ class Rollouts:
         self._hub = hub
         self._audit = audit
         self._clock = clock
+        # Sites that (re)connected, waiting for their open orders to be sent again: one
+        # worker takes them in batches, so a reconnect storm is a few queries, not a
+        # thread and a query per site.
+        self._arrivals: queue.Queue[str | None] = queue.Queue()
+        self._redelivery = threading.Thread(target=self._redeliver, name="rollout-redelivery", daemon=True)
+        self._redelivery.start()
         hub.on_change(self._site_changed)
+
+    def stop(self) -> None:
+        """Stop redelivering (before the database closes)."""
+        self._arrivals.put(None)
+        self._redelivery.join(10)
 
     # -- operator actions ----------------------------------------------------------------
     def start(
@@ -209,16 +223,32 @@ class Rollouts:
 
     def _site_changed(self, site: str, connected: bool) -> None:
         if connected:
-            # Off the hub's thread: the site's stream is opening right now.
-            threading.Thread(target=self._deliver_site, args=(site,), name=f"rollout-{site}", daemon=True).start()
+            self._arrivals.put(site)
 
-    def _deliver_site(self, site: str) -> None:
+    def _redeliver(self) -> None:
+        while True:
+            site = self._arrivals.get()
+            if site is None:
+                return
+            sites = {site}
+            while len(sites) < REDELIVERY_BATCH:
+                try:
+                    more = self._arrivals.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    return
+                sites.add(more)
+            self._deliver_sites(sorted(sites))
+
+    def _deliver_sites(self, sites: list[str]) -> None:
         try:
-            placeholders = ",".join("?" * len(OPEN_STATES))
-            for order in self.store.orders(f"site = ? and state in ({placeholders})", [site, *OPEN_STATES]):
+            states = ",".join("?" * len(OPEN_STATES))
+            names = ",".join("?" * len(sites))
+            for order in self.store.orders(f"site in ({names}) and state in ({states})", [*sites, *OPEN_STATES]):
                 self._send(order)
         except Exception:  # noqa: BLE001 - a failed redelivery is retried at the next connect
-            log.exception("could not send pending model orders to %s", site)
+            log.exception("could not send pending model orders to %d site(s)", len(sites))
 
     def _send(self, order: OrderRecord) -> None:
         record = self._models.get(order.name, order.version)

@@ -3,6 +3,7 @@ identity check that makes revocation take effect at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -18,6 +19,7 @@ from silolink import errors, pki
 from silolink.identity import Identity, Role, validate_site_name
 
 from ..audit.store import AuditLog
+from .presence import Presence
 from .store import CertificateRecord, SiteRecord, SiteStore, TokenRecord
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class SiteService:
         token_ttl_s: int,
         site_cert_lifetime_s: int,
         clock: Callable[[], float] = time.time,
+        presence_flush_s: float = 1.0,
     ) -> None:
         self._store = store
         self._ca = ca
@@ -65,16 +68,33 @@ class SiteService:
         self._cert_lifetime = dt.timedelta(seconds=site_cert_lifetime_s)
         self._clock = clock
         self._revocation_listeners: list[Callable[[str], None]] = []
-        # The per-call check reads these sets, not the database; they change only here.
+        # Heartbeats live in memory and reach the database in batches (see presence.py).
+        self.presence = Presence(store, presence_flush_s, clock)
+        # The per-call check and ``list_sites`` read memory, not the database: the sites
+        # table and certificates change only through this service, which updates both.
         self._lock = threading.Lock()
         self._valid_serials: set[str] = set()
         self._revoked_sites: set[str] = set()
+        self._records: dict[str, SiteRecord] = {}
         self._reload()
 
     def _reload(self) -> None:
+        certificates = self._store.certificates()
+        sites = self._store.list_sites()
         with self._lock:
-            self._valid_serials = {c.serial for c in self._store.certificates() if c.revoked_at is None}
-            self._revoked_sites = {s.name for s in self._store.list_sites() if s.revoked_at is not None}
+            self._valid_serials = {c.serial for c in certificates if c.revoked_at is None}
+            self._revoked_sites = {s.name for s in sites if s.revoked_at is not None}
+            self._records = {s.name: s for s in sites}
+
+    def _refresh(self, name: str, *new_serials: str) -> None:
+        """Re-read one site after a write (and accept its newly issued certificates)."""
+        site = self._store.get_site(name)
+        with self._lock:
+            self._valid_serials.update(new_serials)
+            if site is not None:
+                self._records[name] = site
+                if site.revoked_at is not None:
+                    self._revoked_sites.add(name)
 
     # -- identity ------------------------------------------------------------------------
     def check_identity(self, identity: Identity) -> None:
@@ -93,7 +113,8 @@ class SiteService:
 
     def record_operator_certificate(self, cert: x509.Certificate, name: str) -> None:
         self._record_certificate(cert, Role.OPERATOR, name)
-        self._reload()
+        with self._lock:
+            self._valid_serials.add(pki.serial_hex(cert))
 
     # -- operator actions ----------------------------------------------------------------
     def add_site(
@@ -125,19 +146,32 @@ class SiteService:
                 self._store.update_site(name, kind=kind, tags=tags)
             self._store.put_token(TokenRecord(hash_token(token), name, now, now + ttl, None))
             self._audit.record(actor, "site.add", name, kind=kind, tags=tags, token_ttl_s=ttl)
-        site = self._store.get_site(name)
-        assert site is not None
+        self._refresh(name)
+        site = self.get_site(name)
         log.info("site %s (%s) added; enrollment token valid for %d s", name, kind, ttl)
         return IssuedToken(site, token, now + ttl, self._ca.fingerprint)
 
     def list_sites(self) -> list[SiteRecord]:
-        return self._store.list_sites()
+        """Every site by name, with its live heartbeat, version and resources."""
+        with self._lock:
+            records = sorted(self._records.values(), key=lambda s: s.name)
+        live = self.presence.snapshot()
+        return [self._live(site, live.get(site.name)) for site in records]
 
     def get_site(self, name: str) -> SiteRecord:
-        site = self._store.get_site(name)
+        with self._lock:
+            site = self._records.get(name)
         if site is None:
             raise errors.NotFound(f"no site named {name!r}; `cloud-coordinator sites list` shows them")
-        return site
+        return self._live(site, self.presence.get(name))
+
+    @staticmethod
+    def _live(site: SiteRecord, contact) -> SiteRecord:
+        if contact is None:
+            return site
+        return dataclasses.replace(
+            site, last_heartbeat=contact.at, version=contact.version or site.version, resources=contact.resources()
+        )
 
     def revoke(self, name: str, actor: str = "coordinator") -> SiteRecord:
         """Refuse the site's certificates from now on and close its open streams."""
@@ -149,7 +183,7 @@ class SiteService:
             self._store.update_site(name, revoked_at=now)
             self._store.revoke_certificates(name, Role.AGENT.value, now)
             self._audit.record(actor, "site.revoke", name)
-        self._reload()
+        self._reload()  # rare: drops the site's certificates from the accepted set
         log.warning("site %s revoked", name)
         for listener in self._revocation_listeners:
             listener(name)
@@ -181,7 +215,7 @@ class SiteService:
             self._record_certificate(cert, Role.AGENT, site.name)
             self._store.update_site(site.name, enrolled_at=now, version=agent_version)
             self._audit.record(f"site:{site.name}", "site.enroll", site.name, certificate=pki.serial_hex(cert))
-        self._reload()
+        self._refresh(site.name, pki.serial_hex(cert))
         log.info("site %s enrolled (certificate %s)", site.name, pki.serial_hex(cert))
         return Enrollment(self.get_site(site.name), pki.cert_to_pem(cert), pki.cert_to_pem(self._ca.cert))
 
@@ -194,13 +228,9 @@ class SiteService:
             cert = self._ca.sign_csr(csr_pem, Role.AGENT, identity.name, self._cert_lifetime)
             self._record_certificate(cert, Role.AGENT, identity.name)
             self._audit.record(f"site:{identity.name}", "site.renew", identity.name, certificate=pki.serial_hex(cert))
-        self._reload()
+        self._refresh(identity.name, pki.serial_hex(cert))
         log.info("site %s renewed its certificate (%s)", identity.name, pki.serial_hex(cert))
         return pki.cert_to_pem(cert)
-
-    def record_contact(self, site: str, resources: dict, version: str) -> None:
-        """Note a heartbeat: when, which version, what resources."""
-        self._store.update_site(site, last_heartbeat=self._clock(), version=version, resources=resources)
 
     def _record_certificate(self, cert: x509.Certificate, role: Role, name: str) -> None:
         self._store.add_certificate(

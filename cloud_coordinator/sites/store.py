@@ -134,6 +134,14 @@ class SiteStore(SqliteStore):
         with self.lock:
             self.db["sites"].update(name, values)
 
+    def update_contacts(self, rows: list[tuple[float, str, dict[str, Any], str]]) -> None:
+        """Write many sites' (last_heartbeat, version, resources) in one transaction."""
+        with self.atomic():
+            self.db.conn.executemany(
+                "UPDATE sites SET last_heartbeat = ?, version = ?, resources = ? WHERE name = ?",
+                [(at, version, json.dumps(resources, sort_keys=True), name) for at, version, resources, name in rows],
+            )
+
     def put_token(self, token: TokenRecord) -> None:
         """Store ``token``, replacing any unused token of the same site."""
         with self.atomic():

@@ -34,6 +34,7 @@ from .store import Job, JobSpec, JobStore
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
+MAX_ROUND_TIMEOUT_S = 7 * 24 * 3600
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
 MAX_RESUMES = 3
 STOP_GRACE_S = 5.0
@@ -236,6 +237,8 @@ class JobService:
             raise errors.InvalidArgument("min-sites must be at least 1")
         if spec.round_timeout_s <= 0 or spec.learning_rate <= 0 or spec.local_epochs < 1:
             raise errors.InvalidArgument("round timeout, learning rate and local epochs must be positive")
+        if spec.round_timeout_s > MAX_ROUND_TIMEOUT_S:  # beyond this, the job process's waits overflow
+            raise errors.InvalidArgument(f"the round timeout must be at most {MAX_ROUND_TIMEOUT_S} s (7 days)")
         if spec.dp_noise_multiplier < 0 or (spec.dp_noise_multiplier > 0 and spec.dp_clipping_norm <= 0):
             raise errors.InvalidArgument("differential privacy needs a noise multiplier >= 0 and a clipping norm > 0")
         if spec.secure_aggregation and (spec.strategy != "fedavg" or spec.dp_noise_multiplier > 0):

@@ -16,6 +16,9 @@ from silolink import errors
 
 from .schema import Column
 
+# SQLite's default SQLITE_MAX_COLUMN, which the table the file becomes must fit.
+MAX_COLUMNS = 2000
+
 
 @dataclass(frozen=True)
 class CsvScan:
@@ -81,6 +84,10 @@ def scan_csv(path: Path, label: str | None = None, id_column: str | None = None)
         raise errors.InvalidArgument(f"{path.name} is empty; the first line must name the columns")
     _, header = first
     header = [h.strip() for h in header]
+    if len(header) > MAX_COLUMNS:
+        raise errors.InvalidArgument(
+            f"{path.name}: line 1: {len(header):,} columns; a dataset holds at most {MAX_COLUMNS:,} (SQLite's limit)"
+        )
     seen: dict[str, int] = {}
     for i, name in enumerate(header):
         if not name:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,8 @@ from .backoff import Backoff
 from .commands import CommandDispatcher
 
 log = logging.getLogger(__name__)
+# A coordinator's reconnect spread is honoured up to this many seconds (it could be wrong).
+MAX_RECONNECT_SPREAD_S = 120.0
 
 
 @dataclass
@@ -66,6 +69,8 @@ class ControlLink:
         self._stop = threading.Event()
         self._renewed = threading.Event()  # set when a renewal ends the session on purpose
         self._call: grpc.Future | None = None
+        # The coordinator's advice from the last Welcome: spread reconnects over this long.
+        self._reconnect_spread_s = 0.0
         self._lock = threading.Lock()
         self._commands = ThreadPoolExecutor(command_workers, thread_name_prefix="command")
         self._thread = threading.Thread(target=self._run, name="control-link", daemon=True)
@@ -86,10 +91,12 @@ class ControlLink:
     def _run(self) -> None:
         backoff = Backoff(self._config.reconnect_initial_s, self._config.reconnect_max_s)
         while not self._stop.is_set():
+            was_connected = False
             try:
                 self._session(backoff)
                 continue  # ended on purpose (renewal, replaced): reconnect now
             except errors.SiloError as e:
+                was_connected = self.status.state == "connected"
                 self._note_failure(e)
             except Exception as e:  # noqa: BLE001 - the link must outlive any one failure
                 log.exception("control session failed unexpectedly")
@@ -97,6 +104,11 @@ class ControlLink:
             if self._stop.is_set():
                 break
             delay = backoff.next_delay()
+            if was_connected and self._reconnect_spread_s > 0:
+                # A stream that was up just broke, most likely for the whole fleet at once
+                # (a coordinator restart): come back at a random point of the spread the
+                # coordinator asked for, not all in the same second.
+                delay = max(delay, random.uniform(0, self._reconnect_spread_s))
             if self.status.state == "revoked":
                 delay = self._config.reconnect_max_s
             log.info("reconnecting to %s in %.1f s", self._config.coordinator, delay)
@@ -164,6 +176,7 @@ class ControlLink:
             raise errors.Unavailable("the coordinator closed the control stream")
 
     def _connected(self, welcome: control_pb2.Welcome, backoff: Backoff) -> None:
+        self._reconnect_spread_s = max(0.0, min(welcome.reconnect_spread_s, MAX_RECONNECT_SPREAD_S))
         self.status.state = "connected"
         self.status.last_error = ""
         self.status.session_id = welcome.session_id
@@ -173,7 +186,9 @@ class ControlLink:
 
     def _heartbeat(self, channel, call, outbound, session_over: threading.Event, interval: list[float]) -> None:
         while not session_over.wait(interval[0]):
-            outbound.put(control_pb2.ConnectRequest(heartbeat=control_pb2.Heartbeat(resources=self._report())))
+            heartbeat = control_pb2.Heartbeat(resources=self._report())
+            heartbeat.sent_at.GetCurrentTime()
+            outbound.put(control_pb2.ConnectRequest(heartbeat=heartbeat))
             try:
                 if load_identity(self._layout).remaining_fraction() < self._config.renew_remaining_fraction:
                     self._renew(channel)

@@ -20,6 +20,7 @@ import grpc
 
 from silolink import errors, pki
 from silolink.identity import ANONYMOUS, Identity, Role
+from silolink.request_limits import check_request
 from silolink.rpc.status import grpc_code
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,11 @@ def _parser(method: str, deserialize: Callable | None) -> Callable[[Any], Any]:
 
     def parse(raw: Any) -> Any:
         try:
-            return deserialize(raw)
+            message = deserialize(raw)
         except Exception:  # noqa: BLE001 - protobuf raises DecodeError and friends
             raise errors.InvalidArgument(f"the request to {method} is not a valid protobuf message") from None
+        check_request(message)  # no NaN, infinity or uint64 beyond SQLite, in any field of any request
+        return message
 
     return parse
 
@@ -126,9 +129,45 @@ def _reset(token: contextvars.Token) -> None:
         pass
 
 
-@functools.lru_cache(maxsize=4096)
+# Large enough for every site of a big fleet plus its operators: a miss parses a certificate.
+@functools.lru_cache(maxsize=65536)
 def _identity_from_pem(pem: bytes) -> Identity | None:
     return pki.identity_of(pki.load_cert(pem))
+
+
+def wrapped_once(cache: dict[str, tuple[Any, Any]], method: str, handler: Any, wrap: Callable[[str, Any], Any]) -> Any:
+    """``wrap(method, handler)``, reused while the server hands back the same handler."""
+    cached = cache.get(method)
+    if cached is not None and cached[0] is handler:
+        return cached[1]
+    wrapped = wrap(method, handler)
+    cache[method] = (handler, wrapped)
+    return wrapped
+
+
+def admit(authenticate: Authenticator, permissions: PermissionTable, method: str, context: Any) -> Identity:
+    """Authenticate the caller of ``method``, make it the current identity, check its rule."""
+    identity = authenticate(context)
+    _current_identity.set(identity)
+    permissions.check(method, identity)
+    return identity
+
+
+def refusal(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and public message a failed call ends with; logs the details.
+
+    Domain errors keep their code and message; anything else is INTERNAL with a reference
+    id that points to the traceback in the server log.
+    """
+    who = _current_identity.get(ANONYMOUS)
+    if isinstance(exc, errors.SiloError):
+        status = grpc_code(exc)
+        level = logging.ERROR if exc.code is errors.Code.INTERNAL else logging.WARNING
+        log.log(level, "%s by %s refused: %s %s", method, who, status.name, exc.message)
+        return status, exc.message
+    ref = uuid.uuid4().hex[:12]
+    log.error("%s by %s failed unexpectedly (ref %s)", method, who, ref, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log"
 
 
 class GuardInterceptor(grpc.ServerInterceptor):
@@ -150,13 +189,7 @@ class GuardInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return wrapped_once(self._wrapped, handler_call_details.method, handler, self._wrap)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         # We parse requests ourselves so a malformed one is INVALID_ARGUMENT, not gRPC's INTERNAL.
@@ -200,23 +233,13 @@ class GuardInterceptor(grpc.ServerInterceptor):
         return wrapper
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> None:
-        identity = self._authenticate(context)
-        _current_identity.set(identity)
-        self._permissions.check(method, identity)
+        admit(self._authenticate, self._permissions, method, context)
 
     def _fail(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
         """Abort the call with the status ``exc`` maps to (``abort`` raises)."""
         if context.code() is not None:  # the servicer already ended the call itself
             raise exc
-        who = _current_identity.get()
-        if isinstance(exc, errors.SiloError):
-            status = grpc_code(exc)
-            level = logging.ERROR if exc.code is errors.Code.INTERNAL else logging.WARNING
-            log.log(level, "%s by %s refused: %s %s", method, who, status.name, exc.message)
-            context.abort(status, exc.message)
-        ref = uuid.uuid4().hex[:12]
-        log.exception("%s by %s failed unexpectedly (ref %s)", method, who, ref)
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see the server log")
+        context.abort(*refusal(method, exc))
 
     def _done(self, method: str, context: grpc.ServicerContext, start: float) -> None:
         seconds = time.perf_counter() - start

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from silolink import errors
 from silolink.identity import Role
 from silolink.rpc.guard import Authenticator, GuardInterceptor, PermissionTable, RpcObserver
+from silolink.rpc.reflection import SERVICE_NAMES as REFLECTION_SERVICES
+from silolink.rpc.reflection import add_reflection
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,18 @@ class ServiceMount:
     """A gRPC service to serve, and who may call each of its methods.
 
     ``register`` adds the servicer to a server (usually a generated
-    ``add_FooServiceServicer_to_server`` call). ``rules`` maps each method's short name to
-    the roles allowed to call it; every method of the service needs a rule.
+    ``add_FooServiceServicer_to_server`` call; the server may be a ``grpc.Server`` or a
+    ``grpc.aio.Server``, so only call its handler-adding methods). ``rules`` maps each
+    method's short name to the roles allowed to call it; every method of the service
+    needs a rule. ``call_classes`` optionally puts a method in a named class of calls (its
+    own threads and limit) on an aio server; by default a call's class follows its
+    caller's role (see ``silolink.rpc.aio_guard``).
     """
 
     name: str
     register: Callable[[grpc.Server], None]
     rules: Mapping[str, Iterable[Role]] = field(default_factory=dict)
+    call_classes: Mapping[str, str] = field(default_factory=dict)
 
     def permissions(self) -> dict[str, frozenset[Role]]:
         """The rules as full method paths, checked against the service's descriptor."""
@@ -79,7 +85,8 @@ def build_server(
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     for method in ("Check", "Watch", "List"):
         table.allow(f"/{health_name}/{method}", EVERYONE)
-    table.allow(f"/{reflection.SERVICE_NAME}/ServerReflectionInfo", EVERYONE)
+    for name in REFLECTION_SERVICES:
+        table.allow(f"/{name}/ServerReflectionInfo", EVERYONE)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
@@ -98,7 +105,7 @@ def build_server(
     names = [m.name for m in mounts]
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
+    add_reflection(server, [*names, health_name])
     return server, health_servicer
 
 
@@ -111,6 +118,11 @@ def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials 
             port = server.add_secure_port(address, credentials)
     except RuntimeError as e:
         raise errors.Unavailable(f"cannot listen on {address}: {e}") from None
+    return check_bound(address, port)
+
+
+def check_bound(address: str, port: int) -> int:
+    """``port``, unless gRPC could not bind ``address`` (it answers port 0 then)."""
     if port == 0 and not address.startswith("unix:"):
         raise errors.Unavailable(f"cannot listen on {address}: address in use or not available")
     return port

@@ -6,7 +6,7 @@ import json
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from edge_agent.identity import load_identity
 from edge_agent.layout import AgentLayout
@@ -128,12 +128,56 @@ def test_oversized_message_is_resource_exhausted(tmp_path):
         coordinator.stop(0)
 
 
-def test_reflection_lists_the_services(coordinator):
+def reflect(channel, request, service="grpc.reflection.v1alpha.ServerReflection"):
+    """One reflection request, over v1alpha or v1 (the same messages on the wire)."""
+    call = channel.stream_stream(
+        f"/{service}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    return next(call(iter([request]), timeout=5))
+
+
+LIST = reflection_pb2.ServerReflectionRequest(list_services="")
+REFLECTION = {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+def test_reflection_on_the_mtls_port_lists_the_whole_api_in_v1_and_v1alpha(coordinator):
+    channel = operator_channel(coordinator)
+    for service in REFLECTION:
+        names = {s.name for s in reflect(channel, LIST, service).list_services_response.service}
+        assert {
+            "silolink.admin.v1.AdminService",
+            "silolink.control.v1.ControlService",
+            "grpc.health.v1.Health",
+        } <= names
+        assert REFLECTION <= names
+    # v1 describes itself too (its descriptor is v1alpha's under the v1 package).
+    reply = reflect(
+        channel,
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+        "grpc.reflection.v1.ServerReflection",
+    )
+    from google.protobuf import descriptor_pb2
+
+    described = descriptor_pb2.FileDescriptorProto.FromString(reply.file_descriptor_response.file_descriptor_proto[0])
+    assert described.package == "grpc.reflection.v1" and described.service[0].name == "ServerReflection"
+
+
+def test_reflection_on_the_anonymous_port_shows_only_what_it_serves(coordinator):
     channel = tls_channel(coordinator.enroll_address, ca_pem(coordinator))
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
-    names = {s.name for s in reply.list_services_response.service}
-    assert {"silolink.admin.v1.AdminService", "silolink.control.v1.ControlService", "grpc.health.v1.Health"} <= names
+    for service in REFLECTION:
+        names = {s.name for s in reflect(channel, LIST, service).list_services_response.service}
+        assert names == {"silolink.enrollment.v1.EnrollmentService", "grpc.health.v1.Health", *REFLECTION}
+    hidden = reflect(
+        channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol="silolink.admin.v1.AdminService")
+    )
+    assert hidden.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    shown = reflect(
+        channel,
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="silolink.enrollment.v1.EnrollmentService"),
+    )
+    assert shown.file_descriptor_response.file_descriptor_proto
 
 
 def test_metrics_count_rpcs_by_method_and_code(tmp_path):

@@ -161,3 +161,19 @@ def test_sparse_segments_move_into_rows_and_delivered_ones_are_deleted(world):
     for envelope_id in second:
         world.site("hospital-b").receive(envelope_id)
     support.wait_for(lambda: not second_segment.exists(), 5, "the delivered segment to go")
+
+
+@pytest.mark.parametrize("chunk_size", [0, 1, 2**31])
+def test_a_whole_envelope_with_a_bad_chunk_size_is_invalid_not_internal(world, chunk_size):
+    # Issue 15 item 3: chunk_size 0 divided by zero before the header was checked (INTERNAL).
+    (item, _), *_ = seal_many(world, 1).values()
+    bad = whole_to_proto(item)
+    bad.header.chunk_size = chunk_size
+    with pytest.raises(errors.InvalidArgument, match="chunk size must be"):
+        send(world, [exchange_pb2.SendEnvelopesRequest(envelopes=[bad])])
+    # Sent in parts, the same header is refused the same way.
+    parts = exchange_pb2.SendEnvelopesRequest(
+        header=bad.header, sealed_key=bad.sealed_key, chunks=[bad.ciphertext], signature=bad.signature
+    )
+    with pytest.raises(errors.InvalidArgument, match="chunk size must be"):
+        send(world, [parts])

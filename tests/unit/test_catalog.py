@@ -133,3 +133,16 @@ def test_summary_follows_the_share_policy(catalog, tmp_path):
     assert schema["columns"] == [{"name": "age", "type": "INTEGER"}, {"name": "outcome", "type": "INTEGER"}]
     assert "row_count" not in schema
     assert catalog.summary("count")[0]["row_count"] == 2
+
+
+def test_a_csv_wider_than_sqlite_allows_is_one_line_naming_the_limit(catalog, tmp_path):
+    # Issue 15 item 5: 2,001 columns ended in sqlite3's "too many columns" traceback.
+    def wide(count: int):
+        return write(tmp_path, ",".join(f"c{i}" for i in range(count)) + "\n" + ",".join("1" * count) + "\n")
+
+    with pytest.raises(
+        errors.InvalidArgument, match=r"^data.csv: line 1: 2,001 columns; a dataset holds at most 2,000"
+    ):
+        catalog.import_csv(wide(2001), "wide")
+    assert catalog.list() == []
+    assert len(catalog.import_csv(wide(2000), "wide").columns) == 2000

@@ -1,0 +1,54 @@
+"""Numbers no request may carry are INVALID_ARGUMENT at the request boundary, on a real
+coordinator over mTLS (issue 15 items 3 and 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from silolink import errors
+from silolink.gen.audit.v1 import audit_pb2, audit_pb2_grpc
+from tests import support
+
+
+@pytest.fixture(scope="module")
+def coordinator(tmp_path_factory):
+    c = support.start_coordinator(tmp_path_factory.mktemp("numbers") / "c")
+    yield c
+    c.stop()
+
+
+SPEC = dict(app="tabular", dataset="patients", sites=["kind=hospital"], rounds=1, min_sites=1, learning_rate=0.1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("round_timeout_s", math.inf),
+        ("round_timeout_s", -math.inf),
+        ("round_timeout_s", math.nan),
+        ("learning_rate", math.nan),
+        ("proximal_mu", math.inf),
+        ("dp_noise_multiplier", math.nan),
+    ],
+)
+def test_start_job_refuses_non_finite_numbers(coordinator, field, value):
+    with support.operator(coordinator) as op, pytest.raises(errors.InvalidArgument, match=f"{field} = .*finite"):
+        op.start_training(**{**SPEC, "round_timeout_s": 10.0, field: value})
+
+
+def test_start_job_refuses_an_absurd_round_timeout(coordinator):
+    # 1e300 s used to reach the job process, whose waits overflowed ("exited with code 1").
+    with support.operator(coordinator) as op, pytest.raises(errors.InvalidArgument, match="round timeout"):
+        op.start_training(**{**SPEC, "round_timeout_s": 1e300})
+
+
+@pytest.mark.parametrize("after_seq", [2**63, 2**64 - 1])
+def test_audit_entries_after_a_sequence_beyond_sqlite_is_invalid_not_internal(coordinator, after_seq):
+    with support.operator(coordinator) as op:
+        stub = audit_pb2_grpc.AuditServiceStub(op.channel)
+        with pytest.raises(errors.InvalidArgument, match="after_seq"):
+            op.call(stub.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=after_seq))
+        largest = op.call(stub.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=2**63 - 1))
+        assert list(largest.entries) == []
