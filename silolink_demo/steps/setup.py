@@ -71,7 +71,7 @@ def start_agents(world: DemoWorld) -> None:
     """Start each site's agent daemon; it dials out and holds a control stream."""
     for name, site in world.sites.items():
         if site["kind"] == "hospital":
-            configure_hospital(site["data_dir"], "patients")
+            configure_hospital(site["data_dir"], "patients", "scans")
         say(f"edge-agent run --data-dir {site['data_dir']}")
         world.spawn(
             f"agent-{name}",
@@ -101,17 +101,19 @@ def start_agents(world: DemoWorld) -> None:
     click.echo(indent(table(["SITE", "KIND", "STATE", "VERSION", "CPUS", "MEM FREE", "TAGS"], rows)))
 
 
-def configure_hospital(data_dir: Path, dataset: str) -> None:
-    """The site admin's policy (agent.toml): which dataset federated jobs may train on; and
-    Prometheus metrics for the site's monitoring, on a free loopback port."""
+def configure_hospital(data_dir: Path, *datasets: str) -> None:
+    """The site admin's policy (agent.toml): which datasets federated jobs may train on, and
+    the imaging app beside the built-in ones; and Prometheus metrics for the site's
+    monitoring, on a free loopback port."""
     import dataclasses
 
     from edge_agent.daemon import load_config
     from edge_agent.layout import AgentLayout
     from silolink import config
 
+    from .imaging import IMAGING_APP
+
     cfg = load_config(data_dir, environ={})
-    cfg = dataclasses.replace(
-        cfg, training=dataclasses.replace(cfg.training, datasets=(dataset,)), metrics_listen="127.0.0.1:0"
-    )
+    training = dataclasses.replace(cfg.training, datasets=datasets, apps=(*cfg.training.apps, IMAGING_APP))
+    cfg = dataclasses.replace(cfg, training=training, metrics_listen="127.0.0.1:0")
     AgentLayout(data_dir).config.write_text(config.dump(cfg))
