@@ -43,6 +43,11 @@ class AgentLayout:
         return self.root / "models" / "blobs"
 
     @property
+    def apps_dir(self) -> Path:
+        """Installed Flower apps, unpacked under ``NAME/VERSION/SHA256/``."""
+        return self.root / "apps"
+
+    @property
     def endpoints(self) -> Path:
         """Written by a running agent: the local API address it bound."""
         return self.root / "run" / "endpoints.json"

@@ -82,6 +82,36 @@ class CoordinatorExchangeConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class AccountsConfig(Settings):
+    """``[accounts]``: operator accounts, console sessions and failed-login limits."""
+
+    # How long a setup code from `users add` stays valid.
+    setup_ttl_s: int = setting(DAY, min=60, max=30 * DAY)
+    # A console session ends after this long without a request...
+    session_idle_s: float = setting(1800.0, min=1, max=DAY)
+    # ...and after this long in any case.
+    session_max_s: float = setting(12 * 3600.0, min=1, max=7 * DAY)
+    # Failed console logins for one account or from one address within login_window_s
+    # that lock further attempts out for login_lockout_s.
+    login_max_failures: int = setting(5, min=1, max=100)
+    # The window in which failed logins are counted.
+    login_window_s: float = setting(300.0, min=1, max=DAY)
+    # How long logins stay refused after too many failures.
+    login_lockout_s: float = setting(60.0, min=1, max=DAY)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsoleConfig(Settings):
+    """``[console]``: the web console (HTTPS with the coordinator's certificate)."""
+
+    # Where the console listens, e.g. "127.0.0.1:7445"; empty (the default) serves none.
+    # A non-loopback address opens the login page to that network: keep it behind your VPN.
+    listen: str = setting("", kind=ADDRESS_OR_EMPTY)
+    # How often live values on a page refresh.
+    refresh_s: float = setting(2.0, min=0.2, max=60)
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorLimitsConfig(Settings):
     """``[limits]``: how much of each kind of work the coordinator takes on at once.
 
@@ -156,6 +186,8 @@ class CoordinatorConfig(Settings):
     log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
+    accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
+    console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)
 
     def check(self) -> None:
         self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")
@@ -244,11 +276,31 @@ class TrainingConfig(Settings):
     refused by the site.
     """
 
-    # "tabular" and "tabular-secagg" (built in) or "NAME=package.module:attribute" for a
-    # ClientApp installed here.
+    # Apps that run from code already in the agent's environment: "tabular" and
+    # "tabular-secagg" (built in) or "NAME=package.module:attribute". Apps installed with
+    # `edge-agent apps install|approve` are allowed by that approval and need no entry here.
     apps: tuple[str, ...] = setting(("tabular", "tabular-secagg"), kind=APP, max_items=1000)
     # Catalog datasets jobs may train on; none by default.
     datasets: tuple[str, ...] = setting((), kind=DATASET, max_items=10_000)
+    # The longest one Flower message may run in a ClientApp; a job's own timeout cuts it
+    # shorter. The app's worker process is then stopped (its state is unknown).
+    message_timeout_s: float = setting(600.0, min=1, max=DAY)
+    # A job's ClientApp worker process ends after this long without a message.
+    worker_idle_s: float = setting(900.0, min=10, max=DAY)
+    # ClientApp worker processes at once; one per running job.
+    max_workers: int = setting(8, min=1, max=64)
+
+
+@dataclasses.dataclass(frozen=True)
+class AppsConfig(Settings):
+    """Flower app bundles this site installs (``[apps]`` in agent.toml)."""
+
+    # The largest .fab accepted (Flower's own limit is 10 MiB).
+    max_bundle_bytes: int = setting(10 * 1024 * 1024, min=1024, max=1024**3)
+    # The most bytes a bundle may unpack to (a small zip can declare large files).
+    max_unpacked_bytes: int = setting(64 * 1024 * 1024, min=1024, max=4 * 1024**3)
+    # The most files a bundle may hold (Flower's own limit is 1000).
+    max_files: int = setting(1000, min=1, max=100_000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +350,7 @@ class AgentConfig(Settings):
     exchange: AgentExchangeConfig = dataclasses.field(default_factory=AgentExchangeConfig)
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
+    apps: AppsConfig = dataclasses.field(default_factory=AppsConfig)
 
     def check(self) -> None:
         self.require_order("reconnect_initial_s", "reconnect_max_s")

@@ -184,17 +184,11 @@ def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> li
             name=pb.DESCRIPTOR.services_by_name["RegistryService"].full_name,
             register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server),
             rules={
-                m: {Role.OPERATOR}
-                for m in (
-                    "PushModel",
-                    "ListModels",
-                    "GetModel",
-                    "DeprecateModel",
-                    "StartRollout",
-                    "ContinueRollout",
-                    "GetRolloutStatus",
-                    "RollbackModel",
-                )
+                **{m: {Role.VIEWER} for m in ("ListModels", "GetModel", "GetRolloutStatus")},
+                **{
+                    m: {Role.OPERATOR}
+                    for m in ("PushModel", "DeprecateModel", "StartRollout", "ContinueRollout", "RollbackModel")
+                },
             },
         ),
         ServiceMount(

@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import daemon, data, exchange, health, models
+from . import apps, daemon, data, exchange, health, models, privacy
 
 
 @click.group()
@@ -25,9 +25,11 @@ main.add_command(health.health)
 main.add_command(data.data)
 main.add_command(data.infer)
 main.add_command(models.models)
+main.add_command(apps.apps)
 main.add_command(exchange.send)
 main.add_command(exchange.inbox)
 main.add_command(exchange.receive)
 main.add_command(exchange.agreements)
 main.add_command(exchange.keys)
 main.add_command(exchange.audit)
+main.add_command(privacy.privacy)

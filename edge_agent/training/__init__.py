@@ -1,4 +1,4 @@
-"""Federated training at the site: Flower messages run through the site's installed apps."""
+"""Federated training at the site: Flower messages run through the site's approved apps."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ if TYPE_CHECKING:
 
 
 def attach(agent: Agent) -> list[ServiceMount]:
+    from ..apps.store import AppStore
     from .host import FlowerHost
 
-    host = FlowerHost(agent.config.training, agent.catalog, agent.layout.catalog_db)
+    apps = AppStore.open(agent.layout.state_db, agent.layout.apps_dir)
+    host = FlowerHost(
+        agent.config.training, agent.catalog, agent.layout.catalog_db, apps, agent.config.catalog.sensitive_for_apps
+    )
     agent.dispatcher.register("flower", host.handle)
+    agent.on_stop(host.stop)
     return []

@@ -24,14 +24,15 @@ from flwr.clientapp import ClientApp
 
 from silolink import softmax
 
+from ..apps.data import DatasetError, load_dataset
 from ..catalog.store import Catalog
 
 app = ClientApp()
 EVAL_EVERY = 5  # rows with rowid % 5 == 0 are held out
 
 
-class AppInputError(ValueError):
-    """A problem with the site's data that is safe to report to the coordinator (names only)."""
+class AppInputError(DatasetError):
+    """A problem with the site's data or the job's model that is safe to report (names only)."""
 
 
 @dataclass(frozen=True)
@@ -48,43 +49,30 @@ _cache_lock = threading.Lock()
 
 
 def load(context: Context, config) -> SiteData:
+    """The job's dataset through the public data helper, split train/eval by row id, cached
+    while the dataset stays the same."""
     path = Path(str(context.node_config["catalog"]))
-    catalog = Catalog.open(path)
     name = str(context.node_config["dataset"])
-    dataset = catalog.describe(name)
-    label = str(config.get("label", "") or dataset.label or "")
-    if not label:
-        raise AppInputError(f"dataset {name!r} has no label column; import it with --label")
-    if label not in [c.name for c in dataset.columns]:
-        raise AppInputError(f"dataset {name!r} has no label column {label!r}")
-    wanted = list(config.get("features", []) or [])
-    columns = {c.name: c for c in dataset.columns}
-    missing = [f for f in wanted if f not in columns]
-    if missing:
-        raise AppInputError(f"dataset {name!r} lacks feature column(s) {', '.join(missing)}")
-    features = wanted or [f for f in dataset.features if columns[f].numeric and f != label]
-    text = [f for f in features if not columns[f].numeric]
-    if text:
-        raise AppInputError(f"feature column(s) {', '.join(text)} of {name!r} hold text; choose numeric features")
-    key = (path, name, dataset.created_at, dataset.row_count, tuple(features), label)
+    catalog = Catalog.open(path)
+    try:
+        dataset = catalog.describe(name)
+    finally:
+        catalog.db.conn.close()
+    label, features = str(config.get("label", "") or ""), tuple(config.get("features", []) or ())
+    key = (path, name, dataset.created_at, dataset.row_count, features, label)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-    rows = [r for batch in catalog.read_batches(name, ["rowid", label, *features], 10_000) for r in batch]
-    catalog.db.conn.close()
-    labelled = [r for r in rows if r[1] is not None]
-    if not labelled:
+    site = load_dataset(context, features=features or None, label=label or None)
+    if not len(site.y):
         raise AppInputError(f"dataset {name!r} has no rows with a label")
-    rowid = np.array([r[0] for r in labelled])
-    try:
-        y = np.array([r[1] for r in labelled], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise AppInputError(f"label column {label!r} must hold class numbers 0, 1, ...") from None
-    if (y < 0).any():
-        raise AppInputError(f"label column {label!r} must hold class numbers 0, 1, ...")
-    X = np.array([r[2:] for r in labelled], dtype=np.float64)
-    held_out = rowid % EVAL_EVERY == 0
-    data = SiteData(features, X[~held_out], y[~held_out], X[held_out], y[held_out])
+    y = site.y
+    if y.dtype != np.int64 and np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)  # a REAL column holding 0.0, 1.0, ...
+    if y.dtype != np.int64 or (y < 0).any():
+        raise AppInputError(f"label column {site.label!r} must hold class numbers 0, 1, ...")
+    held_out = site.row_ids % EVAL_EVERY == 0
+    data = SiteData(list(site.features), site.X[~held_out], y[~held_out], site.X[held_out], y[held_out])
     with _cache_lock:
         _cache.clear()  # one dataset per job at a time is the common case; keep memory flat
         _cache[key] = data

@@ -1,0 +1,277 @@
+"""Each job's ClientApp runs in a worker process of its own, started on the job's first
+message and kept for the job's life.
+
+Why a process: a user app that raises, calls ``sys.exit``, crashes the interpreter, leaks
+memory or never returns must not take the agent down, and two apps (or two versions of one)
+must not share ``sys.modules``. Why one per job, kept: Flower's ``Context`` (and the
+``context.state`` that SecAgg+'s mod keeps between its stages) lives for the whole run.
+
+Workers are forked from a fork server (``multiprocessing``'s ``forkserver`` start method)
+that has Flower and numpy imported already, so a job's first message pays a fork, not a
+second of imports; the agent's own process, with its gRPC threads, is never forked. A worker
+ends when its job has sent nothing for ``idle_s``, when a message overruns its timeout
+(its state is then unknown), when it dies, or when the agent stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from silolink import errors
+
+log = logging.getLogger(__name__)
+PRELOAD = ["edge_agent.training.worker"]
+LOAD_TIMEOUT_S = 60.0  # importing an app (torch, say) can take a while on a busy machine
+STOP_GRACE_S = 2.0
+
+_context_lock = threading.Lock()
+_context = None
+
+
+def _mp_context():
+    """The fork-server context, preloading Flower (set once per process, before it starts)."""
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = multiprocessing.get_context("forkserver")
+            _context.set_forkserver_preload(PRELOAD)
+        return _context
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a job's worker runs, and with which Flower Context."""
+
+    label: str  # "NAME:VERSION" or "NAME", for messages and logs
+    reference: str  # the ClientApp, "module:attribute"
+    app_dir: str | None  # the unpacked bundle, or None for code in the agent's environment
+    run_id: int
+    node_id: int
+    node_config: dict[str, Any] = field(hash=False)
+    run_config: dict[str, Any] = field(hash=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "app_dir": self.app_dir,
+            "run_id": self.run_id,
+            "node_id": self.node_id,
+            "node_config": self.node_config,
+            "run_config": self.run_config,
+        }
+
+
+class AppFailed(errors.SiloError):
+    """The ClientApp failed: ``public`` is what the coordinator may see, ``detail`` stays here."""
+
+    def __init__(self, public: errors.SiloError, detail: str) -> None:
+        super().__init__(public.message)
+        self.code = public.code
+        self.public = public
+        self.detail = detail
+
+
+class Worker:
+    def __init__(self, job_id: str, spec: WorkerSpec) -> None:
+        self.job_id = job_id
+        self.spec = spec
+        self.lock = threading.Lock()  # one message at a time: the Context is not thread-safe
+        self.last_used = time.monotonic()
+        self._stopped = False
+        ctx = _mp_context()
+        from . import worker
+
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=worker.serve, args=(child, spec.as_dict()), name=f"clientapp-{job_id}", daemon=True
+        )
+        self.process.start()
+        child.close()
+        try:
+            frame = self._receive(LOAD_TIMEOUT_S, "loading")
+        except BaseException:
+            self.stop()
+            raise
+        if frame[:1] != b"R":
+            self.stop()
+            raise self._failure(frame[1:], "loading", errors.FailedPrecondition)
+        log.info("job %s: ClientApp %s started in process %s", job_id, spec.label, self.process.pid)
+
+    @property
+    def alive(self) -> bool:
+        return not self._stopped and self.process.is_alive()
+
+    def run(self, message: bytes, timeout_s: float) -> bytes:
+        """The app's reply to one serialized Flower message."""
+        with self.lock:
+            self.last_used = time.monotonic()
+            try:
+                self._conn.send_bytes(message)
+            except (OSError, ValueError):
+                raise self._exited("receiving a message") from None
+            frame = self._receive(timeout_s, "handling a message")
+            self.last_used = time.monotonic()
+        if frame[:1] == b"R":
+            return frame[1:]
+        raise self._failure(frame[1:], "handling a message", errors.Internal)
+
+    def stop(self) -> None:
+        """End the process (terminate, then kill); safe to call again."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(STOP_GRACE_S)
+            if self.process.is_alive():
+                self.process.kill()
+        self.process.join(STOP_GRACE_S)
+        if hasattr(self.process, "close"):
+            try:
+                self.process.close()
+            except ValueError:
+                pass
+
+    def _receive(self, timeout_s: float, doing: str) -> bytes:
+        try:
+            ready = self._conn.poll(timeout_s)
+        except (OSError, ValueError):
+            raise self._exited(doing) from None
+        if not ready:
+            self.stop()
+            raise errors.DeadlineExceeded(
+                f"app {self.spec.label} did not finish {doing} within {timeout_s:.0f} s; the site stopped it"
+            )
+        try:
+            return self._conn.recv_bytes()
+        except (EOFError, OSError):
+            raise self._exited(doing) from None
+
+    def _exited(self, doing: str) -> errors.SiloError:
+        self.process.join(STOP_GRACE_S)
+        code = self.process.exitcode
+        ref = uuid.uuid4().hex[:12]
+        log.error("job %s: the worker process of app %s exited with code %s while %s (ref %s)",
+                  self.job_id, self.spec.label, code, doing, ref)  # fmt: skip
+        return errors.Internal(
+            f"app {self.spec.label}'s process exited (code {code}) while {doing}; "
+            f"details in the site's agent log (ref {ref})"
+        )
+
+    def _failure(self, payload: bytes, doing: str, default: type[errors.SiloError]) -> AppFailed:
+        report = json.loads(payload)
+        if report.get("message"):  # silolink's own or DatasetError: names only, safe to pass on
+            code = errors.Code(report.get("code") or "FAILED_PRECONDITION")
+            public = errors.BY_CODE[code](f"app {self.spec.label}: {report['message']}")
+            return AppFailed(public, report.get("detail", ""))
+        ref = uuid.uuid4().hex[:12]
+        log.error("job %s: app %s failed %s (ref %s):\n%s", self.job_id, self.spec.label, doing, ref,
+                  report.get("detail", ""))  # fmt: skip
+        public = default(
+            f"app {self.spec.label} failed{' to load' if doing == 'loading' else ''} ({report['type']}); "
+            f"details in the site's agent log (ref {ref})"
+        )
+        return AppFailed(public, "")
+
+
+class WorkerPool:
+    """The running jobs' workers, at most ``max_workers``, each ended after ``idle_s`` unused."""
+
+    def __init__(self, max_workers: int, idle_s: float) -> None:
+        self.max_workers = max_workers
+        self.idle_s = idle_s
+        self._workers: dict[str, Worker] = {}
+        self._starting: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="clientapp-reaper", daemon=True)
+        self._reaper.start()
+
+    def run(self, job_id: str, spec: WorkerSpec, message: bytes, timeout_s: float) -> bytes:
+        worker = self._worker(job_id, spec)
+        try:
+            return worker.run(message, timeout_s)
+        except AppFailed:
+            raise  # the app raised: its process is fine and keeps the job's Context
+        except errors.SiloError:
+            self.end(job_id, worker)  # timed out or died: its state is gone
+            raise
+
+    def end(self, job_id: str, worker: Worker | None = None) -> None:
+        """Stop the job's worker (only ``worker``, when given and still the job's)."""
+        with self._lock:
+            current = self._workers.get(job_id)
+            if current is None or (worker is not None and current is not worker):
+                return
+            del self._workers[job_id]
+        current.stop()
+        log.info("job %s: ClientApp %s stopped", job_id, current.spec.label)
+
+    def jobs(self) -> list[str]:
+        with self._lock:
+            return list(self._workers)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for job_id in self.jobs():
+            self.end(job_id)
+        self._reaper.join(STOP_GRACE_S)
+
+    def _worker(self, job_id: str, spec: WorkerSpec) -> Worker:
+        while True:
+            with self._lock:
+                starting = self._starting.setdefault(job_id, threading.Lock())
+            with starting:  # one start per job, even if two of its messages arrive together
+                with self._lock:
+                    if self._starting.get(job_id) is not starting:
+                        continue  # the reaper dropped this lock meanwhile: take the current one
+                    worker = self._workers.get(job_id)
+                return self._current_or_new(job_id, spec, worker)
+
+    def _current_or_new(self, job_id: str, spec: WorkerSpec, worker: Worker | None) -> Worker:
+        """Called holding the job's start lock."""
+        if worker is not None and worker.spec == spec and worker.alive:
+            return worker
+        if worker is not None:  # another app for the job, or dead: start afresh
+            self.end(job_id, worker)
+        self._make_room()
+        if self._stopped.is_set():
+            raise errors.Unavailable("the agent is stopping")
+        worker = Worker(job_id, spec)
+        with self._lock:
+            self._workers[job_id] = worker
+        return worker
+
+    def _make_room(self) -> None:
+        with self._lock:
+            if len(self._workers) < self.max_workers:
+                return
+            idle = [(w.last_used, j) for j, w in self._workers.items() if not w.lock.locked()]
+        if not idle:
+            raise errors.ResourceExhausted(
+                f"this site runs {self.max_workers} ClientApps already ([training] max_workers); try again later"
+            )
+        self.end(min(idle)[1])
+
+    def _reap(self) -> None:
+        while not self._stopped.wait(min(5.0, self.idle_s / 4)):
+            now = time.monotonic()
+            with self._lock:
+                stale = [j for j, w in self._workers.items() if now - w.last_used > self.idle_s and not w.lock.locked()]
+            for job_id in stale:
+                log.info("job %s: no message for %.0f s", job_id, self.idle_s)
+                self.end(job_id)
+            with self._lock:  # forget the start locks of jobs that have no worker and no start under way
+                for job_id in [j for j, lock in self._starting.items() if j not in self._workers and not lock.locked()]:
+                    del self._starting[job_id]

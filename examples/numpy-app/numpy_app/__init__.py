@@ -1,0 +1,1 @@
+"""numpy-app: A Flower / NumPy app."""

@@ -1,0 +1,1 @@
+"""Flower apps as both daemons handle them: bundles (``fab``) and what they declare."""

@@ -1,0 +1,150 @@
+"""Users' own Flower apps at real agents: the coordinator sends each Flower message down a
+site's mTLS control stream, the site runs it in the job's worker process (real bundles, real
+catalogs, real processes; the test plays the ServerApp's part, one message at a time)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import psutil
+import pytest
+
+from edge_agent.apps.install import install_bundle
+from edge_agent.apps.store import AppStore
+from edge_agent.catalog.store import Catalog
+from silolink import errors
+from silolink.apps.fab import FabLimits
+from silolink.config import TrainingConfig
+from silolink.gen.training.v1 import training_pb2 as pb
+from silolink_demo import datasets
+from tests import support
+from tests.flower_app_builders import fab_of, write_app
+
+
+@pytest.fixture(autouse=True)
+def flower_identity():
+    """The test process creates Flower Messages as a ServerApp process would."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture
+def site(make_agent, tmp_path):
+    """A hospital with breast-cancer patients, allowing training on them; short timeouts."""
+    agent = make_agent("hospital-a", training=TrainingConfig(datasets=("patients",), message_timeout_s=3))
+    _, parts = datasets.breast_cancer_splits(["hospital-a"])
+    source = datasets.write_csv(tmp_path / "a.csv", parts["hospital-a"])
+    Catalog.open(agent.layout.catalog_db).import_csv(source, "patients", label="diagnosis", id_column="patient_id")
+    return agent
+
+
+def install(agent, directory):
+    store = AppStore.open(agent.layout.state_db, agent.layout.apps_dir)
+    return install_bundle(store, fab_of(directory), "local", FabLimits())[0]
+
+
+def ask(coordinator, job: str, app: str, action: str = "", site: str = "hospital-a", **fields):
+    """Send one train message of ``job`` for ``app``; the reply's content."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.common.serde import message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Message as MessageProto
+
+    message = Message(RecordDict({"config": ConfigRecord({"action": action})}), dst_node_id=5, message_type="train")
+    message.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as a Grid assigns them
+    task = pb.FlowerTask(job_id=job, app=app, dataset="patients", run_id=7, node_id=5, **fields,
+                         message=message_to_proto(message).SerializeToString())  # fmt: skip
+    result = coordinator.hub.request(site, flower=task).result(30)
+    proto = MessageProto()
+    proto.ParseFromString(result.flower.message)
+    return message_from_proto(proto).content
+
+
+def probe(content) -> dict:
+    return dict(content.config_records["probe"])
+
+
+def test_an_installed_app_runs_with_its_config_the_site_data_and_one_context_per_job(coordinator, site, tmp_path):
+    install(site, write_app(tmp_path))
+    first = probe(ask(coordinator, "job-1", "probe-app"))
+    assert first["run.learning-rate"] == 0.1 and first["run.mode"] == "fast"  # [tool.flwr.app.config]
+    assert first["node.dataset"] == "patients" and first["node.catalog"] == str(site.layout.catalog_db)
+    assert first["marker"] == "one" and first["messages"] == 1
+    second = probe(ask(coordinator, "job-1", "probe-app"))
+    assert second["messages"] == 2 and second["pid"] == first["pid"]  # the job's Context and process persist
+    other = probe(ask(coordinator, "job-2", "probe-app"))
+    assert other["messages"] == 1 and other["pid"] != first["pid"]  # another job, another process
+    assert first["pid"] != site_pid()  # never the agent's own process
+    rows = ask(coordinator, "job-1", "probe-app", "dataset").metric_records["metrics"]
+    assert rows["features"] == 30 and rows["rows"] > 100  # the public data helper read the site's catalog
+
+
+def site_pid() -> int:
+    import os
+
+    return os.getpid()  # the agents of these tests run in the test process
+
+
+def test_apps_the_site_did_not_approve_are_refused_and_removal_stops_a_running_job(coordinator, site, tmp_path):
+    with pytest.raises(errors.PermissionDenied, match=r"app 'nope' is not installed at this site.*apps approve"):
+        ask(coordinator, "job-1", "nope")
+    app = install(site, write_app(tmp_path))
+    worker = probe(ask(coordinator, "job-1", "probe-app"))["pid"]
+    AppStore.open(site.layout.state_db, site.layout.apps_dir).remove(app.name, app.version)
+    with pytest.raises(errors.PermissionDenied, match="not installed at this site"):
+        ask(coordinator, "job-1", "probe-app")
+    support.wait_for(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie", 10,
+                     "the removed app's worker to stop")  # fmt: skip
+
+
+def test_app_failures_reach_the_operator_as_type_and_reference_only(coordinator, site, tmp_path, caplog):
+    install(site, write_app(tmp_path))
+    with caplog.at_level(logging.ERROR), pytest.raises(errors.Internal) as caught:
+        ask(coordinator, "job-1", "probe-app", "raise")
+    message = caught.value.message
+    assert message.startswith("app probe-app:1.0.0 failed (ValueError); details in the site's agent log (ref ")
+    assert "4711" not in message and "diagnosis" not in message  # what the app said can quote patient data
+    ref = message.rsplit("ref ", 1)[1].rstrip(")")
+    logged = [r.getMessage() for r in caplog.records if ref in r.getMessage()]
+    assert logged and "patient 4711 has a secret diagnosis" in logged[0]  # the detail stays in the site's log
+    assert probe(ask(coordinator, "job-1", "probe-app"))["messages"] == 2  # same worker, same Context
+
+
+def test_the_agent_survives_an_app_that_exits_or_hangs(coordinator, site, tmp_path):
+    install(site, write_app(tmp_path))
+    with pytest.raises(errors.Internal, match=r"app probe-app:1.0.0's process exited \(code 3\) while handling"):
+        ask(coordinator, "job-1", "probe-app", "exit")
+    assert probe(ask(coordinator, "job-1", "probe-app"))["messages"] == 1  # a fresh worker for the job
+    with pytest.raises(errors.DeadlineExceeded, match="did not finish handling a message within 3 s; the site stopped"):
+        ask(coordinator, "job-2", "probe-app", "hang")
+    assert probe(ask(coordinator, "job-2", "probe-app"))["messages"] == 1
+    assert site.link.status.state == "connected"
+
+
+def test_data_errors_name_columns_and_pass_through(coordinator, make_agent, tmp_path):
+    agent = make_agent("hospital-b", training=TrainingConfig(datasets=("patients",)))
+    _, parts = datasets.breast_cancer_splits(["hospital-b"])
+    source = datasets.write_csv(tmp_path / "b.csv", parts["hospital-b"])
+    Catalog.open(agent.layout.catalog_db).import_csv(source, "patients", id_column="patient_id")  # no --label
+    install(agent, write_app(tmp_path))
+    with pytest.raises(errors.FailedPrecondition, match="dataset 'patients' has no label column; import it with"):
+        ask(coordinator, "job-1", "probe-app", "dataset", site="hospital-b")
+
+
+def test_the_builtin_tabular_app_still_runs_through_the_worker(coordinator, site):
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.common.serde import message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Message as MessageProto
+
+    message = Message(RecordDict({"config": ConfigRecord({})}), dst_node_id=5, message_type="query.stats")
+    message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+    task = pb.FlowerTask(job_id="job-1", app="tabular", dataset="patients", run_id=7, node_id=5,
+                         message=message_to_proto(message).SerializeToString())  # fmt: skip
+    proto = MessageProto()
+    proto.ParseFromString(coordinator.hub.request("hospital-a", flower=task).result(30).flower.message)
+    stats = message_from_proto(proto).content.metric_records["stats"]
+    assert len(stats["sum"]) == 30 and stats["num-examples"] > 100
