@@ -1,7 +1,8 @@
 """A Flower ClientApp that learns to classify a site's images (PNG/JPEG or DICOM datasets).
 
-It reads the site's dataset through the catalog's reading API (``open_dataset(
-context.node_config).arrays()``: the images as one numpy array, the labels beside them),
+It reads the site's dataset with the public data helper (``edge_agent.apps.data.
+load_dataset``, over the catalog's reading API: the images as one numpy array, the labels
+beside them),
 flattens each image into its pixels and trains softmax regression, or a small MLP when
 the job's model has hidden layers, on them. It answers the same messages as the built-in
 tabular app (``query.stats``, ``train``, ``evaluate``), so the coordinator's FedAvg job,
@@ -19,7 +20,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from edge_agent.catalog.reading import open_dataset
+from edge_agent.apps.data import load_dataset
 from edge_agent.training import tabular
 
 app = ClientApp()
@@ -28,23 +29,21 @@ _lock = threading.Lock()
 
 
 def load(context: Context) -> tabular.SiteData:
-    """The site's images as pixel rows, every fifth image held out for evaluation."""
-    reader = open_dataset(context.node_config)
-    dataset = reader.dataset
-    key = (dataset.name, dataset.location, dataset.created_at)
+    """The site's images as pixel rows (through the public data helper, over the catalog's
+    reading API), every fifth catalog row held out for evaluation."""
+    key = (str(context.node_config.get("catalog")), str(context.node_config.get("dataset")))
     with _lock:
         if key in _cache:
             return _cache[key]
-    images = [c.name for c in reader.columns if c.type == "IMAGE"]
-    if not images or not reader.label:
-        raise tabular.AppInputError(f"dataset {dataset.name!r} needs an image column and a label (a labels file)")
-    X, y = reader.arrays([images[0]], reader.label)
-    X = X.reshape(len(X), -1).astype(np.float64)
-    if y.dtype.kind != "i" or (y < 0).any():
-        raise tabular.AppInputError(f"the labels of {dataset.name!r} must be class numbers 0, 1, ...")
-    held_out = np.arange(1, len(X) + 1) % tabular.EVAL_EVERY == 0
+    site = load_dataset(context)  # an image dataset's default feature is its image column
+    if site.X.ndim < 3:
+        raise tabular.AppInputError(f"dataset {site.name!r} holds no images; the imaging app trains on image datasets")
+    X = site.X.reshape(len(site.X), -1).astype(np.float64)
+    if site.y.dtype != np.int64 or (site.y < 0).any():
+        raise tabular.AppInputError(f"the labels of {site.name!r} must be class numbers 0, 1, ...")
+    held_out = site.row_ids % tabular.EVAL_EVERY == 0
     features = [f"pixel_{i}" for i in range(X.shape[1])]
-    data = tabular.SiteData(features, X[~held_out], y[~held_out], X[held_out], y[held_out])
+    data = tabular.SiteData(features, X[~held_out], site.y[~held_out], X[held_out], site.y[held_out])
     with _lock:
         _cache.clear()  # one data set at a time: memory stays that of one site's images
         _cache[key] = data
