@@ -150,6 +150,11 @@ class CoordinatorLimitsConfig(Settings):
     enroll_probe_calls: int = setting(16, min=1, max=10_000)
     # How often heartbeats held in memory are written to the database (one transaction).
     presence_flush_s: float = setting(2.0, min=0.05, max=300)
+    # Sites a rollout is delivered to at once: each holds its slot until it has the model
+    # (or fails, or leaves); the rest wait their turn.
+    rollout_concurrency: int = setting(64, min=1, max=100_000)
+    # A site that holds a delivery slot this long gives it up to the next site.
+    rollout_slot_timeout_s: float = setting(300.0, min=1, max=DAY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,9 +314,13 @@ class RegistryConfig(Settings):
 
     # Hold each verified model until `edge-agent models approve NAME:VERSION` (change control).
     require_approval: bool = setting(False)
-    # A broken download resumes from its last byte, up to this many times, with backoff.
+    # A download the coordinator's stream cut short resumes from its last byte, up to this
+    # many times in a row before the order fails. A busy or unreachable coordinator
+    # (RESOURCE_EXHAUSTED, UNAVAILABLE) is waited out without limit.
     download_retries: int = setting(8, min=0, max=1000)
+    # Backoff between retries (downloads and status reports): first delay, then doubling.
     retry_initial_s: float = setting(0.5, min=0.01, max=3600)
+    # The longest delay between retries.
     retry_max_s: float = setting(30.0, min=0.01, max=DAY)
 
     def check(self) -> None:
