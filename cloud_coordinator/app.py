@@ -31,7 +31,7 @@ from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount
 
-from . import accounts, analytics, audit, bootstrap, catalog, exchange, registry, training
+from . import accounts, analytics, apps, audit, bootstrap, catalog, exchange, registry, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
@@ -52,6 +52,7 @@ CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
     catalog.attach,
     registry.attach,
     exchange.attach,
+    apps.attach,  # before training: jobs run published apps
     training.attach,
     analytics.attach,
 ]
