@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..world import DemoWorld, say
 
-IMAGING_APP = "imaging=silolink_demo.imaging_app:app"
 SCANS_PER_HOSPITAL = 400
+# A standard Flower app directory (pyproject, ServerApp, ClientApp) in this repository.
+IMAGING_APP = Path(__file__).resolve().parents[2] / "examples" / "imaging-app"
 
 
 def train_on_scans_in_place(world: DemoWorld) -> None:
@@ -17,12 +20,16 @@ def train_on_scans_in_place(world: DemoWorld) -> None:
 
     import numpy as np
 
+    from cloud_coordinator.apps.client import AppsClient
     from cloud_coordinator.registry.client import RegistryClient
+    from edge_agent.apps.install import install_bundle
+    from edge_agent.apps.store import AppStore
     from edge_agent.catalog.sources import add_source
     from edge_agent.catalog.store import Catalog
     from edge_agent.inference.table import score_table
     from edge_agent.layout import AgentLayout
     from edge_agent.models.store import ModelStore
+    from silolink.apps.fab import FabLimits, build_fab
 
     from ..imaging_data import dicom_folder, digits
 
@@ -39,10 +46,23 @@ def train_on_scans_in_place(world: DemoWorld) -> None:
                    f"metadata: {tags} (no patient tags)")  # fmt: skip
         labels_of[name] = labels
     operator = world.operator()
-    say("cloud-coordinator train start --app imaging --dataset scans --sites kind=hospital --rounds 3 --watch")
-    job = operator.start_training(
-        app="imaging", dataset="scans", sites=["kind=hospital"], rounds=3, local_epochs=3, model_name="digit-scans"
+    say(f"cloud-coordinator apps push {IMAGING_APP.relative_to(IMAGING_APP.parents[1])}")
+    pushed = AppsClient(operator).push(IMAGING_APP)
+    for site in hospitals:
+        data_dir = world.sites[site]["data_dir"]
+        say(f"edge-agent apps install {IMAGING_APP.relative_to(IMAGING_APP.parents[1])} --data-dir {data_dir}")
+        layout = AgentLayout(data_dir)
+        install_bundle(AppStore.open(layout.state_db, layout.apps_dir), build_fab(IMAGING_APP), "local", FabLimits())
+    click.echo(f"  {pushed['name']}:{pushed['version']} published (sha256 {pushed['sha256'][:12]}) and approved at "
+               "both hospitals")  # fmt: skip
+    say(
+        "cloud-coordinator train start --app imaging --dataset scans --sites kind=hospital "
+        "--run-config num-server-rounds=3 --model-name digit-scans --watch"
     )
+    job = operator.start_training(
+        app="imaging", dataset="scans", sites=["kind=hospital"], model_name="digit-scans",
+        run_config={"num-server-rounds": 3, "local-epochs": 3},
+    )  # fmt: skip
     world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
     job = operator.get_job(job["job"])
     if job["state"] != "completed":

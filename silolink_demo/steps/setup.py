@@ -102,18 +102,15 @@ def start_agents(world: DemoWorld) -> None:
 
 
 def configure_hospital(data_dir: Path, *datasets: str) -> None:
-    """The site admin's policy (agent.toml): which datasets federated jobs may train on, and
-    the imaging app beside the built-in ones; and Prometheus metrics for the site's
-    monitoring, on a free loopback port."""
+    """The site admin's policy (agent.toml): which datasets federated jobs may train on; and
+    Prometheus metrics for the site's monitoring, on a free loopback port."""
     import dataclasses
 
     from edge_agent.daemon import load_config
     from edge_agent.layout import AgentLayout
     from silolink import config
 
-    from .imaging import IMAGING_APP
-
     cfg = load_config(data_dir, environ={})
-    training = dataclasses.replace(cfg.training, datasets=datasets, apps=(*cfg.training.apps, IMAGING_APP))
+    training = dataclasses.replace(cfg.training, datasets=datasets)
     cfg = dataclasses.replace(cfg, training=training, metrics_listen="127.0.0.1:0")
     AgentLayout(data_dir).config.write_text(config.dump(cfg))

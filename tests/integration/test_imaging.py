@@ -5,38 +5,47 @@ their pixels, the model exported to ONNX, rolled out, and every scan scored at t
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pydicom", reason="pydicom is in the [sources] extra (pip install -e '.[dev]')")
 
+from cloud_coordinator.apps.client import AppsClient  # noqa: E402
 from cloud_coordinator.registry.client import RegistryClient  # noqa: E402
+from edge_agent.apps.install import install_bundle  # noqa: E402
+from edge_agent.apps.store import AppStore  # noqa: E402
 from edge_agent.catalog.sources import add_source  # noqa: E402
 from edge_agent.inference.table import score_table  # noqa: E402
 from edge_agent.models.store import ModelStore  # noqa: E402
+from silolink.apps.fab import FabLimits, build_fab  # noqa: E402
 from silolink.config import TrainingConfig  # noqa: E402
 from silolink_demo.imaging_data import dicom_folder, digits  # noqa: E402
 from tests import support  # noqa: E402
 
 HOSPITALS = {"hospital-a": (0, 500), "hospital-b": (500, 500)}
-APP = "imaging=silolink_demo.imaging_app:app"
+APP = Path(__file__).resolve().parents[2] / "examples" / "imaging-app"
 
 
 def test_dicom_scans_train_roll_out_and_score_at_two_hospitals(coordinator, make_agent, tmp_path):
     agents = {}
     for name, (offset, count) in HOSPITALS.items():
-        training = TrainingConfig(apps=("tabular", APP), datasets=("scans",))
-        agent = make_agent(name, training=training)
+        agent = make_agent(name, training=TrainingConfig(datasets=("scans",)))
+        # The site admin approves the imaging app's exact bundle (edge-agent apps install DIR).
+        install_bundle(
+            AppStore.open(agent.layout.state_db, agent.layout.apps_dir), build_fab(APP), "local", FabLimits()
+        )
         images, labels = digits(count, offset)
         folder = dicom_folder(tmp_path / f"{name}-pacs", images, labels)
         dataset = add_source(agent.catalog, "scans", str(folder))
         assert dataset.kind == "dicom" and dataset.row_count == count and dataset.label == "label"
         agents[name] = (agent, labels)
     with support.operator(coordinator) as client:
+        AppsClient(client).push(APP)
         job = client.start_training(
-            app="imaging", dataset="scans", sites=["kind=hospital"], rounds=4, local_epochs=3, min_sites=2,
-            round_timeout_s=60, model_name="digit-scans",
+            app="imaging", dataset="scans", sites=["kind=hospital"], model_name="digit-scans",
+            run_config={"num-server-rounds": 4, "local-epochs": 3},
         )  # fmt: skip
         support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", 120, "the imaging job")
         job = client.get_job(job["job"])

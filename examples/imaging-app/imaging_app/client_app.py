@@ -1,15 +1,16 @@
-"""A Flower ClientApp that learns to classify a site's images (PNG/JPEG or DICOM datasets).
+"""The imaging app's ClientApp: learns to classify a site's images (PNG/JPEG or DICOM datasets).
 
 It reads the site's dataset with the public data helper (``edge_agent.apps.data.
 load_dataset``, over the catalog's reading API: the images as one numpy array, the labels
 beside them),
 flattens each image into its pixels and trains softmax regression, or a small MLP when
 the job's model has hidden layers, on them. It answers the same messages as the built-in
-tabular app (``query.stats``, ``train``, ``evaluate``), so the coordinator's FedAvg job,
+tabular app (``query.stats``, ``train``, ``evaluate``), so the tabular ServerApp (this app's server half),
 its federated pixel scaling and its ONNX export run it unchanged; the exported model takes
 [rows, pixels] and ``edge-agent infer table`` scores an image dataset with it.
 
-A site allows it in agent.toml: ``[training] apps = ["imaging=silolink_demo.imaging_app:app"]``.
+Publish with ``cloud-coordinator apps push examples/imaging-app``; each site approves it
+with ``edge-agent apps approve imaging:1.0.0``.
 """
 
 from __future__ import annotations
