@@ -8,7 +8,7 @@ import click
 
 from ..world import DemoWorld, say
 
-SCANS_PER_HOSPITAL = 400
+SCANS_PER_HOSPITAL = 300
 # A standard Flower app directory (pyproject, ServerApp, ClientApp) in this repository.
 IMAGING_APP = Path(__file__).resolve().parents[2] / "examples" / "imaging-app"
 
@@ -57,11 +57,11 @@ def train_on_scans_in_place(world: DemoWorld) -> None:
                "both hospitals")  # fmt: skip
     say(
         "cloud-coordinator train start --app imaging --dataset scans --sites kind=hospital "
-        "--run-config num-server-rounds=3 --model-name digit-scans --watch"
+        "--run-config num-server-rounds=2 --model-name digit-scans --watch"
     )
     job = operator.start_training(
         app="imaging", dataset="scans", sites=["kind=hospital"], model_name="digit-scans",
-        run_config={"num-server-rounds": 3, "local-epochs": 3},
+        run_config={"num-server-rounds": 2, "local-epochs": 5},
     )  # fmt: skip
     world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
     job = operator.get_job(job["job"])
