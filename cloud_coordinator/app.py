@@ -31,7 +31,7 @@ from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount
 
-from . import accounts, analytics, apps, audit, bootstrap, catalog, exchange, registry, training
+from . import accounts, analytics, apps, audit, bootstrap, catalog, dashboard_metrics, exchange, registry, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
@@ -145,6 +145,7 @@ class Coordinator:
             "kind",
             lambda: {"agent": self.hub.connected_count()},
         )
+        dashboard_metrics.register(self)
         self._stop_hooks: list[Callable[[], None]] = []
         self._stopping_hooks: list[Callable[[], None]] = []
         limits = self.config.limits
