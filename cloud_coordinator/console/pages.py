@@ -3,6 +3,7 @@ logged-in account (``ctx.client``); what a role may not do, the coordinator refu
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -172,6 +173,18 @@ def job_live(console: Console, ctx: Context) -> Response:
     job = ctx.client.get_job(ctx.request.path_params["job"])
     part = "job_rounds.html" if ctx.request.query_params.get("part") == "rounds" else "job_live.html"
     return console.render(part, ctx, job=job)
+
+
+LOG_TAIL_LINES = 200
+ANSI_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Flower's coloured log levels
+
+
+def job_log(console: Console, ctx: Context) -> Response:
+    """The tail of the job's ServerApp output (stdout, stderr, logging), as text in a <pre>."""
+    data, _, complete = ctx.client.read_job_logs(ctx.request.path_params["job"])
+    lines = ANSI_ESCAPES.sub("", data.decode("utf-8", errors="replace")).splitlines()
+    cut = max(0, len(lines) - LOG_TAIL_LINES)
+    return console.render("job_log.html", ctx, lines=lines[cut:], cut=cut, complete=complete)
 
 
 def job_rounds(console: Console, ctx: Context) -> Response:
@@ -362,6 +375,7 @@ def routes(console: Console) -> list[Route]:
         Route("/training/{job}", page(job_detail)),
         Route("/training/{job}/live", page(job_live)),
         Route("/training/{job}/rounds.json", page(job_rounds)),
+        Route("/training/{job}/log", page(job_log)),
         Route("/training/{job}/stop", action(stop_job), methods=["POST"]),
         Route("/models", page(models)),
         Route("/models/{name}/{version}", page(model_detail)),
