@@ -50,3 +50,13 @@ def flower_server_identity():
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
     yield
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on a unix socket, for the whole session (see tests/pg_server.py)."""
+    from tests import pg_server
+
+    server = pg_server.start_postgres()
+    yield server
+    pg_server.remove(server)
