@@ -177,8 +177,15 @@ class Worker:
             raise self._exited(doing) from None
 
     def _exited(self, doing: str) -> errors.SiloError:
-        self.process.join(STOP_GRACE_S)
-        code = self.process.exitcode
+        if self._stopped:  # ended from outside while a message was in flight
+            return errors.Cancelled(
+                f"app {self.spec.label}'s process was stopped while {doing} (the job ended, or the agent is stopping)"
+            )
+        try:
+            self.process.join(STOP_GRACE_S)
+            code = self.process.exitcode
+        except ValueError:  # closed by a stop that raced this
+            code = None
         ref = uuid.uuid4().hex[:12]
         log.error("job %s: the worker process of app %s exited with code %s while %s (ref %s)",
                   self.job_id, self.spec.label, code, doing, ref)  # fmt: skip
