@@ -54,6 +54,16 @@ def init(data_dir: Path, hostnames: tuple[str, ...], public_address: str | None,
     click.echo(f"next: cloud-coordinator serve --data-dir {data_dir}")
 
 
+def raise_open_files_limit() -> None:
+    """Each connected site holds a socket: lift the soft limit on open files to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open files limit %d: about that many sites and operators can connect at once", hard)
+
+
 @click.command()
 @data_dir_option
 @click.option("--listen", metavar="HOST:PORT", help="mTLS listener for agents and operators (default 0.0.0.0:7443).")
@@ -69,6 +79,7 @@ def serve(
         data_dir, listen=listen, enroll_listen=enroll_listen, metrics_listen=metrics_listen, log_level=log_level
     )
     logs.configure(cfg.log_level)
+    raise_open_files_limit()
     stop = stop_event_on_signals()
     coordinator = Coordinator(data_dir, cfg).start()
     stop.wait()

@@ -19,7 +19,7 @@ from silolink import errors, pki
 from silolink.identity import Identity, Role, validate_site_name
 
 from ..audit.store import AuditLog
-from .presence import Presence
+from .presence import Contact, Presence
 from .store import CertificateRecord, SiteRecord, SiteStore, TokenRecord
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,14 @@ class SiteService:
             records = sorted(self._records.values(), key=lambda s: s.name)
         live = self.presence.snapshot()
         return [self._live(site, live.get(site.name)) for site in records]
+
+    def list_entries(self) -> list[tuple[SiteRecord, Contact | None]]:
+        """Every site by name as stored, beside its live contact (for callers that pack the
+        live values themselves, faster than ``list_sites`` for a large fleet)."""
+        with self._lock:
+            records = sorted(self._records.values(), key=lambda s: s.name)
+        live = self.presence.snapshot()
+        return [(site, live.get(site.name)) for site in records]
 
     def get_site(self, name: str) -> SiteRecord:
         with self._lock:
