@@ -290,7 +290,7 @@ class Coordinator:
         self.enroll_server.set_not_serving()
         for hook in self._stopping_hooks:
             hook()
-        self.hub.close_all(errors.Unavailable("the coordinator is shutting down; reconnect later"))
+        self.hub.close_all(errors.ShuttingDown("the coordinator is shutting down; reconnect later"))
         self.enroll_server.stop(grace)
         self.server.stop(grace)
         self.loop.stop()
