@@ -20,7 +20,7 @@ from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
 from silolink.gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from silolink.gen.common.v1 import site_pb2
 from silolink.gen.training.v1 import training_pb2, training_pb2_grpc
-from silolink.protos import epoch, resources_to_dict
+from silolink.protos import config_from_proto, config_to_proto, epoch, resources_to_dict
 from silolink.rpc.channels import Credentials, mtls_channel
 from silolink.rpc.status import from_rpc_error
 
@@ -36,13 +36,21 @@ STATE_NAMES = {
 KIND_NAMES = {v: k for k, v in KIND_TO_PROTO.items()}
 
 
+# How an operator gets credentials, said whenever none are found.
+FIX_CREDENTIALS = (
+    "pass --credentials FILE with operator/credentials.json copied from the coordinator's data directory, "
+    "or --data-dir DIR on the coordinator's host"
+)
+
+
 @dataclass(frozen=True)
 class OperatorCredentials:
     address: str
     credentials: Credentials
 
     @classmethod
-    def from_file(cls, path: Path) -> OperatorCredentials:
+    def from_file(cls, path: Path, source: str = "--credentials", fix: str = FIX_CREDENTIALS) -> OperatorCredentials:
+        """Read a credentials file; errors say where it was looked for (``source``) and ``fix``."""
         try:
             data = json.loads(Path(path).read_text())
             return cls(
@@ -50,9 +58,13 @@ class OperatorCredentials:
                 Credentials(data["ca_pem"].encode(), data["cert_pem"].encode(), data["key_pem"].encode()),
             )
         except FileNotFoundError:
-            raise errors.NotFound(f"no operator credentials at {path}") from None
-        except (ValueError, KeyError) as e:
-            raise errors.InvalidArgument(f"{path} is not an operator credentials file ({e})") from None
+            raise errors.NotFound(f"no operator credentials at {path} (from {source}); {fix}") from None
+        except OSError as e:
+            raise errors.PermissionDenied(f"cannot read operator credentials at {path} ({e.strerror}); {fix}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise errors.InvalidArgument(
+                f"{path} (from {source}) is not an operator credentials file ({type(e).__name__}: {e}); {fix}"
+            ) from None
 
     @classmethod
     def resolve(
@@ -60,14 +72,22 @@ class OperatorCredentials:
     ) -> OperatorCredentials:
         """Credentials from ``--credentials`` or ``--data-dir``; ``--coordinator`` overrides the address."""
         if credentials_file is not None:
-            creds = cls.from_file(credentials_file)
+            creds = cls.from_file(credentials_file, "--credentials or SILOLINK_OPERATOR_CREDENTIALS")
         elif data_dir is not None:
             layout = CoordinatorLayout(Path(data_dir))
-            creds = cls.from_file(layout.operator_credentials)
+            creds = cls.from_file(
+                layout.operator_credentials,
+                "--data-dir or SILOLINK_COORDINATOR_DATA_DIR",
+                f"is {data_dir} the coordinator's data directory? (`cloud-coordinator init --data-dir {data_dir}` "
+                "makes one), or use --credentials FILE",
+            )
             if layout.endpoints.exists():  # a coordinator running here: use what it bound
                 creds = cls(json.loads(layout.endpoints.read_text())["address"], creds.credentials)
         else:
-            raise errors.InvalidArgument("give --data-dir (on the coordinator's host) or --credentials FILE")
+            raise errors.InvalidArgument(
+                "no operator credentials given (looked for --credentials / SILOLINK_OPERATOR_CREDENTIALS and "
+                f"--data-dir / SILOLINK_COORDINATOR_DATA_DIR); {FIX_CREDENTIALS}"
+            )
         return cls(coordinator, creds.credentials) if coordinator else creds
 
 
@@ -116,6 +136,7 @@ class OperatorClient:
         self, creds: OperatorCredentials, timeout_s: float = 15.0, channel: grpc.Channel | None = None
     ) -> None:
         self.address = creds.address
+        self.ca_pem = creds.credentials.ca_pem
         self._owns_channel = channel is None
         self.channel = channel if channel is not None else mtls_channel(creds.address, creds.credentials)
         self.timeout_s = timeout_s
@@ -193,12 +214,19 @@ class OperatorClient:
         return {"site": reply.site, "share": share, "datasets": datasets}
 
     def start_training(self, **spec: Any) -> dict[str, Any]:
-        """Start a job; ``spec`` holds JobSpec fields (app, dataset, sites, rounds, ...)."""
+        """Start a job; ``spec`` holds JobSpec fields (app, dataset, sites, rounds, ...), with
+        ``run_config`` as a dict of overrides."""
         try:
-            request = training_pb2.StartJobRequest(spec=training_pb2.JobSpec(**spec))
+            run_config = config_to_proto(spec.pop("run_config", None) or {})
+            request = training_pb2.StartJobRequest(spec=training_pb2.JobSpec(**spec, run_config=run_config))
         except (TypeError, ValueError) as e:
             raise errors.InvalidArgument(f"bad training job settings: {e}") from None
         return job_to_dict(self.call(self._training.StartJob, request).job)
+
+    def read_job_logs(self, job_id: str, offset: int = 0) -> tuple[bytes, int, bool]:
+        """(output of the job's ServerApp from ``offset``, the next offset, whether it is complete)."""
+        reply = self.call(self._training.ReadJobLogs, training_pb2.ReadJobLogsRequest(id=job_id, offset=offset))
+        return reply.data, reply.next_offset, reply.complete
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(self.call(self._training.GetJob, training_pb2.GetJobRequest(id=job_id)).job)
@@ -214,6 +242,7 @@ def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
     spec = MessageToDict(job.spec, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    spec["run_config"] = config_from_proto(job.spec.run_config)
     return {
         "job": job.id,
         "state": training_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
@@ -222,9 +251,10 @@ def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
             {
                 "round": r.round,
                 "participants": list(r.participants),
-                "excluded": [{"site": e.site, "reason": e.reason} for e in r.excluded],
+                "excluded": [{"site": e.site, "reason": e.reason, "message_type": e.message_type} for e in r.excluded],
                 "train_metrics": dict(r.train_metrics),
                 "eval_metrics": dict(r.eval_metrics),
+                "server_metrics": dict(r.server_metrics),
                 "duration_s": round(r.duration_s, 3),
             }
             for r in job.rounds
@@ -236,4 +266,9 @@ def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
         "created_at": iso(epoch(job, "created_at")),
         "updated_at": iso(epoch(job, "updated_at")),
         "resumed": job.resumed,
+        "resumed_from_round": job.resumed_from_round,
+        "app_version": job.app_version,
+        "app_sha256": job.app_sha256,
+        "run_config": config_from_proto(job.run_config),
+        "published_models": list(job.published_models),
     }

@@ -82,6 +82,28 @@ class CoordinatorExchangeConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorAppsConfig(Settings):
+    """``[apps]``: what a Flower App Bundle may weigh (Flower's own limits by default)."""
+
+    # The largest .fab accepted (Flower's own FAB limit is 10 MiB).
+    max_bundle_bytes: int = setting(10 * MiB, min=1 * KiB, max=1 * GiB)
+    # The most bytes a bundle may unpack to (a zip bomb declares small sizes it then exceeds).
+    max_unpacked_bytes: int = setting(64 * MiB, min=1 * KiB, max=4 * GiB)
+    # The most files a bundle may hold.
+    max_files: int = setting(1000, min=1, max=100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorTrainingConfig(Settings):
+    """``[training]``: training jobs (each runs the app's ServerApp in a process of its own)."""
+
+    # How long a job's ServerApp may run, unless the job sets --timeout.
+    default_timeout_s: float = setting(float(DAY), min=1.0, max=30.0 * DAY)
+    # A job process that finds its coordinator gone exits within about this time.
+    orphan_check_s: float = setting(0.5, min=0.05, max=60.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class AccountsConfig(Settings):
     """``[accounts]``: operator accounts, console sessions and failed-login limits."""
 
@@ -192,6 +214,8 @@ class CoordinatorConfig(Settings):
     shutdown_grace_s: float = setting(5.0, min=0, max=3600)
     log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+    apps: CoordinatorAppsConfig = dataclasses.field(default_factory=CoordinatorAppsConfig)
+    training: CoordinatorTrainingConfig = dataclasses.field(default_factory=CoordinatorTrainingConfig)
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
     accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
     console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)

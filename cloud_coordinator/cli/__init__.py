@@ -8,11 +8,12 @@ from __future__ import annotations
 import click
 
 from silolink import __version__
+from silolink.cli_util import CommandGroup
 
-from . import backup, exchange, health, models, query, server, sites, training, users
+from . import apps, backup, exchange, health, models, query, server, sites, training, users
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 @click.version_option(__version__, prog_name="cloud-coordinator")
 def main() -> None:
     """Operate a silolink cloud coordinator: set it up, serve it, manage sites."""
@@ -29,4 +30,5 @@ main.add_command(exchange.audit)
 main.add_command(training.train)
 main.add_command(query.query)
 main.add_command(models.models)
+main.add_command(apps.apps)
 main.add_command(users.users)
