@@ -31,7 +31,7 @@ from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount
 
-from . import accounts, analytics, apps, audit, bootstrap, catalog, exchange, registry, training
+from . import accounts, analytics, apps, audit, bootstrap, catalog, dashboard_metrics, exchange, registry, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
@@ -145,6 +145,7 @@ class Coordinator:
             "kind",
             lambda: {"agent": self.hub.connected_count()},
         )
+        dashboard_metrics.register(self)
         self._stop_hooks: list[Callable[[], None]] = []
         self._stopping_hooks: list[Callable[[], None]] = []
         limits = self.config.limits
@@ -248,16 +249,16 @@ class Coordinator:
         mtls = grpc.ssl_server_credentials([(key, chain)], root_certificates=ca_pem, require_client_auth=True)
         tls = grpc.ssl_server_credentials([(key, chain)])
         port = self.server.bind(self.config.listen, mtls)
-        enroll_port = self.enroll_server.bind(self.config.enroll_listen, tls)
+        enroll_port = self.enroll_server.bind(self.config.enroll_bind, tls)
         self.sites.presence.start()
         self.server.start()
         self.enroll_server.start()
         self.address = _advertised(self.config.listen, port)
-        self.enroll_address = _advertised(self.config.enroll_listen, enroll_port)
+        self.enroll_address = _advertised(self.config.enroll_bind, enroll_port)
         public_host = self.config.hostnames[0] if self.config.hostnames else "localhost"
         self.public_addresses = (
             self.config.public_address or _advertised(self.config.listen, port, public_host),
-            self.config.public_enroll_address or _advertised(self.config.enroll_listen, enroll_port, public_host),
+            self.config.public_enroll_address or _advertised(self.config.enroll_bind, enroll_port, public_host),
         )
         if self.config.metrics_listen:
             self.metrics_address = self.metrics.serve(self.config.metrics_listen)

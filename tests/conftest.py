@@ -7,6 +7,14 @@ import pytest
 from tests import support
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="Fuzz every RPC with 100,000 inputs (tests/fuzz) instead of the default few thousand.",
+    )
+
+
 @pytest.fixture
 def coordinator(tmp_path):
     coord = support.start_coordinator(tmp_path / "coordinator")

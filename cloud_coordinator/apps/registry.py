@@ -92,6 +92,10 @@ class AppRegistry:
             raise errors.InvalidArgument(e.message) from None
         check_name("app name", info.name)
         check_name("version", info.version)
+        if not builtin and info.name in builtin_dirs(self._builtin_root):
+            raise errors.InvalidArgument(
+                f"app name {info.name!r} is taken by silolink's built-in app; rename [project] name in pyproject.toml"
+            )
         _check_config(info.config)
         self.blobs.mkdir(parents=True, exist_ok=True)
         with self.store.atomic():

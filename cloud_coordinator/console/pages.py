@@ -3,6 +3,7 @@ logged-in account (``ctx.client``); what a role may not do, the coordinator refu
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -35,9 +36,14 @@ def _back(path: str) -> Response:
 # -- overview ------------------------------------------------------------------------------
 def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
     now = console.clock()
-    sites = ctx.client.list_sites()
-    jobs = ctx.client.list_jobs()
-    registry = RegistryClient(ctx.client)
+    client = ctx.client
+    # Counts and the few sites worth an alert come from the API, filtered there: the
+    # overview costs the same with 10 sites or 10,000.
+    expiring = client.find_sites(20, certificate_expires_before=now + views.CERT_EXPIRY_WARNING_S)
+    offline = client.find_sites(20, state="offline")
+    recent = client.find_jobs(5)
+    failed = client.find_jobs(10, state="failed")
+    registry = RegistryClient(client)
     rollouts = []
     for model in registry.list()[-20:]:
         status = registry.status(model["name"], model["version"])
@@ -46,14 +52,18 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
             rollouts.append(
                 {"model": f"{model['name']}:{model['version']}", "active": len(active), "sites": len(status)}
             )
-    agreements = ExchangeAdmin(ctx.client).list_agreements()
+    agreements = ExchangeAdmin(client).list_agreements()
+    sites_expiring = [s for s in expiring["sites"] if s["state"] != "revoked"]
+    alerts = views.site_alerts(sites_expiring + offline["sites"], now, console.stale_after_s)
+    if offline["total"] > len(offline["sites"]):
+        alerts.append(views.Alert("warning", f"{offline['total']} sites offline in all", "/sites?state=offline"))
     return {
-        "site_counts": views.counts(sites, "state", SITE_STATES),
-        "job_counts": views.counts(jobs, "state", JOB_STATES),
+        "site_counts": {state: expiring["state_counts"].get(state, 0) for state in SITE_STATES},
+        "job_counts": {state: recent["state_counts"].get(state, 0) for state in JOB_STATES},
         "rollouts": rollouts,
         "agreements": sum(1 for a in agreements if a["state"] == "accepted"),
-        "alerts": views.site_alerts(sites, now, console.stale_after_s) + views.job_alerts(jobs),
-        "recent_jobs": jobs[:5],
+        "alerts": alerts + views.job_alerts(failed["jobs"]),
+        "recent_jobs": recent["jobs"],
     }
 
 
@@ -68,9 +78,16 @@ def overview_fragment(console: Console, ctx: Context) -> Response:
 # -- sites ---------------------------------------------------------------------------------
 def _sites_page(console: Console, ctx: Context) -> dict[str, Any]:
     params = _params(ctx.request, "kind", "state", "tag", "name")
-    flt = views.SiteFilter(**params)
-    sites = views.filter_sites(ctx.client.list_sites(), flt)
-    page = views.paginate(sites, views.page_number(ctx.request.query_params.get("page")))
+    number = views.page_number(ctx.request.query_params.get("page"))
+    found = ctx.client.find_sites(
+        views.PAGE_SIZE,
+        (number - 1) * views.PAGE_SIZE,
+        kind=params["kind"],
+        state=params["state"],
+        tag=params["tag"],
+        name_contains=params["name"].strip().lower(),
+    )
+    page = views.api_page(found["sites"], number, found["total"])
     return {"params": params, "page": page, "states": SITE_STATES}
 
 
@@ -83,7 +100,7 @@ def sites_fragment(console: Console, ctx: Context) -> Response:
 
 
 def _site(ctx: Context, name: str) -> dict[str, Any]:
-    found = [s for s in ctx.client.list_sites() if s["name"] == name]
+    found = [s for s in ctx.client.find_sites(views.PAGE_SIZE, name_contains=name)["sites"] if s["name"] == name]
     if not found:
         raise errors.NotFound(f"no site named {name!r}")
     return found[0]
@@ -132,17 +149,11 @@ def revoke_site(console: Console, ctx: Context, form: dict[str, str]) -> Respons
 # -- training ------------------------------------------------------------------------------
 def _jobs_page(ctx: Context) -> dict[str, Any]:
     params = _params(ctx.request, "state", "dataset")
-    jobs = [
-        j
-        for j in ctx.client.list_jobs()
-        if (not params["state"] or j["state"] == params["state"])
-        and (not params["dataset"] or j["spec"].get("dataset") == params["dataset"])
-    ]
-    return {
-        "params": params,
-        "page": views.paginate(jobs, views.page_number(ctx.request.query_params.get("page"))),
-        "states": JOB_STATES,
-    }
+    number = views.page_number(ctx.request.query_params.get("page"))
+    if params["state"] and params["state"] not in JOB_STATES:
+        raise errors.InvalidArgument(f"job state must be one of {', '.join(JOB_STATES)}")
+    found = ctx.client.find_jobs(views.PAGE_SIZE, (number - 1) * views.PAGE_SIZE, params["state"], params["dataset"])
+    return {"params": params, "page": views.api_page(found["jobs"], number, found["total"]), "states": JOB_STATES}
 
 
 def training(console: Console, ctx: Context) -> Response:
@@ -162,6 +173,18 @@ def job_live(console: Console, ctx: Context) -> Response:
     job = ctx.client.get_job(ctx.request.path_params["job"])
     part = "job_rounds.html" if ctx.request.query_params.get("part") == "rounds" else "job_live.html"
     return console.render(part, ctx, job=job)
+
+
+LOG_TAIL_LINES = 200
+ANSI_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Flower's coloured log levels
+
+
+def job_log(console: Console, ctx: Context) -> Response:
+    """The tail of the job's ServerApp output (stdout, stderr, logging), as text in a <pre>."""
+    data, _, complete = ctx.client.read_job_logs(ctx.request.path_params["job"])
+    lines = ANSI_ESCAPES.sub("", data.decode("utf-8", errors="replace")).splitlines()
+    cut = max(0, len(lines) - LOG_TAIL_LINES)
+    return console.render("job_log.html", ctx, lines=lines[cut:], cut=cut, complete=complete)
 
 
 def job_rounds(console: Console, ctx: Context) -> Response:
@@ -280,19 +303,26 @@ def revoke_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Re
 
 # -- audit and analytics -------------------------------------------------------------------
 def _audit_entries(console: Console, ctx: Context) -> tuple[list[Any], dict[str, Any]]:
+    """The whole chain, fetched through the API as this account (only entries newer than the
+    ones this console already holds), and the verdict of checking it here."""
     admin = ExchangeAdmin(ctx.client)
-    entries, public_key = fetch_all(admin.audit_page)
-    head = entries[-1].seq if entries else 0
-    cached = console.audit_verified
-    if cached is None or cached[0] != head:
-        started = time.perf_counter()
-        try:
-            chain = check_chain(entries, public_key)
-            verdict = {"ok": True, "entries": len(entries), "head_hash": chain.head_hash, "message": ""}
-        except errors.SiloError as exc:
-            verdict = {"ok": False, "entries": len(entries), "head_hash": "", "message": exc.message}
-        verdict["seconds"] = round(time.perf_counter() - started, 3)
-        console.audit_verified = cached = (head, verdict)
+    with console.audit_lock:
+        held, public_key = console.audit_chain
+        newer, public_key = fetch_all(admin.audit_page, after_seq=held[-1].seq if held else 0)
+        entries = held + newer
+        console.audit_chain = (entries, public_key)
+        head = entries[-1].seq if entries else 0
+        cached = console.audit_verified
+        if cached is None or cached[0] != head:
+            started = time.perf_counter()
+            try:
+                chain = check_chain(entries, public_key)
+                verdict = {"ok": True, "entries": len(entries), "head_hash": chain.head_hash, "message": ""}
+            except errors.SiloError as exc:
+                verdict = {"ok": False, "entries": len(entries), "head_hash": "", "message": exc.message}
+                console.audit_chain = ([], b"")  # fetch it all again next time
+            verdict["seconds"] = round(time.perf_counter() - started, 3)
+            console.audit_verified = cached = (head, verdict)
     return entries, cached[1]
 
 
@@ -345,6 +375,7 @@ def routes(console: Console) -> list[Route]:
         Route("/training/{job}", page(job_detail)),
         Route("/training/{job}/live", page(job_live)),
         Route("/training/{job}/rounds.json", page(job_rounds)),
+        Route("/training/{job}/log", page(job_log)),
         Route("/training/{job}/stop", action(stop_job), methods=["POST"]),
         Route("/models", page(models)),
         Route("/models/{name}/{version}", page(model_detail)),

@@ -46,6 +46,11 @@ def paginate(items: Sequence[Any], number: int, size: int = PAGE_SIZE) -> Page:
     return Page(list(items[start : start + size]), number, pages, len(items))
 
 
+def api_page(items: list[Any], number: int, total: int, size: int = PAGE_SIZE) -> Page:
+    """A page the admin API already cut (``items`` is page ``number`` of ``total``)."""
+    return Page(items, number, max(1, math.ceil(total / size)), total)
+
+
 def page_number(text: str | None) -> int:
     try:
         return max(1, int(text or 1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ class Console:
         self.clock = clock
         self.csrf = CsrfTokens()
         self.resources = views.ResourceHistory(clock)
+        # The audit chain as far as this console has fetched it, and the verdict at its head.
+        self.audit_lock = threading.Lock()
+        self.audit_chain: tuple[list[Any], bytes] = ([], b"")
         self.audit_verified: tuple[int, dict[str, Any]] | None = None  # (head seq, result)
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), auto_reload=False

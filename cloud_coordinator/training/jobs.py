@@ -139,6 +139,9 @@ class JobService:
     def list(self) -> list[Job]:
         return self._store.list()
 
+    def page(self, state: str, dataset: str, offset: int, limit: int | None) -> tuple[list[Job], int, dict[str, int]]:
+        return self._store.page(state, dataset, offset, limit)
+
     def read_logs(self, job_id: str, offset: int, max_bytes: int = 0) -> tuple[bytes, int, bool]:
         """(output from ``offset``, the next offset, whether the job ended and all was read)."""
         job = self._store.get(job_id, with_rounds=False)

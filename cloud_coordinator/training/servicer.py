@@ -10,6 +10,7 @@ from silolink import errors
 from silolink.gen.training.v1 import training_pb2 as pb
 from silolink.gen.training.v1 import training_pb2_grpc
 from silolink.identity import Role
+from silolink.paging import page_bounds
 from silolink.protos import config_from_proto, config_to_proto, timestamp
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
@@ -23,6 +24,7 @@ STATE_TO_PROTO = {
     "failed": pb.JOB_STATE_FAILED,
     "stopped": pb.JOB_STATE_STOPPED,
 }
+STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
 SPEC_FIELDS = ("rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu",
                "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation",
                "app_version", "timeout_s")  # fmt: skip
@@ -115,7 +117,18 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return pb.GetJobResponse(job=job_to_proto(self._jobs.get(request.id)))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext):
-        return pb.ListJobsResponse(jobs=[job_to_proto(j) for j in self._jobs.list()])
+        state = STATE_FROM_PROTO.get(request.state, "") if request.state else ""
+        offset = page_bounds(0, request.page_token, 0)[0]
+        jobs, total, counts = self._jobs.page(state, request.dataset, offset, request.page_size or None)
+        end = offset + len(jobs)
+        return pb.ListJobsResponse(
+            jobs=[job_to_proto(j) for j in jobs],
+            next_page_token=str(end) if request.page_size and end < total else "",
+            total_size=total,
+            state_counts=[
+                pb.JobStateCount(state=proto, count=counts.get(name, 0)) for name, proto in STATE_TO_PROTO.items()
+            ],
+        )
 
     def StopJob(self, request: pb.StopJobRequest, context: grpc.ServicerContext):
         return pb.StopJobResponse(job=job_to_proto(self._jobs.stop(request.id, actor=str(current_identity()))))

@@ -173,6 +173,27 @@ class JobStore(SqliteStore):
         with self.lock:
             return [_job(r, []) for r in self.db["training_jobs"].rows_where(order_by="created_at desc")]
 
+    def page(self, state: str, dataset: str, offset: int, limit: int | None) -> tuple[list[Job], int, dict[str, int]]:
+        """Jobs (newest first) in ``state`` on ``dataset`` (empty: any), ``limit`` from
+        ``offset``; with how many match and how many jobs are in each state."""
+        where, args = [], []
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if dataset:
+            where.append("json_extract(spec, '$.dataset') = ?")
+            args.append(dataset)
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        with self.lock:
+            total = self.db.execute(f"SELECT COUNT(*) FROM training_jobs{clause}", args).fetchone()[0]
+            rows = self.db.query(
+                f"SELECT * FROM training_jobs{clause} ORDER BY created_at DESC LIMIT ? OFFSET ?",
+                [*args, -1 if limit is None else limit, offset],
+            )
+            jobs = [_job(r, []) for r in rows]
+            counts = dict(self.db.execute("SELECT state, COUNT(*) FROM training_jobs GROUP BY state").fetchall())
+        return jobs, total, counts
+
     def running(self) -> list[Job]:
         with self.lock:
             return [_job(r, []) for r in self.db["training_jobs"].rows_where("state = 'running'")]

@@ -47,6 +47,8 @@ class RpcObserver(Protocol):
 
     def observe(self, method: str, code: str, seconds: float) -> None: ...
 
+    def started(self, method: str) -> None: ...
+
 
 class PermissionTable:
     """Which roles may call which method (full path ``/pkg.Service/Method``)."""
@@ -246,12 +248,19 @@ class GuardInterceptor(grpc.ServerInterceptor):
         return wrapper
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> None:
+        if self._observer is not None:
+            self._observer.started(method)
         admit(self._authenticate, self._permissions, method, context)
 
     def _fail(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:
         """Abort the call with the status ``exc`` maps to (``abort`` raises)."""
         if context.code() is not None:  # the servicer already ended the call itself
             raise exc
+        if isinstance(exc, grpc.RpcError) and not context.is_active():
+            # Reading the request stream failed because the client cancelled or its deadline
+            # passed: nobody is left to answer, and nothing failed here.
+            log.info("%s by %s: the client left mid-call", method, _current_identity.get(ANONYMOUS))
+            return
         context.abort(*refusal(method, exc))
 
     def _done(self, method: str, context: grpc.ServicerContext, start: float) -> None:
