@@ -21,4 +21,10 @@ def attach(agent: Agent) -> list[ServiceMount]:
     agent.dispatcher.register("flower", host.handle)
     agent.dispatcher.register("end_flower_job", host.end_job)
     agent.on_stop(host.stop)
+    if agent.config.training.datasets:  # this site allows training: have the fork server ready
+        import threading
+
+        from .workers import prewarm
+
+        threading.Thread(target=prewarm, name="clientapp-prewarm", daemon=True).start()
     return []

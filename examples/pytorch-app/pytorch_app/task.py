@@ -60,7 +60,7 @@ def load_data(node_config, batch_size: int) -> tuple[DataLoader, torch.Tensor, t
     return train, X[test], y[test]
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=64)  # one entry at a site; one per node where many share a process
 def _site_data(catalog: str, dataset: str):
     from edge_agent.apps.data import load_dataset  # silolink's data helper, present at every site
 
@@ -75,7 +75,7 @@ def _site_data(catalog: str, dataset: str):
     return X, data.y.astype(np.int64), torch.tensor(test)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=64)
 def _synthetic_data(partition: int, partitions: int):
     rng = np.random.default_rng(42)
     centers = rng.normal(size=(2, 30)) * 0.6

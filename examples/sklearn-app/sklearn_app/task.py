@@ -51,7 +51,7 @@ def load_data(node_config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return _bundled_data(int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=64)  # one entry at a site; one per node where many share a process
 def _site_data(catalog: str, dataset: str):
     from edge_agent.apps.data import load_dataset  # silolink's data helper, present at every site
 
@@ -62,7 +62,7 @@ def _site_data(catalog: str, dataset: str):
     return _split(data.X, data.y.astype(np.int64), data.row_ids % HOLD_OUT_EVERY == 0)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=64)
 def _bundled_data(partition: int, partitions: int):
     from sklearn.datasets import load_breast_cancer
 
