@@ -197,6 +197,12 @@ class Coordinator:
             restrict_reflection=True,
             max_concurrent_rpcs=limits.enroll_calls + limits.enroll_probe_calls + 16,
         )
+        self.metrics.counter(
+            "silolink_control_streams_closed_silent",
+            "Control streams closed because the site sent nothing for stale_after_s",
+            "kind",
+            lambda: {"agent": self.control.dropped_stale},
+        )
         for port, server in (("mtls", self.server), ("enroll", self.enroll_server)):
             self.metrics.gauge(
                 f"silolink_rpc_calls_in_flight_{port}",
@@ -298,7 +304,7 @@ class Coordinator:
         self.enroll_server.set_not_serving()
         for hook in self._stopping_hooks:
             hook()
-        self.hub.close_all(errors.Unavailable("the coordinator is shutting down; reconnect later"))
+        self.hub.close_all(errors.ShuttingDown("the coordinator is shutting down; reconnect later"))
         self.enroll_server.stop(grace)
         self.server.stop(grace)
         self.loop.stop()

@@ -177,6 +177,8 @@ class CoordinatorLimitsConfig(Settings):
     rollout_concurrency: int = setting(64, min=1, max=100_000)
     # A site that holds a delivery slot this long gives it up to the next site.
     rollout_slot_timeout_s: float = setting(300.0, min=1, max=DAY)
+    # How long each round of a secure query waits for every site's answer.
+    query_round_timeout_s: float = setting(60.0, min=1, max=DAY)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,6 +88,13 @@ class Unavailable(SiloError):
     code = Code.UNAVAILABLE
 
 
+class ShuttingDown(Unavailable):
+    """The server is stopping; reconnect later. Expected, so logged quietly (a coordinator
+    stopping closes every site's stream with it)."""
+
+    quiet = True
+
+
 class DeadlineExceeded(SiloError):
     """The operation did not finish in time."""
 

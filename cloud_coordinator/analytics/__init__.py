@@ -14,6 +14,11 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     from .service import QueryService
     from .servicer import AnalyticsServicer, mount
 
-    service = QueryService(coordinator.hub, coordinator.sites, coordinator.audit)
+    service = QueryService(
+        coordinator.hub,
+        coordinator.sites,
+        coordinator.audit,
+        round_timeout_s=coordinator.config.limits.query_round_timeout_s,
+    )
     coordinator.analytics = service  # type: ignore[attr-defined]
     return [mount(AnalyticsServicer(service))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 from pathlib import Path
 
@@ -55,6 +56,16 @@ def init(data_dir: Path, hostnames: tuple[str, ...], public_address: str | None,
     click.echo(f"next: cloud-coordinator serve --data-dir {data_dir}")
 
 
+def raise_open_files_limit() -> None:
+    """Each connected site holds a socket: lift the soft limit on open files to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open files limit %d: about that many sites and operators can connect at once", hard)
+
+
 @click.command()
 @data_dir_option
 @click.option("--listen", metavar="HOST:PORT", help="mTLS listener for agents and operators (default 0.0.0.0:7443).")
@@ -86,10 +97,15 @@ def serve(
     if console_listen is not None:
         cfg = dataclasses.replace(cfg, console=dataclasses.replace(cfg.console, listen=console_listen))
     logs.configure(cfg.log_level)
+    raise_open_files_limit()
     stop = stop_event_on_signals()
     coordinator = Coordinator(data_dir, cfg).start()
     if coordinator.console_address:
         click.echo(f"console: https://{coordinator.console_address}/", err=True)
+    # What start-up built (site records, stores, imported modules) lives as long as the
+    # process: keep the collector from walking it again and again. With ten thousand sites
+    # a full collection otherwise stalls the event loop (and every heartbeat) noticeably.
+    gc.freeze()
     stop.wait()
     log.info("shutting down")
     coordinator.stop()

@@ -221,6 +221,15 @@ async def _parsed(requests: AsyncIterator[Any], parse: Callable) -> AsyncIterato
         yield parse(raw)
 
 
+class _Outcome:
+    """How a call ended, and whether it has been counted yet."""
+
+    __slots__ = ("start", "code", "observed")
+
+    def __init__(self, start: float) -> None:
+        self.start, self.code, self.observed = start, "OK", False
+
+
 def _is_async(behavior: Callable) -> bool:
     return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
 
@@ -321,7 +330,7 @@ class AioGuard(grpc.aio.ServerInterceptor):
         is_async = _is_async(behavior)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start, outcome, entered = time.perf_counter(), ["OK"], None
+            outcome, entered = _Outcome(time.perf_counter()), None
             _current_identity.set(ANONYMOUS)
             blocking = None
             try:
@@ -338,7 +347,7 @@ class AioGuard(grpc.aio.ServerInterceptor):
                 future.add_done_callback(lambda _: self._classes.leave(name))
                 return await future
             except asyncio.CancelledError:
-                outcome[0] = "CANCELLED"
+                outcome.code = "CANCELLED"
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
                 await self._abort(method, context, exc, outcome)
@@ -347,7 +356,7 @@ class AioGuard(grpc.aio.ServerInterceptor):
                     self._classes.leave(entered)
                 if blocking is not None:
                     blocking.finish()
-                self._done(method, outcome[0], start)
+                self._finish(method, outcome)
 
         return wrapper
 
@@ -356,7 +365,7 @@ class AioGuard(grpc.aio.ServerInterceptor):
         is_async = _is_async(behavior)
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start, outcome, entered = time.perf_counter(), ["OK"], None
+            outcome, entered = _Outcome(time.perf_counter()), None
             _current_identity.set(ANONYMOUS)
             blocking = generator = step = None
             loop = asyncio.get_running_loop()
@@ -380,7 +389,7 @@ class AioGuard(grpc.aio.ServerInterceptor):
                         return
                     yield item
             except (asyncio.CancelledError, GeneratorExit):
-                outcome[0] = "CANCELLED"
+                outcome.code = "CANCELLED"
                 raise
             except Exception as exc:  # noqa: BLE001 - mapped to a status, never leaked
                 await self._abort(method, context, exc, outcome)
@@ -389,7 +398,7 @@ class AioGuard(grpc.aio.ServerInterceptor):
                     blocking.finish()
                 if entered is not None:
                     self._release(entered, generator, step, loop)
-                self._done(method, outcome[0], start)
+                self._finish(method, outcome)
 
         return wrapper
 
@@ -422,13 +431,20 @@ class AioGuard(grpc.aio.ServerInterceptor):
             return lambda: behavior(_BlockingRequests(request, loop, parse), blocking)
         return lambda: behavior(parse(request), blocking)
 
-    @staticmethod
-    async def _abort(method: str, context: grpc.aio.ServicerContext, exc: Exception, outcome: list[str]) -> None:
+    def _finish(self, method: str, outcome: _Outcome) -> None:
+        """Observe the call once (before a failure's status is sent, so whoever sees the
+        status also sees it counted)."""
+        if not outcome.observed:
+            outcome.observed = True
+            self._done(method, outcome.code, outcome.start)
+
+    async def _abort(self, method: str, context: grpc.aio.ServicerContext, exc: Exception, outcome: _Outcome) -> None:
         """End the call with the status ``exc`` maps to, noted in ``outcome`` (abort raises)."""
         if isinstance(exc, grpc.aio.AbortError):  # a coroutine handler ended the call itself
             raise exc
         status, message = (exc.code, exc.details) if isinstance(exc, _Abort) else refusal(method, exc)
-        outcome[0] = status.name
+        outcome.code = status.name
+        self._finish(method, outcome)
         await context.abort(status, message)
 
     def _done(self, method: str, code: str, start: float) -> None:

@@ -176,6 +176,8 @@ def refusal(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, errors.SiloError):
         status = grpc_code(exc)
         level = logging.ERROR if exc.code is errors.Code.INTERNAL else logging.WARNING
+        if getattr(exc, "quiet", False):
+            level = logging.DEBUG
         log.log(level, "%s by %s refused: %s %s", method, who, status.name, exc.message)
         return status, exc.message
     ref = uuid.uuid4().hex[:12]

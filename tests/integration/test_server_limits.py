@@ -147,3 +147,36 @@ def test_the_anonymous_port_refuses_the_rest_of_the_api_with_a_hint(coordinator)
     with pytest.raises(grpc.RpcError) as info:
         channel.unary_unary("/no.such.Service/Method")(b"", timeout=5)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_garbage_on_a_control_stream_ends_that_stream_only(tmp_path):
+    coordinator = support.start_coordinator(tmp_path / "c", stale_after_s=60)
+    holder = StreamHolder(coordinator.address)
+    try:
+        sites = provision(coordinator, 2)
+        holder.open(sites[1:])  # a well-behaved neighbour
+
+        async def garbage():
+            name, creds = sites[0]
+            channel = grpc.aio.secure_channel(
+                coordinator.address,
+                grpc.ssl_channel_credentials(creds.ca_pem, creds.key_pem, creds.cert_pem),
+                options=[("grpc.ssl_target_name_override", "localhost")],
+            )
+            call = channel.stream_stream("/silolink.control.v1.ControlService/Connect")()
+            await call.write(b"\xff\xff\xff not a protobuf message")
+            try:
+                await call.read()
+            except grpc.aio.AioRpcError as e:
+                return e.code(), e.details()
+            finally:
+                await channel.close()
+
+        code, details = asyncio.run_coroutine_threadsafe(garbage(), holder.loop).result(10)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid protobuf message" in details
+        assert coordinator.hub.is_connected(sites[1][0])  # the neighbour is untouched
+        future = coordinator.hub.request(sites[1][0], ping=control_pb2.PingCommand(payload=b"ok"))
+        assert holder.read(sites[1][0]).command.ping.payload == b"ok" and not future.done()
+    finally:
+        holder.close()
+        coordinator.stop(0)
