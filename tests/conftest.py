@@ -39,3 +39,13 @@ def make_agent(coordinator, tmp_path):
     yield make
     for agent in started:
         agent.stop(0)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on a unix socket, for the whole session (see tests/pg_server.py)."""
+    from tests import pg_server
+
+    server = pg_server.start_postgres()
+    yield server
+    pg_server.remove(server)

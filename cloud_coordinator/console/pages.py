@@ -53,6 +53,7 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
                 {"model": f"{model['name']}:{model['version']}", "active": len(active), "sites": len(status)}
             )
     agreements = ExchangeAdmin(client).list_agreements()
+    queues = ExchangeAdmin(client).list_queues()
     sites_expiring = [s for s in expiring["sites"] if s["state"] != "revoked"]
     alerts = views.site_alerts(sites_expiring + offline["sites"], now, console.stale_after_s)
     if offline["total"] > len(offline["sites"]):
@@ -62,6 +63,8 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
         "job_counts": {state: recent["state_counts"].get(state, 0) for state in JOB_STATES},
         "rollouts": rollouts,
         "agreements": sum(1 for a in agreements if a["state"] == "accepted"),
+        "backlog": sum(q["inbound_envelopes"] for q in queues),
+        "backlog_bytes": sum(q["inbound_bytes"] for q in queues),
         "alerts": alerts + views.job_alerts(failed["jobs"]),
         "recent_jobs": recent["jobs"],
     }
@@ -286,7 +289,9 @@ def exchange(console: Console, ctx: Context) -> Response:
         and (not params["state"] or a["state"] == params["state"])
     ]
     page = views.paginate(agreements, views.page_number(ctx.request.query_params.get("page")))
-    return console.render("exchange.html", ctx, params=params, page=page)
+    queues = [q for q in ExchangeAdmin(ctx.client).list_queues() if not params["site"] or q["site"] == params["site"]]
+    queues.sort(key=lambda q: -(q["inbound_bytes"] + q["outbound_bytes"]))
+    return console.render("exchange.html", ctx, params=params, page=page, queues=queues[: views.PAGE_SIZE])
 
 
 def propose_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Response:

@@ -65,7 +65,8 @@ class RoundRecorder:
         legacy workflows), else the round the strategy is in."""
         text = (group_id or "").strip()
         if text.isdigit():
-            return int(text) + self.offset
+            number = int(text)
+            return number + self.offset if number > 0 else 0  # group 0: before the first round, no round
         return self._current
 
     def _round(self, number: int) -> _Round:
