@@ -39,7 +39,10 @@ def running_endpoints(layout: CoordinatorLayout) -> dict:
     try:
         return json.loads(layout.endpoints.read_text())
     except FileNotFoundError:
-        raise errors.Unavailable(f"no coordinator is running for {layout.root} (no {layout.endpoints})") from None
+        raise errors.Unavailable(
+            f"no coordinator is running for {layout.root} (looked for {layout.endpoints}); start it with "
+            f"`cloud-coordinator serve --data-dir {layout.root}`, or give the --data-dir it runs with"
+        ) from None
     except ValueError:
         raise errors.Unavailable(f"{layout.endpoints} is being written; try again") from None
 

@@ -31,7 +31,12 @@ def local_address(data_dir: Path) -> str:
     try:
         return json.loads(layout.endpoints.read_text())["local_address"]
     except FileNotFoundError:
-        raise errors.Unavailable(f"no agent is running for {layout.root} (no {layout.endpoints})") from None
+        raise errors.Unavailable(
+            f"no agent is running for {layout.root} (looked for {layout.endpoints}); start it with "
+            f"`edge-agent run --data-dir {layout.root}`, or give the --data-dir it runs with"
+        ) from None
+    except (OSError, ValueError, KeyError) as e:
+        raise errors.Unavailable(f"cannot read {layout.endpoints} ({e}); is an agent running there?") from None
 
 
 class LocalClient:

@@ -70,6 +70,8 @@ def test_every_command_fails_in_one_line_and_in_json_with_json(tmp_path):
             assert f"no operator credentials at {r['credentials']}" in lines[0], r
         elif r["operator"]:
             assert "SILOLINK_OPERATOR_CREDENTIALS" in lines[0] and "--data-dir" in lines[0], r
+        if "no agent is running" in lines[0]:  # where it looked, and how to fix it
+            assert "looked for" in lines[0] and "edge-agent run --data-dir" in lines[0], r
 
 
 def test_audit_verify_pins_on_the_operator_machine_and_speaks_json(served, tmp_path):  # noqa: F811

@@ -230,10 +230,8 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy:
     kind = field.type
     if kind in _INTS:
         low, high = _INTS[kind]
-        return st.one_of(
-            st.sampled_from(sorted({low, high, max(low, -1), 0, 1})), st.integers(min(0, low) if low < 0 else 0, 100),
-            st.integers(low, high),
-        )  # fmt: skip
+        edges = sorted({low, high, max(low, -1), 0, 1})  # the limits, and -1 where the type allows it
+        return st.one_of(st.sampled_from(edges), st.integers(max(low, -100), 100), st.integers(low, high))
     if kind == FieldDescriptor.TYPE_DOUBLE:
         return st.floats(allow_nan=True, allow_infinity=True)
     if kind == FieldDescriptor.TYPE_FLOAT:

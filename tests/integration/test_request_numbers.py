@@ -52,3 +52,18 @@ def test_audit_entries_after_a_sequence_beyond_sqlite_is_invalid_not_internal(co
             op.call(stub.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=after_seq))
         largest = op.call(stub.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=2**63 - 1))
         assert list(largest.entries) == []
+
+
+def test_list_sites_refuses_a_timestamp_protobuf_cannot_convert(coordinator):
+    # Found by the long fuzz run: certificate_expires_before with nanos < 0 was INTERNAL.
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
+
+    with support.operator(coordinator) as op:
+        stub = admin_pb2_grpc.AdminServiceStub(op.channel)
+        for bad in (Timestamp(seconds=1, nanos=-1), Timestamp(seconds=2**62)):
+            request = admin_pb2.ListSitesRequest(certificate_expires_before=bad)
+            with pytest.raises(errors.InvalidArgument, match="certificate_expires_before = .*not a valid time"):
+                op.call(stub.ListSites, request)
+        op.call(stub.ListSites, admin_pb2.ListSitesRequest(certificate_expires_before=Timestamp(seconds=10**10)))
