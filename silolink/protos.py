@@ -6,6 +6,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from silolink import errors
 from silolink.gen.common.v1 import site_pb2
 
 
@@ -19,8 +20,14 @@ def timestamp(ts: float | None) -> Timestamp | None:
 
 
 def epoch(message: Any, field: str) -> float | None:
-    """A Timestamp field of ``message`` as epoch seconds, None when unset."""
-    return getattr(message, field).ToNanoseconds() / 1e9 if message.HasField(field) else None
+    """A Timestamp field of ``message`` as epoch seconds, None when unset; InvalidArgument
+    when a request's timestamp is malformed (nanos outside 0..999,999,999, say)."""
+    if not message.HasField(field):
+        return None
+    try:
+        return getattr(message, field).ToNanoseconds() / 1e9
+    except ValueError as e:
+        raise errors.InvalidArgument(f"{field}: {e}") from None
 
 
 def resources_to_dict(report: site_pb2.ResourceReport) -> dict[str, Any]:
