@@ -4,7 +4,8 @@ p50/p95/p99 over HTTPS, beside a static file served by the same server (the floo
     python -m bench.console [--quick]
 
 The coordinator's database holds 10,000 sites (tags, resources, certificates), 1,000
-finished training jobs of 5 rounds each and 10,000 audit entries; the console runs in the
+finished training jobs of 5 rounds each, 10,000 audit entries and 10,000 queries in the
+query history (each asking 100 sites); every site has a full resource history (360 samples); the console runs in the
 coordinator's process as `serve --console-listen` runs it, and each page goes through the
 admin API as a logged-in admin (the same per-call checks as the CLI). Requests are sequential
 over one keep-alive HTTPS connection. Target: p95 under 200 ms for every page.
@@ -29,9 +30,11 @@ from cloud_coordinator.accounts.client import AccountsClient
 from cloud_coordinator.app import Coordinator, load_config
 from cloud_coordinator.training.store import JobSpec
 from silolink.config import ConsoleConfig
+from silolink.gen.analytics.v1 import analytics_pb2
+from silolink.gen.common.v1.site_pb2 import ResourceReport
 from tests import support
 
-SITES, JOBS, ROUNDS = 10_000, 1_000, 5
+SITES, JOBS, ROUNDS, QUERIES = 10_000, 1_000, 5, 10_000
 PASSWORD = "bench console password"
 TARGET_P95_S = 0.200
 
@@ -84,8 +87,40 @@ def populate(db_path: Path) -> None:
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         rounds,
     )
+    queries = []
+    query = analytics_pb2.Query(
+        dataset="patients", statistic=analytics_pb2.STATISTIC_MEAN, column="age"
+    ).SerializeToString()
+    for q in range(QUERIES):
+        asked = [f"site-{(q * 13 + k) % SITES:05}" for k in range(100)]
+        refused = q % 5 == 0
+        refusals = [{"site": asked[0], "code": "FAILED_PRECONDITION", "reason": "cohort below this site's minimum"}]
+        queries.append(
+            (
+                f"{q:032x}", "operator:admin", now - 7200 + q / 10, now - 7200 + q / 10 + 0.2, "patients", "mean",
+                query, b"", json.dumps(asked), "refused" if refused else "answered",
+                "site refused the query" if refused else "", json.dumps(refusals if refused else []),
+                1 if refused else 0, "{}" if refused else json.dumps({"count": 5000 + q, "sum": 250000.0 + q}), "{}",
+            )
+        )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO query_history (query_id, asked_by, asked_at, finished_at, dataset, statistic, query, selectors,"
+        " sites, outcome, reason, refusals, refusal_count, totals, noise) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?)",
+        queries,
+    )
     conn.commit()
     conn.close()
+
+
+def fill_resource_history(coordinator: Coordinator) -> None:
+    """Every site's ring full, as six hours of heartbeats would leave it."""
+    history = coordinator.sites.presence.history
+    report = ResourceReport(cpu_count=8, load_average_1m=0.5, memory_total_bytes=2**34, memory_available_bytes=2**33)
+    start = time.time() - history.capacity * history.interval_s
+    for k in range(history.capacity):
+        for i in range(SITES):
+            history.add(f"site-{i:05}", start + k * history.interval_s, report)
 
 
 def measure(client: httpx.Client, path: str, repeats: int) -> list[float]:
@@ -118,6 +153,7 @@ def main(argv=None) -> None:
             coordinator.audit.record_batch(
                 [("operator:admin", "site.add", f"site-{i:05}", {"kind": "hospital"}) for i in range(SITES)]
             )
+            fill_resource_history(coordinator)
             setup_s = time.perf_counter() - started
             with support.operator(coordinator) as admin:
                 AccountsClient(admin).set_password(PASSWORD)
@@ -142,7 +178,11 @@ def main(argv=None) -> None:
                     ("training job, chart data", f"/training/{job}/rounds.json"),
                     ("models", "/models"),
                     ("exchange", "/exchange"),
+                    ("site, chart data", "/sites/site-05000/resources.json"),
                     ("analytics", "/analytics"),
+                    ("analytics, page 100", "/analytics?page=100"),
+                    ("analytics, filtered", "/analytics?site=site-00042&outcome=refused"),
+                    ("analytics, one query", f"/analytics/{QUERIES // 2:032x}"),
                     ("audit", "/audit"),
                     ("audit, filtered", "/audit?action=site.add&site=site-00042"),
                 ]
@@ -152,7 +192,14 @@ def main(argv=None) -> None:
     floor = median(results["static file (floor)"])
     rows, figures = (
         [],
-        {"sites": SITES, "jobs": JOBS, "audit_entries": SITES, "repeats": repeats, "setup_s": round(setup_s, 1)},
+        {
+            "sites": SITES,
+            "jobs": JOBS,
+            "audit_entries": SITES,
+            "queries": QUERIES,
+            "repeats": repeats,
+            "setup_s": round(setup_s, 1),
+        },
     )
     worst = 0.0
     for name, times in results.items():
@@ -181,7 +228,8 @@ def main(argv=None) -> None:
         )
     )
     report(
-        f"Console latency, p50 / p95 / p99, {SITES:,} sites, {JOBS:,} jobs, {SITES:,} audit entries "
+        f"Console latency, p50 / p95 / p99, {SITES:,} sites, {JOBS:,} jobs, {SITES:,} audit entries, "
+        f"{QUERIES:,} queries "
         f"({repeats} requests each)",
         rows,
         figures,

@@ -129,6 +129,8 @@ class Coordinator:
             site_cert_lifetime_s=self.config.site_cert_lifetime_s,
             clock=clock,
             presence_flush_s=self.config.limits.presence_flush_s,
+            resource_samples=self.config.sites.resource_samples,
+            resource_interval_s=self.config.sites.resource_interval_s,
         )
         self.sites.on_revoke(
             lambda site: self.hub.disconnect(

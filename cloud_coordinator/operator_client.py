@@ -230,6 +230,28 @@ class OperatorClient:
             "state_counts": {STATE_NAMES[c.state]: c.count for c in reply.state_counts if c.state in STATE_NAMES},
         }
 
+    def get_site(self, name: str, history_after: float | None = None) -> dict[str, Any]:
+        """One site, with its resource reports over time (``history``, oldest first; only
+        those after ``history_after`` when given)."""
+        reply = self.call(
+            self._admin.GetSite, admin_pb2.GetSiteRequest(name=name, history_after=timestamp(history_after))
+        )
+        return {
+            **site_to_dict(reply.site),
+            "history": [
+                {
+                    "at": epoch(s, "at"),
+                    "load_average_1m": s.load_average_1m,
+                    "memory_total_bytes": s.memory_total_bytes,
+                    "memory_available_bytes": s.memory_available_bytes,
+                    "disk_free_bytes": s.disk_free_bytes,
+                }
+                for s in reply.resource_history
+            ],
+            "history_interval_s": reply.history_interval_s,
+            "history_capacity": reply.history_capacity,
+        }
+
     def revoke_site(self, name: str) -> dict[str, Any]:
         return site_to_dict(self.call(self._admin.RevokeSite, admin_pb2.RevokeSiteRequest(name=name)).site)
 

@@ -134,6 +134,28 @@ class ConsoleConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorAnalyticsConfig(Settings):
+    """``[analytics]``: the coordinator's history of federated queries (totals only)."""
+
+    # Queries kept in the history; the oldest are deleted past this many.
+    history_max_entries: int = setting(10_000, min=100, max=10_000_000)
+    # Queries older than this are deleted from the history.
+    history_max_age_s: int = setting(365 * DAY, min=3600, max=10 * YEAR)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorSitesConfig(Settings):
+    """``[sites]``: what the coordinator keeps of each site's resource reports over time."""
+
+    # Sites' resource reports over time: one sample per interval (the first heartbeat of
+    # each), kept in memory for the console's charts and GetSite.
+    resource_interval_s: float = setting(60.0, min=0.1, max=DAY)
+    # Samples kept per site (360 at 60 s: six hours); 0 keeps none. Each costs 20 bytes,
+    # so 10,000 sites at 360 take about 72 MB (python -m bench.site_history).
+    resource_samples: int = setting(360, min=0, max=100_000)
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorLimitsConfig(Settings):
     """``[limits]``: how much of each kind of work the coordinator takes on at once.
 
@@ -227,6 +249,8 @@ class CoordinatorConfig(Settings):
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
     accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
     console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)
+    analytics: CoordinatorAnalyticsConfig = dataclasses.field(default_factory=CoordinatorAnalyticsConfig)
+    sites: CoordinatorSitesConfig = dataclasses.field(default_factory=CoordinatorSitesConfig)
 
     def check(self) -> None:
         self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")

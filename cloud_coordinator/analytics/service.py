@@ -28,6 +28,7 @@ from ..audit.store import AuditLog
 from ..control.hub import ControlHub
 from ..sites import selector as selector_mod
 from ..sites.service import SiteService
+from .history import QueryHistory
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class QueryService:
         audit: AuditLog,
         round_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        history: QueryHistory | None = None,
     ) -> None:
+        self._history = history  # each finished query, with its totals (history.py)
         self._hub = hub
         self._sites = sites
         self._audit = audit
@@ -73,16 +76,20 @@ class QueryService:
         query_id = uuid.uuid4().hex
         chosen: list[str] = []
         subject = query.dataset
+        failures: dict[str, errors.SiloError] = {}  # each site that refused or could not answer
+        asked_at = self._history.clock() if self._history is not None else 0.0
         try:
             check_query(query)
             subject = f"{query.dataset}: {describe(query)}"
             chosen = self._choose(selectors)
-            result = self._run(query_id, query, chosen)
+            result = self._run(query_id, query, chosen, failures)
         except errors.SiloError as e:
             self._record(actor, query_id, query, chosen, outcome="failed", reason=e.message)
+            self._keep(actor, query_id, asked_at, query, selectors, chosen, failures, error=e)
             log.warning("query %s by %s (%s) on %d sites failed: %s", query_id, actor, subject, len(chosen), e.message)
             raise
         self._record(actor, query_id, query, chosen, outcome="ok")
+        self._keep(actor, query_id, asked_at, query, selectors, chosen, failures, result=result)
         log.info("query %s by %s (%s) on %d sites: done", query_id, actor, subject, len(chosen))
         return result
 
@@ -96,9 +103,12 @@ class QueryService:
             )
         return chosen
 
-    def _run(self, query_id: str, query: pb.Query, sites: list[str]) -> QueryResult:
+    def _run(
+        self, query_id: str, query: pb.Query, sites: list[str], failures: dict[str, errors.SiloError]
+    ) -> QueryResult:
         offline = [s for s in sites if not self._hub.is_connected(s)]
         if offline:
+            failures.update((s, errors.Unavailable("not connected when the query was asked")) for s in offline)
             raise errors.FailedPrecondition(
                 f"site(s) {_names(offline)} are not connected; the query needs every selected site"
             )
@@ -109,7 +119,7 @@ class QueryService:
         setup = pb.AnalyticsSetupCommand(
             query_id=query_id, query=query, participant_count=len(sites), participants_digest=digest
         )
-        answers = self._round(sites, "analytics_setup", lambda site: setup, "round 1")
+        answers = self._round(sites, "analytics_setup", lambda site: setup, "round 1", failures)
         length = vector_length(query)
         peers = {}
         for site in sites:
@@ -127,7 +137,7 @@ class QueryService:
         def mask_command(site: str) -> pb.AnalyticsMaskCommand:
             return pb.AnalyticsMaskCommand(query_id=query_id, peers=[peers[site], *(peers[n] for n in ring[site])])
 
-        masked = self._round(sites, "analytics_mask", mask_command, "round 2")
+        masked = self._round(sites, "analytics_mask", mask_command, "round 2", failures)
         vectors = [list(masked[site].analytics_mask.masked) for site in sites]
         for site, vector in zip(sites, vectors, strict=True):
             if len(vector) != length:
@@ -137,11 +147,15 @@ class QueryService:
         return QueryResult(query_id, query, sites, totals, epsilons)
 
     def _round(
-        self, sites: list[str], field_name: str, command: Callable[[str], Any], step: str
+        self,
+        sites: list[str],
+        field_name: str,
+        command: Callable[[str], Any],
+        step: str,
+        failures: dict[str, errors.SiloError],
     ) -> dict[str, control_pb2.CommandResult]:
         """Send one command to every site (at most ``ROUND_WINDOW`` unanswered at once); all
-        answer, or the round fails naming who did not."""
-        failures: dict[str, errors.SiloError] = {}
+        answer, or the round fails naming who did not (each in ``failures``)."""
         answers: dict[str, control_pb2.CommandResult] = {}
         waiting: dict[concurrent.futures.Future, str] = {}
         remaining = iter(sites)
@@ -194,6 +208,33 @@ class QueryService:
             bins=len(query.bin_edges) - 1 if query.bin_edges else None,
             sites=sites,
             **outcome,
+        )
+
+    def _keep(
+        self,
+        actor: Any,
+        query_id: str,
+        asked_at: float,
+        query: pb.Query,
+        selectors: Sequence[SiteSelector],
+        sites: list[str],
+        failures: dict[str, errors.SiloError],
+        result: QueryResult | None = None,
+        error: errors.SiloError | None = None,
+    ) -> None:
+        if self._history is None:
+            return
+        self._history.keep(
+            query_id=query_id,
+            asked_by=str(actor),
+            asked_at=asked_at,
+            query=query,
+            selectors=selectors,
+            sites=sites,
+            failures=failures,
+            error=error,
+            totals=result.totals if result is not None else None,
+            noise=result.epsilons if result is not None else None,
         )
 
 

@@ -1,4 +1,5 @@
-"""``query run``: a statistic across sites, computed at each site, totals only."""
+"""``query run`` (a statistic across sites, computed at each site, totals only) and
+``query history`` (the queries run, with their totals and the sites that refused)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,80 @@ def run(
     if noisy:
         click.echo("  noise added by " + ", ".join(f"{s} (epsilon {e:g})" for s, e in sorted(noisy.items())))
     click.echo(f"  query {result['query_id']} (audited)")
+
+
+@query.command("history")
+@click.option("--dataset", default="", help="Only queries on this dataset.")
+@click.option("--by", "asked_by", default="", metavar="ACCOUNT", help="Only queries asked by this account.")
+@click.option("--site", default="", help="Only queries that asked this site.")
+@click.option(
+    "--outcome",
+    type=click.Choice(["answered", "refused", "failed"]),
+    help="Only queries that ended this way (refused: a site said no; failed: no totals for another reason).",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="How many queries to show.")
+@click.option("--page-token", default="", help="Continue after a previous page (its next_page_token, with --json).")
+@json_option
+@operator_options
+@handle_errors
+def history(
+    client: OperatorClient,
+    dataset: str,
+    asked_by: str,
+    site: str,
+    outcome: str | None,
+    limit: int,
+    page_token: str,
+    as_json: bool,
+) -> None:
+    """Show the queries run, newest first: who asked what of which sites, the totals, and
+    which sites refused and why. The coordinator keeps totals only, never a site's value."""
+    page = AnalyticsClient(client).history(
+        limit, page_token, dataset=dataset, asked_by=asked_by, site=site, outcome=outcome or ""
+    )
+    if as_json:
+        echo_json(page)
+        return
+    rows = [
+        [
+            q["asked_at"][:19].replace("T", " "),
+            q["asked_by"].removeprefix("operator:"),
+            describe_query(q),
+            q["dataset"],
+            _sites(q),
+            q["outcome"],
+            describe_result(q),
+        ]
+        for q in page["queries"]
+    ]
+    click.echo(table(["ASKED (UTC)", "BY", "QUERY", "DATASET", "SITES", "OUTCOME", "RESULT / REASON"], rows))
+    shown = len(page["queries"])
+    more = f"; more with --page-token {page['next_page_token']}" if page["next_page_token"] else ""
+    click.echo(f"{shown} of {page['total']} matching queries{more}")
+
+
+def describe_query(q: dict) -> str:
+    """``mean mean_radius where diagnosis = 1`` for one history entry."""
+    text = q["statistic"] + (f" {q['column']}" if q["column"] else "")
+    return text + (f" where {q['where']}" if q["where"] else "")
+
+
+def describe_result(q: dict) -> str:
+    """The totals of an answered query, or who refused and why."""
+    result = q["result"]
+    if q["outcome"] == "answered":
+        if "histogram" in result:
+            h = result["histogram"]
+            return f"bins {h['counts']} (below {h['below']}, above {h['above']})"
+        parts = [f"{k} {result[k]:.6g}" if isinstance(result[k], float) else f"{k} {result[k]}" for k in result]
+        return ", ".join(parts)
+    refused = [r for r in q["refusals"] if r["code"] not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")]
+    if refused:
+        names = ", ".join(r["site"] for r in refused[:3]) + (" ..." if len(refused) > 3 else "")
+        return f"refused by {names}: {refused[0]['reason']}"
+    return q["reason"] or "-"
+
+
+def _sites(q: dict) -> str:
+    sites = q["sites"]
+    return ", ".join(sites) if len(sites) <= 3 else f"{', '.join(sites[:2])} and {len(sites) - 2} more"

@@ -1,8 +1,9 @@
-"""``sites add | list | revoke | datasets``."""
+"""``sites add | list | show | revoke | datasets``."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import click
 
@@ -58,7 +59,6 @@ def list_(client: OperatorClient, as_json: bool) -> None:
         echo_json(found)
         return
     now = time.time()
-    from datetime import datetime
 
     def since(iso_ts: str | None) -> str:
         return ago(datetime.fromisoformat(iso_ts).timestamp() if iso_ts else None, now)
@@ -79,6 +79,65 @@ def list_(client: OperatorClient, as_json: bool) -> None:
             ],
         )
     )
+
+
+@sites.command("show")
+@click.argument("name")
+@click.option(
+    "--samples",
+    default=10,
+    show_default=True,
+    type=click.IntRange(0, 100_000),
+    help="How many of the latest resource samples to print (the coordinator keeps [sites] resource_samples).",
+)
+@json_option
+@operator_options
+@handle_errors
+def show(client: OperatorClient, name: str, samples: int, as_json: bool) -> None:
+    """Show site NAME: state, version, certificate, and its resources over time."""
+    site = client.get_site(name)
+    if as_json:
+        echo_json(site)
+        return
+    now = time.time()
+    beat = datetime.fromisoformat(site["last_heartbeat"]).timestamp() if site["last_heartbeat"] else None
+    res = site["resources"]
+    click.echo(f"site {site['name']} ({site['kind']}): {site['state']}, agent {site['version'] or '-'}")
+    click.echo(f"  last heartbeat:       {ago(beat, now)}")
+    click.echo(f"  certificate expires:  {site['certificate_expires_at'] or '-'}")
+    click.echo(f"  tags:                 {','.join(f'{k}={v}' for k, v in site['tags'].items()) or '-'}")
+    click.echo(
+        f"  now: {res['cpu_count']} CPUs, load {res['load_average_1m']}, "
+        f"{_gib(res['memory_available_bytes'])} of {_gib(res['memory_total_bytes'])} memory free, "
+        f"{_gib(res['disk_free_bytes'])} disk free"
+    )
+    history = site["history"]
+    interval = site["history_interval_s"]
+    click.echo(
+        f"  resources over time: {len(history)} sample{'' if len(history) == 1 else 's'}, "
+        f"one per {interval:g} s (up to {site['history_capacity']} kept)"
+    )
+    if history and samples:
+        rows = [
+            [
+                datetime.fromtimestamp(h["at"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                f"{h['load_average_1m']:.2f}",
+                _percent_used(h),
+                _gib(h["memory_available_bytes"]),
+                _gib(h["disk_free_bytes"]),
+            ]
+            for h in history[-samples:]
+        ]
+        click.echo(table(["TIME (UTC)", "LOAD", "MEM USED", "MEM FREE", "DISK FREE"], rows))
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.1f} GiB"
+
+
+def _percent_used(sample: dict) -> str:
+    total = sample["memory_total_bytes"]
+    return f"{(total - sample['memory_available_bytes']) / total * 100:.0f}%" if total else "-"
 
 
 @sites.command("revoke")

@@ -15,6 +15,7 @@ from silolink import errors
 from silolink.audit.remote import check_chain, fetch_all
 from silolink.cli_util import parse_tags
 
+from ..analytics.client import OUTCOMES, AnalyticsClient
 from ..cli.exchange import ExchangeAdmin
 from ..registry.client import RegistryClient
 from . import views
@@ -102,29 +103,20 @@ def sites_fragment(console: Console, ctx: Context) -> Response:
     return console.render("sites_table.html", ctx, **_sites_page(console, ctx))
 
 
-def _site(ctx: Context, name: str) -> dict[str, Any]:
-    found = [s for s in ctx.client.find_sites(views.PAGE_SIZE, name_contains=name)["sites"] if s["name"] == name]
-    if not found:
-        raise errors.NotFound(f"no site named {name!r}")
-    return found[0]
-
-
 def site_detail(console: Console, ctx: Context) -> Response:
-    site = _site(ctx, ctx.request.path_params["name"])
-    console.resources.record(site)
+    site = ctx.client.get_site(ctx.request.path_params["name"])
     return console.render("site.html", ctx, site=site)
 
 
 def site_live(console: Console, ctx: Context) -> Response:
-    site = _site(ctx, ctx.request.path_params["name"])
-    console.resources.record(site)
+    # The live facts only: the chart reads the history from resources.json.
+    site = ctx.client.get_site(ctx.request.path_params["name"], history_after=console.clock())
     return console.render("site_live.html", ctx, site=site)
 
 
 def site_resources(console: Console, ctx: Context) -> Response:
-    site = _site(ctx, ctx.request.path_params["name"])
-    console.resources.record(site)
-    return JSONResponse(console.resources.series(site["name"]))
+    """The chart's data: the coordinator's resource history of the site, and its latest report."""
+    return JSONResponse(views.resource_series(ctx.client.get_site(ctx.request.path_params["name"])))
 
 
 def site_datasets(console: Console, ctx: Context) -> Response:
@@ -340,19 +332,31 @@ def audit(console: Console, ctx: Context) -> Response:
     return console.render("audit.html", ctx, params=params, page=page, verdict=verdict)
 
 
+ANALYTICS_FILTERS = ("dataset", "account", "site", "outcome")
+
+
 def analytics(console: Console, ctx: Context) -> Response:
-    """Query history: each query.run in the audit chain (who, what, which sites, outcome)."""
-    params = _params(ctx.request, "dataset", "account")
-    entries, _ = _audit_entries(console, ctx)
-    queries = [
-        e
-        for e in reversed(entries)
-        if e.action == "query.run"
-        and (not params["dataset"] or e.details.get("dataset") == params["dataset"])
-        and (not params["account"] or e.actor == f"operator:{params['account']}")
-    ]
-    page = views.paginate(queries, views.page_number(ctx.request.query_params.get("page")))
-    return console.render("analytics.html", ctx, params=params, page=page)
+    """Query history, kept by the coordinator: who asked what of which sites, the totals,
+    and which sites refused and why. Filtered and paged by the coordinator."""
+    params = _params(ctx.request, *ANALYTICS_FILTERS)
+    number = views.page_number(ctx.request.query_params.get("page"))
+    found = AnalyticsClient(ctx.client).history(
+        views.PAGE_SIZE,
+        str((number - 1) * views.PAGE_SIZE) if number > 1 else "",
+        dataset=params["dataset"].strip(),
+        asked_by=params["account"].strip(),
+        site=params["site"].strip(),
+        outcome=params["outcome"],
+    )
+    page = views.api_page(found["queries"], number, found["total"])
+    return console.render("analytics.html", ctx, params=params, page=page, outcomes=OUTCOMES)
+
+
+def query_detail(console: Console, ctx: Context) -> Response:
+    found = AnalyticsClient(ctx.client).history(1, query_id=ctx.request.path_params["query"])["queries"]
+    if not found:
+        raise errors.NotFound(f"no query {ctx.request.path_params['query']!r} in the history")
+    return console.render("query.html", ctx, q=found[0])
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -392,5 +396,6 @@ def routes(console: Console) -> list[Route]:
         Route("/exchange/agreements", action(propose_agreement), methods=["POST"]),
         Route("/exchange/agreements/{agreement}/revoke", action(revoke_agreement), methods=["POST"]),
         Route("/analytics", page(analytics)),
+        Route("/analytics/{query}", page(query_detail)),
         Route("/audit", page(audit)),
     ]

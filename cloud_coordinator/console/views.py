@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 PAGE_SIZE = 50
 # Alerts on the overview.
 CERT_EXPIRY_WARNING_S = 14 * 24 * 3600
-RESOURCE_SAMPLES = 360  # per site, kept while the console runs (about 12 minutes at 2 s)
 
 
 def epoch_of(iso_ts: str | None) -> float | None:
@@ -155,33 +154,38 @@ def round_series(job: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- resources over time -------------------------------------------------------------------
-@dataclass
-class ResourceHistory:
-    """Each site's resource reports as the console saw them, newest last (in memory: the
-    coordinator keeps only the latest report; Prometheus keeps the long history)."""
+def resource_series(site: dict[str, Any]) -> dict[str, list[float]]:
+    """The site page's chart: the coordinator's history of the site's resource reports
+    (one sample per interval, kept while it runs), then its latest report if newer."""
+    points = [(h["at"], h["load_average_1m"], h["memory_total_bytes"], h["memory_available_bytes"])
+              for h in site.get("history", [])]  # fmt: skip
+    res = site.get("resources") or {}
+    beat = epoch_of(site.get("last_heartbeat"))
+    if beat is not None and (not points or beat > points[-1][0]):
+        points.append(
+            (
+                beat,
+                res.get("load_average_1m", 0.0),
+                res.get("memory_total_bytes", 0),
+                res.get("memory_available_bytes", 0),
+            )
+        )
+    return {
+        "times": [t for t, _, _, _ in points],
+        "load": [load for _, load, _, _ in points],
+        "memory_percent": [round((total - free) / total * 100, 1) if total else 0.0 for _, _, total, free in points],
+    }
 
-    clock: Callable[[], float]
-    samples: dict[str, deque] = field(default_factory=dict)
 
-    def record(self, site: dict[str, Any]) -> None:
-        res = site.get("resources") or {}
-        beat = epoch_of(site.get("last_heartbeat"))
-        if beat is None:
-            return
-        ring = self.samples.setdefault(site["name"], deque(maxlen=RESOURCE_SAMPLES))
-        if ring and ring[-1][0] == beat:
-            return
-        total = res.get("memory_total_bytes") or 0
-        used = total - (res.get("memory_available_bytes") or 0) if total else 0
-        ring.append((beat, res.get("load_average_1m", 0.0), used / total * 100 if total else 0.0))
+def query_text(query: dict[str, Any]) -> str:
+    """``mean mean_radius where diagnosis = 1`` for a query history entry."""
+    text = query["statistic"] + (f" {query['column']}" if query.get("column") else "")
+    return text + (f" where {query['where']}" if query.get("where") else "")
 
-    def series(self, name: str) -> dict[str, list[float]]:
-        ring = list(self.samples.get(name, ()))
-        return {
-            "times": [t for t, _, _ in ring],
-            "load": [load for _, load, _ in ring],
-            "memory_percent": [round(m, 1) for _, _, m in ring],
-        }
+
+def refusing(query: dict[str, Any]) -> list[dict[str, str]]:
+    """The sites that said no (not those that were offline or too slow)."""
+    return [r for r in query["refusals"] if r["code"] not in ("UNAVAILABLE", "DEADLINE_EXCEEDED")]
 
 
 # -- audit ---------------------------------------------------------------------------------

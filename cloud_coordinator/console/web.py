@@ -76,7 +76,6 @@ class Console:
         self.session_max_s = session_max_s
         self.clock = clock
         self.csrf = CsrfTokens()
-        self.resources = views.ResourceHistory(clock)
         # The audit chain as far as this console has fetched it, and the verdict at its head.
         self.audit_lock = threading.Lock()
         self.audit_chain: tuple[list[Any], bytes] = ([], b"")
@@ -84,7 +83,12 @@ class Console:
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]), auto_reload=False
         )
-        self.env.globals.update(ago=lambda iso_ts: views.ago(views.epoch_of(iso_ts), clock()), refresh_s=refresh_s)
+        self.env.globals.update(
+            ago=lambda iso_ts: views.ago(views.epoch_of(iso_ts), clock()),
+            refresh_s=refresh_s,
+            query_text=views.query_text,
+            refusing=views.refusing,
+        )
         self.env.filters["qs"] = lambda params, **changes: urlencode({**params, **changes})
         self.env.filters["bytes"] = _human_bytes
         self.env.filters["utc"] = lambda ts: dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")

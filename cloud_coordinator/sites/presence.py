@@ -20,6 +20,7 @@ from typing import Any
 from silolink.gen.common.v1 import site_pb2
 from silolink.protos import resources_to_dict
 
+from .history import ResourceHistory
 from .store import SiteStore
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,15 @@ class Contact:
 
 
 class Presence:
-    def __init__(self, store: SiteStore, flush_interval_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: SiteStore,
+        flush_interval_s: float,
+        clock: Callable[[], float] = time.time,
+        history: ResourceHistory | None = None,
+    ) -> None:
         self._store = store
+        self.history = history  # reports over time, sampled (history.py)
         self._flush_interval_s = flush_interval_s
         self._clock = clock
         self._live: dict[str, Contact] = {}
@@ -59,6 +67,8 @@ class Presence:
         with self._lock:
             self._live[site] = contact
             self._dirty[site] = contact
+        if self.history is not None:
+            self.history.add(site, contact.at, report)
         return contact
 
     def get(self, site: str) -> Contact | None:

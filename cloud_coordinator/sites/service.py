@@ -19,6 +19,7 @@ from silolink import errors, pki
 from silolink.identity import Identity, Role, validate_site_name
 
 from ..audit.store import AuditLog
+from .history import ResourceHistory
 from .presence import Presence
 from .store import CertificateRecord, SiteRecord, SiteStore, TokenRecord
 
@@ -60,6 +61,8 @@ class SiteService:
         site_cert_lifetime_s: int,
         clock: Callable[[], float] = time.time,
         presence_flush_s: float = 1.0,
+        resource_samples: int = 0,
+        resource_interval_s: float = 60.0,
     ) -> None:
         self._store = store
         self._ca = ca
@@ -69,7 +72,9 @@ class SiteService:
         self._clock = clock
         self._revocation_listeners: list[Callable[[str], None]] = []
         # Heartbeats live in memory and reach the database in batches (see presence.py).
-        self.presence = Presence(store, presence_flush_s, clock)
+        self.presence = Presence(
+            store, presence_flush_s, clock, history=ResourceHistory(resource_samples, resource_interval_s)
+        )
         # The per-call check and ``list_sites`` read memory, not the database: the sites
         # table and certificates change only through this service, which updates both.
         self._lock = threading.Lock()

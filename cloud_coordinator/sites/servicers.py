@@ -17,6 +17,7 @@ from silolink.protos import epoch, resources_from_dict, timestamp
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
 
+from .history import ResourceSample
 from .presence import Contact
 from .service import SiteService
 from .store import SiteRecord
@@ -97,6 +98,16 @@ def _field(number: int, payload: bytes) -> bytes:
         size >>= 7
     out.append(size)
     return bytes(out) + payload
+
+
+def sample_to_proto(sample: ResourceSample) -> admin_pb2.ResourceSample:
+    return admin_pb2.ResourceSample(
+        at=timestamp(sample.at),
+        load_average_1m=sample.load_average_1m,
+        memory_total_bytes=sample.memory_total_bytes,
+        memory_available_bytes=sample.memory_available_bytes,
+        disk_free_bytes=sample.disk_free_bytes,
+    )
 
 
 class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServiceServicer):
@@ -190,6 +201,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         site = self._sites.revoke(request.name, actor=str(current_identity()))
         return admin_pb2.RevokeSiteResponse(site=self._pack(site))
 
+    def GetSite(self, request: admin_pb2.GetSiteRequest, context: grpc.ServicerContext):
+        if not request.name:
+            raise errors.InvalidArgument("name the site to show")
+        site = self._sites.get_site(request.name)
+        history = self._sites.presence.history
+        samples = history.samples(site.name, epoch(request, "history_after")) if history is not None else []
+        return admin_pb2.GetSiteResponse(
+            site=self._pack(site),
+            resource_history=[sample_to_proto(s) for s in samples],
+            history_interval_s=history.interval_s if history is not None else 0.0,
+            history_capacity=history.capacity if history is not None else 0,
+        )
+
 
 def mounts(
     sites: SiteService, is_connected: Callable[[str], bool], addresses: Callable[[], tuple[str, str]]
@@ -206,6 +230,11 @@ def mounts(
             name=admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             register=lambda s: admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, s),
             # Admins manage sites; every account may see them.
-            rules={"AddSite": {Role.ADMIN}, "ListSites": {Role.VIEWER}, "RevokeSite": {Role.ADMIN}},
+            rules={
+                "AddSite": {Role.ADMIN},
+                "ListSites": {Role.VIEWER},
+                "GetSite": {Role.VIEWER},
+                "RevokeSite": {Role.ADMIN},
+            },
         ),
     ]

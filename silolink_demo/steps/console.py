@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 import urllib.parse
@@ -40,11 +41,29 @@ def open_the_console(world: DemoWorld) -> None:
         return
     url = f"https://localhost:{address.rsplit(':', 1)[1]}"
     click.echo(f"  console: {url}/  (log in as dana; the browser must trust {world.coordinator_dir}/pki/ca.pem)")
-    sites_online = _log_in_and_count_sites(url, world.coordinator_dir / "pki" / "ca.pem")
-    click.echo(f"  logged in over HTTPS as dana (operator): the overview shows {sites_online} sites online")
+    opener = _log_in(url, world.coordinator_dir / "pki" / "ca.pem")
+    overview = opener.open(f"{url}/", timeout=15).read().decode()
+    found = re.search(r'id="sites-online">(\d+)<', overview)
+    click.echo(f"  logged in over HTTPS as dana (operator): the overview shows {found.group(1) if found else '?'} "
+               "sites online")  # fmt: skip
+    # The Analytics page: the queries asked earlier, with their totals and the sites that refused.
+    analytics = opener.open(f"{url}/analytics", timeout=15).read().decode()
+    outcomes = re.findall(r'data-outcome="(\w+)"', analytics)
+    refused = re.search(r'class="refused">refused by ([^:<]+):', analytics)
+    click.echo(
+        f"  /analytics: {len(outcomes)} queries kept by the coordinator, {outcomes.count('answered')} answered "
+        f"with their totals, {outcomes.count('refused')} refused" + (f" (by {refused.group(1)})" if refused else "")
+    )
+    # The site page's chart reads the coordinator's history of the site's resource reports.
+    series = json.loads(opener.open(f"{url}/sites/hospital-a/resources.json", timeout=15).read())
+    click.echo(
+        f"  /sites/hospital-a: load and memory over time, {len(series['times'])} points from the coordinator's "
+        f"history (memory used now {series['memory_percent'][-1]:.0f}%)"
+    )
 
 
-def _log_in_and_count_sites(url: str, ca_file) -> str:
+def _log_in(url: str, ca_file) -> urllib.request.OpenerDirector:
+    """A cookie-keeping HTTPS client logged in to the console as dana."""
     context = ssl.create_default_context(cafile=str(ca_file))
     opener = urllib.request.build_opener(
         urllib.request.HTTPSHandler(context=context), urllib.request.HTTPCookieProcessor(CookieJar())
@@ -52,6 +71,5 @@ def _log_in_and_count_sites(url: str, ca_file) -> str:
     page = opener.open(f"{url}/login", timeout=15).read().decode()
     token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     form = urllib.parse.urlencode({"csrf": token, "name": "dana", "password": PASSWORD, "totp": ""}).encode()
-    overview = opener.open(f"{url}/login", data=form, timeout=15).read().decode()
-    found = re.search(r'id="sites-online">(\d+)<', overview)
-    return found.group(1) if found else "?"
+    opener.open(f"{url}/login", data=form, timeout=15).read()
+    return opener

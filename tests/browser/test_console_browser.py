@@ -25,7 +25,8 @@ from cloud_coordinator.accounts.client import AccountsClient
 from cloud_coordinator.analytics.client import AnalyticsClient
 from cloud_coordinator.cli.exchange import ExchangeAdmin
 from edge_agent.catalog.store import Catalog
-from silolink.config import AccountsConfig, ConsoleConfig, TrainingConfig
+from silolink import errors
+from silolink.config import AccountsConfig, ConsoleConfig, CoordinatorSitesConfig, TrainingConfig
 from silolink_demo import datasets
 from tests import support
 from tests.integration.test_accounts import PASSWORD, new_account
@@ -55,6 +56,8 @@ def world(tmp_path_factory):
         tmp / "coordinator",
         console=ConsoleConfig(listen="127.0.0.1:0", refresh_s=0.5),
         accounts=AccountsConfig(session_idle_s=IDLE_S, login_max_failures=3, login_lockout_s=20),
+        # A resource sample every half second, so the site chart has a history within the run.
+        sites=CoordinatorSitesConfig(resource_interval_s=0.5),
     )
     admin = support.operator(coordinator)
     AccountsClient(admin).set_password(PASSWORD)
@@ -252,9 +255,15 @@ def test_roll_out_the_model_and_watch_each_site_turn_active(world, browser):
 
 def test_every_page_renders_for_the_screenshots(world, browser):
     coordinator, admin, _ = world
+    from selenium.webdriver.common.by import By
+
     ExchangeAdmin(admin).add_agreement("hospital-a", "hospital-b", "referral")
-    AnalyticsClient(admin).run_query("patients", "count", ["kind=hospital"])
-    AnalyticsClient(admin).run_query("patients", "mean mean_radius", ["region=north"], where="diagnosis = 1")
+    ask = AnalyticsClient(admin)
+    ask.run_query("patients", "count", ["kind=hospital"])
+    ask.run_query("patients", "mean mean_radius", ["region=north"], where="diagnosis = 1")
+    histogram = ask.run_query("patients", "histogram mean_radius", ["kind=hospital"], bins="0,11,13,16,40")
+    with pytest.raises(errors.FailedPrecondition):  # too few rows at each hospital
+        ask.run_query("patients", "count", ["kind=hospital"], where="mean_radius > 27")
     for path, name in [
         ("/", "overview"),
         ("/sites", "sites"),
@@ -262,13 +271,31 @@ def test_every_page_renders_for_the_screenshots(world, browser):
         ("/models", "models"),
         ("/exchange", "exchange"),
         ("/analytics", "analytics"),
+        (f"/analytics/{histogram['query_id']}", "analytics-query"),
         ("/audit", "audit"),
     ]:
         go(browser, path)
         assert "Not allowed" not in browser.page_source and "went wrong" not in browser.page_source, path
         if name == "site":
             wait_until(browser, lambda d: "Policy:" in d.page_source, 20, "the site's catalog policy")
-            time.sleep(1.5)  # a few resource samples on the chart
+            # The chart's first drawing already spans the coordinator's history of the site
+            # (a sample per 0.5 s since the agents started), not only what this page saw.
+            wait_until(
+                browser, lambda d: int(d.find_element(By.ID, "resource-chart").get_attribute("data-points") or 0) > 20,
+                10, "the resource chart drawn from the coordinator's history",
+            )  # fmt: skip
+            assert browser.find_elements(By.CSS_SELECTOR, "#resource-chart canvas")
+        if name == "analytics":
+            rows = browser.find_elements(By.CSS_SELECTOR, "table.queries tr[data-query]")
+            assert [r.get_attribute("data-outcome") for r in rows] == ["refused", "answered", "answered", "answered"]
+            assert (
+                "refused by hospital-a, hospital-b, hospital-c:" in rows[0].text
+                and "minimum cohort of 10" in rows[0].text
+            )
+            assert "values in 4 bins" in rows[1].text and "count 456" in rows[3].text
+        if name == "analytics-query":
+            assert text_of(browser, "#query-outcome") == "answered"
+            assert len(browser.find_elements(By.CSS_SELECTOR, "table.histogram tbody tr")) == 6
         shot(browser, name)
     assert "every hash link" in browser.page_source
 

@@ -159,3 +159,55 @@ def test_an_unknown_page_and_a_missing_site(world):
         login(client, "admin")
         assert client.get("/sites/no-such-site").status_code == 404
         assert client.get("/nowhere").status_code == 404
+
+
+def test_the_analytics_page_shows_totals_and_the_sites_that_refused(world):
+    from silolink import errors
+    from silolink.analytics.query import build_query
+
+    history = world.query_history
+    answered = build_query("patients", "histogram age", bins="0,50,100")
+    history.keep(
+        query_id="a" * 32, asked_by="operator:admin", asked_at=time.time(), query=answered, selectors=[],
+        sites=["hospital-a", "hospital-b"], failures={},
+        totals={"bin_counts": [31, 44], "below": 0, "above": 2}, noise={"hospital-a": 0.5, "hospital-b": 0.0},
+    )  # fmt: skip
+    hostile = build_query("patients", "count")
+    hostile.dataset, hostile.where = HOSTILE, f"note = '{HOSTILE}'"
+    history.keep(
+        query_id="b" * 32, asked_by="operator:vera", asked_at=time.time(), query=hostile, selectors=[],
+        sites=["hospital-a", "hospital-b"],
+        failures={"hospital-b": errors.PermissionDenied(f"no queries on {HOSTILE}")},
+        error=errors.PermissionDenied("site hospital-b refused the query"),
+    )  # fmt: skip
+    with browser(world) as client:
+        login(client, "vera")  # a viewer reads the history
+        page = client.get("/analytics")
+        assert page.status_code == 200 and HOSTILE not in page.text and "&lt;script&gt;alert(" in page.text
+        assert "77 values in 2 bins" in page.text and "(noised)" in page.text
+        assert "refused by hospital-b:" in page.text
+        refused = client.get("/analytics", params={"outcome": "refused"}).text
+        assert 'data-query="' + "b" * 32 in refused and 'data-query="' + "a" * 32 not in refused
+        assert 'data-query="' + "a" * 32 in client.get("/analytics", params={"account": "admin"}).text
+        detail = client.get("/analytics/" + "a" * 32).text
+        assert "<td>[0.0, 50.0)</td><td>31</td>" in detail and "<td>&gt; 100.0</td><td>2</td>" in detail
+        detail = client.get("/analytics/" + "b" * 32).text
+        assert HOSTILE not in detail and "<code>PERMISSION_DENIED</code>" in detail
+        assert client.get("/analytics/" + "c" * 32).status_code == 404
+        assert client.get("/analytics", params={"outcome": "maybe"}).status_code == 400
+
+
+def test_the_site_chart_reads_the_coordinators_resource_history(world):
+    from silolink.gen.common.v1.site_pb2 import ResourceReport
+
+    presence = world.sites.presence
+    for i in range(5):  # as heartbeats would (the coordinator keeps one per interval)
+        report = ResourceReport(load_average_1m=i, memory_total_bytes=100, memory_available_bytes=100 - 10 * i)
+        presence.history.add("evil-tags", 1_000_000 + 600 * i, report)
+    with browser(world) as client:
+        login(client, "admin")
+        series = client.get("/sites/evil-tags/resources.json").json()
+        assert series["times"] == [1_000_000 + 600 * i for i in range(5)]
+        assert series["load"] == [0, 1, 2, 3, 4] and series["memory_percent"] == [0, 10, 20, 30, 40]
+        page = client.get("/sites/evil-tags").text
+        assert "5 samples kept by the coordinator, one every 60 s (up to 360)" in page

@@ -108,3 +108,37 @@ class Site(_message.Message):
     resources: _site_pb2.ResourceReport
     certificate_expires_at: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[_site_pb2.SiteKind, str]] = ..., tags: _Optional[_Iterable[_Union[_site_pb2.Tag, _Mapping]]] = ..., state: _Optional[_Union[_site_pb2.SiteState, str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[str] = ..., resources: _Optional[_Union[_site_pb2.ResourceReport, _Mapping]] = ..., certificate_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetSiteRequest(_message.Message):
+    __slots__ = ("name", "history_after")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    history_after: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., history_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetSiteResponse(_message.Message):
+    __slots__ = ("site", "resource_history", "history_interval_s", "history_capacity")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    site: Site
+    resource_history: _containers.RepeatedCompositeFieldContainer[ResourceSample]
+    history_interval_s: float
+    history_capacity: int
+    def __init__(self, site: _Optional[_Union[Site, _Mapping]] = ..., resource_history: _Optional[_Iterable[_Union[ResourceSample, _Mapping]]] = ..., history_interval_s: _Optional[float] = ..., history_capacity: _Optional[int] = ...) -> None: ...
+
+class ResourceSample(_message.Message):
+    __slots__ = ("at", "load_average_1m", "memory_total_bytes", "memory_available_bytes", "disk_free_bytes")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    LOAD_AVERAGE_1M_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    load_average_1m: float
+    memory_total_bytes: int
+    memory_available_bytes: int
+    disk_free_bytes: int
+    def __init__(self, at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., load_average_1m: _Optional[float] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...

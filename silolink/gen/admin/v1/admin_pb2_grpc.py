@@ -52,6 +52,11 @@ class AdminServiceStub:
                 request_serializer=silolink_dot_admin_dot_v1_dot_admin__pb2.RevokeSiteRequest.SerializeToString,
                 response_deserializer=silolink_dot_admin_dot_v1_dot_admin__pb2.RevokeSiteResponse.FromString,
                 _registered_method=True)
+        self.GetSite = channel.unary_unary(
+                '/silolink.admin.v1.AdminService/GetSite',
+                request_serializer=silolink_dot_admin_dot_v1_dot_admin__pb2.GetSiteRequest.SerializeToString,
+                response_deserializer=silolink_dot_admin_dot_v1_dot_admin__pb2.GetSiteResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -80,6 +85,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSite(self, request, context):
+        """GetSite shows one site by name, with its resource reports over time (the coordinator
+        keeps one sample per [sites] resource_interval_s, the last resource_samples of them,
+        in memory).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +111,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeSite,
                     request_deserializer=silolink_dot_admin_dot_v1_dot_admin__pb2.RevokeSiteRequest.FromString,
                     response_serializer=silolink_dot_admin_dot_v1_dot_admin__pb2.RevokeSiteResponse.SerializeToString,
+            ),
+            'GetSite': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSite,
+                    request_deserializer=silolink_dot_admin_dot_v1_dot_admin__pb2.GetSiteRequest.FromString,
+                    response_serializer=silolink_dot_admin_dot_v1_dot_admin__pb2.GetSiteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +201,33 @@ class AdminService:
             '/silolink.admin.v1.AdminService/RevokeSite',
             silolink_dot_admin_dot_v1_dot_admin__pb2.RevokeSiteRequest.SerializeToString,
             silolink_dot_admin_dot_v1_dot_admin__pb2.RevokeSiteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.admin.v1.AdminService/GetSite',
+            silolink_dot_admin_dot_v1_dot_admin__pb2.GetSiteRequest.SerializeToString,
+            silolink_dot_admin_dot_v1_dot_admin__pb2.GetSiteResponse.FromString,
             options,
             channel_credentials,
             insecure,

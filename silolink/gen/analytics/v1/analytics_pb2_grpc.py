@@ -43,6 +43,11 @@ class AnalyticsServiceStub:
                 request_serializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.RunQueryRequest.SerializeToString,
                 response_deserializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.RunQueryResponse.FromString,
                 _registered_method=True)
+        self.ListQueryHistory = channel.unary_unary(
+                '/silolink.analytics.v1.AnalyticsService/ListQueryHistory',
+                request_serializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.ListQueryHistoryRequest.SerializeToString,
+                response_deserializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.ListQueryHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -62,6 +67,15 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueryHistory(self, request, context):
+        """ListQueryHistory lists the queries run, newest first: who asked what of which sites,
+        the totals when the sites answered, and which sites refused and why. Filtered and
+        paged on the server. It holds totals across sites only, never a site's own value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -69,6 +83,11 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.RunQuery,
                     request_deserializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.RunQueryRequest.FromString,
                     response_serializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.RunQueryResponse.SerializeToString,
+            ),
+            'ListQueryHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueryHistory,
+                    request_deserializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.ListQueryHistoryRequest.FromString,
+                    response_serializer=silolink_dot_analytics_dot_v1_dot_analytics__pb2.ListQueryHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -101,6 +120,33 @@ class AnalyticsService:
             '/silolink.analytics.v1.AnalyticsService/RunQuery',
             silolink_dot_analytics_dot_v1_dot_analytics__pb2.RunQueryRequest.SerializeToString,
             silolink_dot_analytics_dot_v1_dot_analytics__pb2.RunQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueryHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.analytics.v1.AnalyticsService/ListQueryHistory',
+            silolink_dot_analytics_dot_v1_dot_analytics__pb2.ListQueryHistoryRequest.SerializeToString,
+            silolink_dot_analytics_dot_v1_dot_analytics__pb2.ListQueryHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
