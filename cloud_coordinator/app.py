@@ -30,7 +30,7 @@ from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount
 
-from . import analytics, audit, bootstrap, catalog, exchange, registry, training
+from . import analytics, audit, bootstrap, catalog, exchange, registry, studies, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 # hooks, and returns the gRPC services to mount. Capabilities add themselves here.
 CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
     audit.attach,
+    studies.attach,  # before the capabilities whose work belongs to a study
     catalog.attach,
     registry.attach,
     exchange.attach,

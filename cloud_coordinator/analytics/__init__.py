@@ -14,6 +14,8 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     from .service import QueryService
     from .servicer import AnalyticsServicer, mount
 
-    service = QueryService(coordinator.hub, coordinator.sites, coordinator.audit)
+    service = QueryService(
+        coordinator.hub, coordinator.sites, coordinator.audit, studies=getattr(coordinator, "studies", None)
+    )
     coordinator.analytics = service  # type: ignore[attr-defined]
     return [mount(AnalyticsServicer(service))]

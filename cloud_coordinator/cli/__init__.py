@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import backup, exchange, health, models, query, server, sites, training
+from . import backup, exchange, health, models, query, server, sites, studies, training
 
 
 @click.group()
@@ -29,3 +29,4 @@ main.add_command(exchange.audit)
 main.add_command(training.train)
 main.add_command(query.query)
 main.add_command(models.models)
+main.add_command(studies.studies)

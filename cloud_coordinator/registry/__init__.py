@@ -29,6 +29,7 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     models = ModelRegistry(store, coordinator.layout.root / "registry" / "blobs", signer, coordinator.audit)
     rollouts = Rollouts(store, models, coordinator.sites, coordinator.hub, coordinator.audit)
     models.rollouts = rollouts
+    rollouts.studies = getattr(coordinator, "studies", None)
     coordinator.on_stop(rollouts.stop)
     coordinator.registry = models
     coordinator.distribution = DistributionServicer(rollouts)

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from silolink import errors
 from silolink.gen.common.v1.site_pb2 import SiteSelector
@@ -62,6 +63,7 @@ class Rollouts:
         # worker takes them in batches, so a reconnect storm is a few queries, not a
         # thread and a query per site.
         self._arrivals: queue.Queue[str | None] = queue.Queue()
+        self.studies: Any = None  # cloud_coordinator.studies.StudyService, set by attach
         self._redelivery = threading.Thread(target=self._redeliver, name="rollout-redelivery", daemon=True)
         self._redelivery.start()
         hub.on_change(self._site_changed)
@@ -73,17 +75,31 @@ class Rollouts:
 
     # -- operator actions ----------------------------------------------------------------
     def start(
-        self, name: str, version: str, selectors: list[SiteSelector], canary: int = 0, actor: str = "coordinator"
+        self,
+        name: str,
+        version: str,
+        selectors: list[SiteSelector],
+        canary: int = 0,
+        actor: Any = "coordinator",
+        study: str = "",
     ) -> tuple[RolloutRecord, list[OrderRecord]]:
-        """Order the sites ``selectors`` choose to install and activate ``name:version``."""
+        """Order the sites ``selectors`` choose to install and activate ``name:version``.
+
+        ``actor`` is the caller's identity; with studies, it must run work in ``study``, and
+        every chosen site must have accepted the study."""
+        if self.studies is not None:
+            study = self.studies.authorize(study, actor, "analyst")
+        actor = str(actor)
         record = self._models.get(name, version)
         if record.deprecated_at is not None:
             raise errors.FailedPrecondition(f"model {record.ref} is deprecated and cannot be rolled out")
         sites = self.resolve(selectors)
+        if self.studies is not None:
+            self.studies.require_scope(study, [s.name for s in sites], f"rollout of {name}:{version}")
         if canary < 0:
             raise errors.InvalidArgument("--canary must be a positive number of sites")
         targets = [site_selector.render(s) for s in selectors]
-        rollout = self._create(name, version, "rollout", targets, sites, canary, actor)
+        rollout = self._create(name, version, "rollout", targets, sites, canary, actor, study)
         self._audit.record(actor, "model.rollout", f"{name}:{version}", rollout_id=rollout.rollout_id,
                            targets=rollout.targets, canary=canary, sites=[s.name for s in sites])  # fmt: skip
         return rollout, self._deliver_rollout(rollout.rollout_id)
@@ -126,7 +142,9 @@ class Rollouts:
         if not sites:
             raise errors.FailedPrecondition(f"no site was sent model {name}; there is nothing to roll back")
         targets = [f"site={s.name}" for s in sites]
-        rollout = self._create(name, to_version, "rollback", targets, sites, 0, actor)
+        # A rollback belongs to the study of the name's latest rollout: its sites accepted that one.
+        latest = self.store.latest_of_name(name)
+        rollout = self._create(name, to_version, "rollback", targets, sites, 0, actor, latest.study if latest else "")
         self._audit.record(actor, "model.rollback", f"{name}:{to_version}", rollout_id=rollout.rollout_id,
                            sites=[s.name for s in sites])  # fmt: skip
         return rollout, self._deliver_rollout(rollout.rollout_id)
@@ -191,9 +209,9 @@ class Rollouts:
         return str(path), record.size_bytes
 
     # -- internals -----------------------------------------------------------------------
-    def _create(self, name, version, kind, targets, sites, canary, actor) -> RolloutRecord:
+    def _create(self, name, version, kind, targets, sites, canary, actor, study="") -> RolloutRecord:
         now = self._clock()
-        rollout = RolloutRecord(uuid.uuid4().hex[:16], name, version, kind, canary, targets, actor, now)
+        rollout = RolloutRecord(uuid.uuid4().hex[:16], name, version, kind, canary, targets, actor, now, study)
         orders = [
             OrderRecord(rollout.rollout_id, s.name, name, version, i, "held" if canary and i >= canary else "pending",
                         "waiting for `models rollout --continue`" if canary and i >= canary else "", 0, now)
@@ -252,7 +270,9 @@ class Rollouts:
 
     def _send(self, order: OrderRecord) -> None:
         record = self._models.get(order.name, order.version)
+        rollout = self.store.get_rollout(order.rollout_id)
         command = pb.InstallModelCommand(
+            study=rollout.study if rollout else "",
             rollout_id=order.rollout_id,
             name=order.name,
             version=order.version,

@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import apps, daemon, data, exchange, health, models, privacy
+from . import apps, daemon, data, exchange, health, models, privacy, studies
 
 
 @click.group()
@@ -33,3 +33,4 @@ main.add_command(exchange.agreements)
 main.add_command(exchange.keys)
 main.add_command(exchange.audit)
 main.add_command(privacy.privacy)
+main.add_command(studies.studies)

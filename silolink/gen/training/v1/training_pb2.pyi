@@ -18,14 +18,16 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_COMPLETED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_STOPPED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_STOPPED: JobState
+JOB_STATE_QUEUED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units")
+    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units", "study", "cpu", "memory_bytes", "gpus", "expected_duration_s", "priority", "max_sites")
     APP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +44,13 @@ class JobSpec(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_UNITS_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_SITES_FIELD_NUMBER: _ClassVar[int]
     app: str
     dataset: str
     sites: _containers.RepeatedScalarFieldContainer[str]
@@ -58,7 +67,14 @@ class JobSpec(_message.Message):
     model_name: str
     secure_aggregation: bool
     hidden_units: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ...) -> None: ...
+    study: str
+    cpu: float
+    memory_bytes: int
+    gpus: int
+    expected_duration_s: float
+    priority: int
+    max_sites: int
+    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ..., study: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., expected_duration_s: _Optional[float] = ..., priority: _Optional[int] = ..., max_sites: _Optional[int] = ...) -> None: ...
 
 class RoundRecord(_message.Message):
     __slots__ = ("round", "participants", "excluded", "train_metrics", "eval_metrics", "duration_s")
@@ -99,7 +115,7 @@ class Exclusion(_message.Message):
     def __init__(self, site: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "rounds", "error", "model", "dp_epsilon", "dp_delta", "created_by", "created_at", "updated_at", "resumed")
+    __slots__ = ("id", "spec", "state", "rounds", "error", "model", "dp_epsilon", "dp_delta", "created_by", "created_at", "updated_at", "resumed", "queue_position", "queue_reason", "placed_sites")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +128,9 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PLACED_SITES_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -124,7 +143,10 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     resumed: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resumed: _Optional[int] = ...) -> None: ...
+    queue_position: int
+    queue_reason: str
+    placed_sites: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resumed: _Optional[int] = ..., queue_position: _Optional[int] = ..., queue_reason: _Optional[str] = ..., placed_sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -231,20 +253,28 @@ class FinishJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class FlowerTask(_message.Message):
-    __slots__ = ("job_id", "app", "dataset", "message", "run_id", "node_id")
+    __slots__ = ("job_id", "app", "dataset", "message", "run_id", "node_id", "study", "dp_noise_multiplier", "dp_rounds", "dp_delta")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    DP_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DP_DELTA_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     app: str
     dataset: str
     message: bytes
     run_id: int
     node_id: int
-    def __init__(self, job_id: _Optional[str] = ..., app: _Optional[str] = ..., dataset: _Optional[str] = ..., message: _Optional[bytes] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ...) -> None: ...
+    study: str
+    dp_noise_multiplier: float
+    dp_rounds: int
+    dp_delta: float
+    def __init__(self, job_id: _Optional[str] = ..., app: _Optional[str] = ..., dataset: _Optional[str] = ..., message: _Optional[bytes] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ..., study: _Optional[str] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_rounds: _Optional[int] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
 class FlowerReply(_message.Message):
     __slots__ = ("message",)
