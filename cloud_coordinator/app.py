@@ -24,13 +24,14 @@ from silolink.config import CoordinatorConfig, CoordinatorLimitsConfig
 from silolink.db import lock_of, open_database
 from silolink.extensions import COORDINATOR_GROUP, ExtensionContext, load_service_extensions
 from silolink.files import write_atomic
+from silolink.identity import Role
 from silolink.metrics import Metrics
 from silolink.rpc.aio_guard import CallClass
 from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount
 
-from . import analytics, audit, bootstrap, catalog, exchange, registry, studies, training
+from . import accounts, analytics, audit, bootstrap, catalog, exchange, registry, studies, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 # services from the coordinator's database, hub, site service and config, registers stop
 # hooks, and returns the gRPC services to mount. Capabilities add themselves here.
 CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
+    accounts.attach,
     audit.attach,
     studies.attach,  # before the capabilities whose work belongs to a study
     catalog.attach,
@@ -109,6 +111,7 @@ class Coordinator:
         self.ca = bootstrap.load_ca(self.layout)
         bootstrap.ensure_server_certificate(self.layout, self.config, self.ca)
         self.db = open_database(self.layout.database)
+        self.clock = clock
         # Command results and connect events are handled on these threads, never on the
         # event loop that serves the agents' streams.
         self._results = ThreadPoolExecutor(4, thread_name_prefix="hub-results")
@@ -132,6 +135,8 @@ class Coordinator:
                 site, errors.PermissionDenied(f"site {site} has been revoked by an operator")
             )
         )
+        # Before the server: its authenticator looks up each operator's account per call.
+        self.accounts = accounts.build(self)
         self.metrics = Metrics()
         self.metrics.gauge("silolink_sites", "Sites by state", "state", self._sites_by_state)
         self.metrics.gauge(
@@ -166,7 +171,7 @@ class Coordinator:
         # One event loop serves both ports: agents' control streams as coroutines, every
         # other call on the thread pool of its class (operators, agents, bulk streams).
         self.loop = EventLoopThread("coordinator-rpc")
-        authenticate = certificate_authenticator(self.sites.check_identity)
+        authenticate = certificate_authenticator(self._check_identity)
         self.server = AioServer(
             self.loop,
             mounts,
@@ -177,14 +182,17 @@ class Coordinator:
         )
         # The anonymous port is a server of its own, with its own small limits: no number
         # of anonymous callers can take a call slot that agents or operators need.
+        # It serves the services every method of which is anonymous: enrollment, and the
+        # redemption of an operator account's setup code.
+        anonymous = [m for m in mounts if all(set(roles) == {Role.ANONYMOUS} for roles in m.rules.values())]
         self.enroll_server = AioServer(
             self.loop,
-            [enrollment],
+            [enrollment, *anonymous],
             authenticate,
             enroll_call_classes(limits),
             max_message_bytes=ENROLL_MAX_MESSAGE_BYTES,
             observer=self.metrics,
-            known_elsewhere=[m for m in mounts if m is not enrollment],
+            known_elsewhere=[m for m in mounts if m is not enrollment and m not in anonymous],
             restrict_reflection=True,
             max_concurrent_rpcs=limits.enroll_calls + limits.enroll_probe_calls + 16,
         )
@@ -204,6 +212,13 @@ class Coordinator:
         self._stopped = False
         self.address = self.enroll_address = self.metrics_address = ""
         self.public_addresses = ("", "")
+
+    def _check_identity(self, identity, metadata):
+        """Per call: the certificate must be one we issued and have not revoked; an operator's
+        certificate (or the console acting for a logged-in account) becomes the account with
+        its current role."""
+        self.sites.check_identity(identity)
+        return self.accounts.resolve(identity, metadata)
 
     def on_stopping(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` first when the coordinator stops, while agent streams are still open."""

@@ -24,6 +24,7 @@ from silolink.db import open_database
 from silolink.files import private_dir, write_atomic
 from silolink.identity import Role
 
+from .accounts.store import AccountStore
 from .layout import CoordinatorLayout
 from .registry.signing import ensure_signer
 from .sites.store import CertificateRecord, SiteStore
@@ -73,6 +74,9 @@ def init(root: Path, hostnames: list[str], public_address: str | None = None) ->
             expires_at=operator_cert.not_valid_after_utc.timestamp(),
         )
     )
+    # The accounts table's first migration makes each operator certificate's holder an
+    # admin account: here that is the first admin, as for data dirs from before accounts.
+    AccountStore(store.db)
     store.db.close()
     credentials = {
         "coordinator": cfg.public_address or f"{names[0]}:{cfg.listen.rsplit(':', 1)[1]}",

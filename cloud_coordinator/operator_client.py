@@ -84,16 +84,51 @@ def site_to_dict(site: admin_pb2.Site) -> dict[str, Any]:
     }
 
 
+class _WithMetadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds fixed metadata to every call (the console's session, for the account it acts for)."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _details(self, details):
+        return details._replace(metadata=(*(details.metadata or ()), *self._metadata))
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    intercept_unary_stream = intercept_unary_unary
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
+
+    intercept_stream_stream = intercept_stream_unary
+
+
 class OperatorClient:
     """Typed calls to the admin API; failures raise silolink.errors, never RpcError."""
 
-    def __init__(self, creds: OperatorCredentials, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, creds: OperatorCredentials, timeout_s: float = 15.0, channel: grpc.Channel | None = None
+    ) -> None:
         self.address = creds.address
-        self.channel = mtls_channel(creds.address, creds.credentials)
+        self._owns_channel = channel is None
+        self.channel = channel if channel is not None else mtls_channel(creds.address, creds.credentials)
         self.timeout_s = timeout_s
         self._admin = admin_pb2_grpc.AdminServiceStub(self.channel)
         self._catalog = catalog_pb2_grpc.CatalogServiceStub(self.channel)
         self._training = training_pb2_grpc.TrainingServiceStub(self.channel)
+        self._creds = creds
+
+    def acting_for(self, session: str) -> OperatorClient:
+        """A client on the same connection whose calls carry ``session`` (the console's view of
+        a logged-in account); closing it leaves the shared connection open."""
+        channel = grpc.intercept_channel(self.channel, _WithMetadata((("silolink-session", session),)))
+        return OperatorClient(self._creds, self.timeout_s, channel=channel)
 
     def __enter__(self) -> OperatorClient:
         return self
@@ -102,7 +137,8 @@ class OperatorClient:
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
+        if self._owns_channel:
+            self.channel.close()
 
     def call(self, method, request):
         """Call a stub method; map failures to typed errors naming the coordinator."""

@@ -10,12 +10,8 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
 
 from silolink import __version__, errors, pki
 from silolink import config as config_mod
@@ -23,8 +19,7 @@ from silolink.config import AgentConfig
 from silolink.files import private_dir, write_atomic
 from silolink.gen.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
 from silolink.identity import Role
-from silolink.rpc.channels import presented_chain, split_address, tls_channel
-from silolink.rpc.status import from_rpc_error
+from silolink.rpc.channels import call_enrollment_listener, pin_ca, split_address
 
 from .identity import save_identity
 from .layout import AgentLayout
@@ -41,19 +36,6 @@ class EnrollResult:
 def default_enroll_address(coordinator: str) -> str:
     host, port = split_address(coordinator)
     return f"{host}:{port + 1}"
-
-
-def pin_ca(enroll_address: str, ca_fingerprint: str) -> bytes:
-    """The PEM CA certificate the listener presents whose fingerprint matches, or refuse."""
-    wanted = pki.normalize_fingerprint(ca_fingerprint)
-    for der in presented_chain(enroll_address):
-        if "sha256:" + hashlib.sha256(der).hexdigest() == wanted:
-            return ssl.DER_cert_to_PEM_cert(der).encode()
-    raise errors.Unauthenticated(
-        f"the server at {enroll_address} did not present a CA certificate with fingerprint {wanted}; "
-        "check the fingerprint the operator gave you. Do not continue if it is right: you may be "
-        "talking to someone else."
-    )
 
 
 def enroll(
@@ -76,13 +58,11 @@ def enroll(
     request = enrollment_pb2.EnrollRequest(
         token=token.strip(), csr_pem=pki.make_csr(key, "silolink-agent"), agent_version=__version__
     )
-    channel = tls_channel(enroll_address, ca_pem)
-    try:
-        reply = enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s)
-    except grpc.RpcError as e:
-        raise from_rpc_error(e, peer=f"the coordinator's enrollment listener at {enroll_address}") from None
-    finally:
-        channel.close()
+    reply = call_enrollment_listener(
+        enroll_address,
+        ca_pem,
+        lambda channel: enrollment_pb2_grpc.EnrollmentServiceStub(channel).Enroll(request, timeout=timeout_s),
+    )
 
     cert = pki.load_cert(reply.certificate_pem)
     identity = pki.identity_of(cert)

@@ -82,6 +82,36 @@ class CoordinatorExchangeConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class AccountsConfig(Settings):
+    """``[accounts]``: operator accounts, console sessions and failed-login limits."""
+
+    # How long a setup code from `users add` stays valid.
+    setup_ttl_s: int = setting(DAY, min=60, max=30 * DAY)
+    # A console session ends after this long without a request...
+    session_idle_s: float = setting(1800.0, min=1, max=DAY)
+    # ...and after this long in any case.
+    session_max_s: float = setting(12 * 3600.0, min=1, max=7 * DAY)
+    # Failed console logins for one account or from one address within login_window_s
+    # that lock further attempts out for login_lockout_s.
+    login_max_failures: int = setting(5, min=1, max=100)
+    # The window in which failed logins are counted.
+    login_window_s: float = setting(300.0, min=1, max=DAY)
+    # How long logins stay refused after too many failures.
+    login_lockout_s: float = setting(60.0, min=1, max=DAY)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsoleConfig(Settings):
+    """``[console]``: the web console (HTTPS with the coordinator's certificate)."""
+
+    # Where the console listens, e.g. "127.0.0.1:7445"; empty (the default) serves none.
+    # A non-loopback address opens the login page to that network: keep it behind your VPN.
+    listen: str = setting("", kind=ADDRESS_OR_EMPTY)
+    # How often live values on a page refresh.
+    refresh_s: float = setting(2.0, min=0.2, max=60)
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorLimitsConfig(Settings):
     """``[limits]``: how much of each kind of work the coordinator takes on at once.
 
@@ -120,6 +150,11 @@ class CoordinatorLimitsConfig(Settings):
     enroll_probe_calls: int = setting(16, min=1, max=10_000)
     # How often heartbeats held in memory are written to the database (one transaction).
     presence_flush_s: float = setting(2.0, min=0.05, max=300)
+    # Sites a rollout is delivered to at once: each holds its slot until it has the model
+    # (or fails, or leaves); the rest wait their turn.
+    rollout_concurrency: int = setting(64, min=1, max=100_000)
+    # A site that holds a delivery slot this long gives it up to the next site.
+    rollout_slot_timeout_s: float = setting(300.0, min=1, max=DAY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +191,8 @@ class CoordinatorConfig(Settings):
     log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
+    accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
+    console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)
 
     def check(self) -> None:
         self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")
@@ -277,9 +314,13 @@ class RegistryConfig(Settings):
 
     # Hold each verified model until `edge-agent models approve NAME:VERSION` (change control).
     require_approval: bool = setting(False)
-    # A broken download resumes from its last byte, up to this many times, with backoff.
+    # A download the coordinator's stream cut short resumes from its last byte, up to this
+    # many times in a row before the order fails. A busy or unreachable coordinator
+    # (RESOURCE_EXHAUSTED, UNAVAILABLE) is waited out without limit.
     download_retries: int = setting(8, min=0, max=1000)
+    # Backoff between retries (downloads and status reports): first delay, then doubling.
     retry_initial_s: float = setting(0.5, min=0.01, max=3600)
+    # The longest delay between retries.
     retry_max_s: float = setting(30.0, min=0.01, max=DAY)
 
     def check(self) -> None:

@@ -1,7 +1,11 @@
 """Who is calling: identities are read from X.509 certificates, never from requests.
 
 A certificate names its holder in a URI subject alternative name,
-``silolink://site/<name>`` or ``silolink://operator/<name>``.
+``silolink://site/<name>``, ``silolink://operator/<name>`` or ``silolink://console/<name>``.
+
+An operator certificate names an account; the account's role (viewer, operator or admin)
+is looked up on every call, so the role a permission rule sees is the account's current
+one, never something the certificate or the request asserts.
 """
 
 from __future__ import annotations
@@ -21,25 +25,62 @@ class Role(enum.Enum):
 
     ANONYMOUS = "anonymous"  # no client certificate (enrollment, health)
     AGENT = "agent"  # an enrolled site's agent
-    OPERATOR = "operator"  # a coordinator operator
+    # Operator accounts, least to most: a rule naming one admits the ones above it too
+    # (see ``implied_roles``), so an extension's ``{Role.OPERATOR}`` admits admins as well.
+    VIEWER = "viewer"  # reads
+    OPERATOR = "operator"  # also runs jobs, queries, rollouts and agreements
+    ADMIN = "admin"  # also manages sites, users and keys
+    CONSOLE = "console"  # the coordinator's web console, before it acts for a logged-in account
     LOCAL = "local"  # a site system on the agent's local API (loopback / unix socket)
 
 
+# Account roles, least privilege first.
+ACCOUNT_ROLES = (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
+
+
+def implied_roles(roles) -> frozenset[Role]:
+    """``roles`` plus every account role above the lowest account role among them."""
+    out = set(roles)
+    for i, role in enumerate(ACCOUNT_ROLES):
+        if role in out:
+            out.update(ACCOUNT_ROLES[i:])
+    return frozenset(out)
+
+
+def account_role(name: str) -> Role:
+    """The account role called ``name`` (viewer, operator or admin)."""
+    for role in ACCOUNT_ROLES:
+        if role.value == name:
+            return role
+    raise InvalidArgument(f"unknown role {name!r}: use viewer, operator or admin")
+
+
 # The path segment naming each certificate-bearing role in a SAN URI.
-_URI_KIND = {Role.AGENT: "site", Role.OPERATOR: "operator"}
+_URI_KIND = {Role.AGENT: "site", Role.OPERATOR: "operator", Role.CONSOLE: "console"}
 _ROLE_OF_KIND = {kind: role for role, kind in _URI_KIND.items()}
 
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated caller: its role, name and certificate serial (hex)."""
+    """An authenticated caller: its role, name and certificate serial (hex).
+
+    For an operator account, ``via`` names the console when the console acts for it.
+    """
 
     role: Role
     name: str
     serial: str = ""
+    via: str = ""
+
+    @property
+    def is_account(self) -> bool:
+        return self.role in ACCOUNT_ROLES
 
     def __str__(self) -> str:
-        return f"{self.role.value}:{self.name}" if self.name else self.role.value
+        # Accounts are "operator:NAME" whatever their role, so the audit log names the
+        # account the same way before and after a role change.
+        kind = "operator" if self.is_account else self.role.value
+        return f"{kind}:{self.name}" if self.name else kind
 
 
 ANONYMOUS = Identity(Role.ANONYMOUS, "")
@@ -57,7 +98,7 @@ def validate_site_name(name: str) -> str:
 
 
 def identity_uri(role: Role, name: str) -> str:
-    """The SAN URI that names ``name`` in ``role`` (AGENT or OPERATOR)."""
+    """The SAN URI that names ``name`` in ``role`` (AGENT, OPERATOR or CONSOLE)."""
     return f"{URI_SCHEME}://{_URI_KIND[role]}/{validate_site_name(name)}"
 
 

@@ -31,6 +31,12 @@ from ..sites.service import SiteService
 
 log = logging.getLogger(__name__)
 
+# Commands of one round waiting for their answers at once: bounds the memory a round over
+# ten thousand sites holds (each round-2 command carries its site's neighbours' keys).
+ROUND_WINDOW = 2000
+# Sites named in an error message at most; the rest are counted.
+NAMED_SITES = 10
+
 # Two sites is the least that hides one site's value from the coordinator. (Either of two
 # sites, with the operator's result, could work out the other's: sites raise their own
 # [analytics] min_sites where that matters.)
@@ -103,26 +109,34 @@ class QueryService:
         offline = [s for s in sites if not self._hub.is_connected(s)]
         if offline:
             raise errors.FailedPrecondition(
-                f"site(s) {', '.join(offline)} are not connected; the query needs every selected site"
+                f"site(s) {_names(offline)} are not connected; the query needs every selected site"
             )
-        setup = pb.AnalyticsSetupCommand(query_id=query_id, query=query, sites=sites)
+        # Sparse masking (silolink.analytics.secagg): one round-1 command for every site,
+        # naming the participants by count and digest; in round 2 each site gets only its
+        # neighbours' keys. O(N) messages of O(log N) keys, instead of N messages of N keys.
+        digest = secagg.participants_digest(sites)
+        setup = pb.AnalyticsSetupCommand(
+            query_id=query_id, query=query, participant_count=len(sites), participants_digest=digest
+        )
         answers = self._round(sites, "analytics_setup", lambda site: setup, "round 1")
         length = vector_length(query)
-        peers = []
+        peers = {}
         for site in sites:
             answer: pb.AnalyticsSetupResult = answers[site].analytics_setup
             if answer.vector_length != length or not _certificate_names(answer.certificate_pem, site):
                 raise errors.FailedPrecondition(f"site {site} answered round 1 in a form this coordinator cannot use")
-            peers.append(
-                pb.PeerKey(
-                    site=site,
-                    public_key=answer.public_key,
-                    signature=answer.signature,
-                    certificate_pem=answer.certificate_pem,
-                )
+            peers[site] = pb.PeerKey(
+                site=site,
+                public_key=answer.public_key,
+                signature=answer.signature,
+                certificate_pem=answer.certificate_pem,
             )
-        mask_command = pb.AnalyticsMaskCommand(query_id=query_id, peers=peers)
-        masked = self._round(sites, "analytics_mask", lambda site: mask_command, "round 2")
+        ring = secagg.neighbours(sites, query_id, digest)
+
+        def mask_command(site: str) -> pb.AnalyticsMaskCommand:
+            return pb.AnalyticsMaskCommand(query_id=query_id, peers=[peers[site], *(peers[n] for n in ring[site])])
+
+        masked = self._round(sites, "analytics_mask", mask_command, "round 2")
         vectors = [list(masked[site].analytics_mask.masked) for site in sites]
         for site, vector in zip(sites, vectors, strict=True):
             if len(vector) != length:
@@ -134,25 +148,45 @@ class QueryService:
     def _round(
         self, sites: list[str], field_name: str, command: Callable[[str], Any], step: str
     ) -> dict[str, control_pb2.CommandResult]:
-        """Send one command to every site at once; all answer, or the round fails naming who did not."""
-        futures: dict[str, concurrent.futures.Future] = {}
+        """Send one command to every site (at most ``ROUND_WINDOW`` unanswered at once); all
+        answer, or the round fails naming who did not."""
         failures: dict[str, errors.SiloError] = {}
-        for site in sites:
-            try:
-                futures[site] = self._hub.request(site, **{field_name: command(site)})
-            except errors.SiloError as e:
-                failures[site] = e
+        answers: dict[str, control_pb2.CommandResult] = {}
+        waiting: dict[concurrent.futures.Future, str] = {}
+        remaining = iter(sites)
         deadline = self._clock() + self._round_timeout_s
-        answers = {}
-        for site, future in futures.items():
-            try:
-                answers[site] = future.result(max(0.0, deadline - self._clock()))
-            except concurrent.futures.TimeoutError:
-                failures[site] = errors.DeadlineExceeded(
-                    f"site {site} did not answer within {self._round_timeout_s:.0f} s"
-                )
-            except errors.SiloError as e:
-                failures[site] = e
+
+        def send_more() -> None:
+            while len(waiting) < ROUND_WINDOW:
+                site = next(remaining, None)
+                if site is None:
+                    return
+                try:
+                    waiting[self._hub.request(site, **{field_name: command(site)})] = site
+                except errors.SiloError as e:
+                    failures[site] = e
+
+        send_more()
+        while waiting:
+            done, _ = concurrent.futures.wait(
+                waiting, timeout=max(0.0, deadline - self._clock()), return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            if not done:
+                late = [*waiting.values(), *remaining]
+                for future in waiting:
+                    future.cancel()
+                for site in late:
+                    failures[site] = errors.DeadlineExceeded(
+                        f"site {site} did not answer within {self._round_timeout_s:.0f} s"
+                    )
+                break
+            for future in done:
+                site = waiting.pop(future)
+                try:
+                    answers[site] = future.result()
+                except errors.SiloError as e:
+                    failures[site] = e
+            send_more()
         if failures:
             raise _round_failure(failures, step)
         return answers
@@ -181,6 +215,13 @@ def _certificate_names(pem: bytes, site: str) -> bool:
     return identity is not None and identity.role is Role.AGENT and identity.name == site
 
 
+def _names(sites: list[str]) -> str:
+    """Up to ``NAMED_SITES`` names, then a count of the rest."""
+    if len(sites) <= NAMED_SITES:
+        return ", ".join(sites)
+    return f"{', '.join(sites[:NAMED_SITES])} and {len(sites) - NAMED_SITES} more"
+
+
 def _round_failure(failures: dict[str, errors.SiloError], step: str) -> errors.SiloError:
     """One error naming every site that failed a round and why.
 
@@ -197,14 +238,14 @@ def _round_failure(failures: dict[str, errors.SiloError], step: str) -> errors.S
         if len(refused) == 1:
             parts.append(f"site {refused[0]} refused the query: {failures[refused[0]].message}")
         elif len(messages) == 1:
-            parts.append(f"sites {', '.join(refused)} refused the query, each: {messages.pop()}")
+            parts.append(f"sites {_names(refused)} refused the query, each: {messages.pop()}")
         else:
-            reasons = "; ".join(f"{s}: {failures[s].message}" for s in refused)
-            parts.append(f"sites {', '.join(refused)} refused the query ({reasons})")
+            reasons = "; ".join(f"{s}: {failures[s].message}" for s in refused[:NAMED_SITES])
+            parts.append(f"sites {_names(refused)} refused the query ({reasons})")
     if dropped:
         plural = len(dropped) > 1
         parts.append(
-            f"site{'s' if plural else ''} {', '.join(dropped)} dropped out in {step} (disconnected or no answer "
+            f"site{'s' if plural else ''} {_names(dropped)} dropped out in {step} (disconnected or no answer "
             f"in time), so no total was formed; run the query again when {'they are' if plural else 'it is'} back"
         )
     kind = type(failures[refused[0]]) if refused else errors.Aborted

@@ -34,5 +34,5 @@ def mount(log: AuditLog) -> ServiceMount:
     return ServiceMount(
         name=audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
         register=lambda server: audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server),
-        rules={"ListAuditEntries": {Role.OPERATOR, Role.AGENT}},
+        rules={"ListAuditEntries": {Role.VIEWER, Role.AGENT}},
     )

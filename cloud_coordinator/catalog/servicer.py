@@ -39,5 +39,5 @@ def mount(servicer: CatalogServicer) -> ServiceMount:
     return ServiceMount(
         name=pb.DESCRIPTOR.services_by_name["CatalogService"].full_name,
         register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server),
-        rules={"ListSiteDatasets": {Role.OPERATOR}},
+        rules={"ListSiteDatasets": {Role.VIEWER}},
     )

@@ -9,7 +9,7 @@ import click
 
 from silolink import __version__
 
-from . import backup, exchange, health, models, query, server, sites, studies, training
+from . import backup, exchange, health, models, query, server, sites, studies, training, users
 
 
 @click.group()
@@ -29,4 +29,5 @@ main.add_command(exchange.audit)
 main.add_command(training.train)
 main.add_command(query.query)
 main.add_command(models.models)
+main.add_command(users.users)
 main.add_command(studies.studies)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import time
 from pathlib import Path
 
 import click
@@ -121,7 +123,18 @@ def _echo_rollout(rollout: dict, as_json: bool) -> None:
     click.echo(f"{rollout['kind']} {rollout['rollout_id']} of {rollout['name']}:{rollout['version']} "
                f"to {len(rollout['sites'])} site(s)")  # fmt: skip
     _echo_sites(rollout["sites"])
-    click.echo(f"follow it with: cloud-coordinator models status {rollout['name']}:{rollout['version']}")
+    click.echo(f"follow it with: cloud-coordinator models status {rollout['name']}:{rollout['version']} --watch")
+
+
+# Beyond this many sites, a rollout is shown as counts by state plus the failed sites.
+FULL_TABLE_SITES = 50
+# States after which a site's order needs nothing more from the coordinator.
+SETTLED_STATES = {"active", "failed", "superseded", "awaiting_approval", "held"}
+
+
+def _summary(sites: list[dict]) -> str:
+    counts = collections.Counter(s["state"] for s in sites)
+    return f"{len(sites)} site(s): " + ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
 
 
 def _echo_sites(sites: list[dict]) -> None:
@@ -130,7 +143,13 @@ def _echo_sites(sites: list[dict]) -> None:
             return f"{100 * s['bytes_received'] / s['size_bytes']:.0f}%"
         return ""
 
-    rows = [[s["site"], s["state"], progress(s), s["updated_at"], s["reason"]] for s in sites]
+    shown = sites
+    if len(sites) > FULL_TABLE_SITES:
+        click.echo(_summary(sites))
+        shown = [s for s in sites if s["state"] == "failed"]
+        if not shown:
+            return
+    rows = [[s["site"], s["state"], progress(s), s["updated_at"], s["reason"]] for s in shown]
     click.echo(table(["SITE", "STATE", "PROGRESS", "UPDATED", "REASON"], rows))
 
 
@@ -179,12 +198,37 @@ def rollout(
 
 @models.command()
 @click.argument("ref", metavar="NAME:VERSION")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Follow the rollout: print a line of counts by state as it moves, until every site is settled "
+    "(active, failed, superseded, awaiting approval or held).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between looks with --watch.",
+)
 @json_option
 @operator_options
 @handle_errors
-def status(client: OperatorClient, ref: str, as_json: bool) -> None:
+def status(client: OperatorClient, ref: str, watch: bool, interval: float, as_json: bool) -> None:
     """Show each site's state for a version: pending, downloading, verified, active, failed..."""
-    sites = RegistryClient(client).status(*_exact(ref))
+    registry = RegistryClient(client)
+    sites = registry.status(*_exact(ref))
+    if watch:
+        started, last = time.monotonic(), ""
+        while True:
+            line = _summary(sites)
+            if line != last and not as_json:
+                click.echo(f"{time.monotonic() - started:6.1f} s  {line}")
+                last = line
+            if all(s["state"] in SETTLED_STATES for s in sites):
+                break
+            time.sleep(interval)
+            sites = registry.status(*_exact(ref))
     if as_json:
         echo_json(sites)
     else:

@@ -46,20 +46,24 @@ class GroupCommitter(Generic[T, R]):
         commit: Callable[[list[T], Any], list[R | errors.SiloError]],
         max_batch: int = 1024,
         prepare: Callable[[list[T]], Any] | None = None,
+        name: str = "exchange",
+        what: str = "envelope",
     ) -> None:
         """``commit(items, prepared)`` gets what ``prepare(items)`` returned (None without
-        ``prepare``); a batch whose ``prepare`` raised is failed without reaching ``commit``."""
+        ``prepare``); a batch whose ``prepare`` raised is failed without reaching ``commit``.
+        ``name`` names the threads, ``what`` the items in error messages."""
         self._commit = commit
+        self._what = what
         self._prepare = prepare
         self._max_batch = max_batch
         self._queue: queue.Queue[tuple[list[T], Future] | None] = queue.Queue()
         # One prepared batch waits at most: batches grow while both stages are busy.
         self._prepared: queue.Queue[tuple[list[tuple[list[T], Future]], Any] | None] = queue.Queue(maxsize=1)
         self._stopped = False
-        self._threads = [threading.Thread(target=self._run, name="exchange-commit", daemon=True)]
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-commit", daemon=True)]
         if prepare is not None:
-            self._threads[0].name = "exchange-prepare"
-            self._threads.append(threading.Thread(target=self._run_commits, name="exchange-commit", daemon=True))
+            self._threads[0].name = f"{name}-prepare"
+            self._threads.append(threading.Thread(target=self._run_commits, name=f"{name}-commit", daemon=True))
         for thread in self._threads:
             thread.start()
 
@@ -138,12 +142,11 @@ class GroupCommitter(Generic[T, R]):
             results = self._failed(items, e)
         self._resolve(groups, results)
 
-    @staticmethod
-    def _failed(items: list[T], e: Exception) -> list[errors.SiloError]:
+    def _failed(self, items: list[T], e: Exception) -> list[errors.SiloError]:
         if isinstance(e, errors.SiloError):
             return [e] * len(items)
-        log.error("group commit of %d envelopes failed", len(items), exc_info=e)
-        return [errors.Unavailable("the coordinator could not store the envelope; send it again")] * len(items)
+        log.error("group commit of %d %ss failed", len(items), self._what, exc_info=e)
+        return [errors.Unavailable(f"the coordinator could not store the {self._what}; send it again")] * len(items)
 
     @staticmethod
     def _resolve(groups: list[tuple[list[T], Future]], results: list) -> None:

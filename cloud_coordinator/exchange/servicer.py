@@ -283,7 +283,7 @@ def mounts(servicer: ExchangeServicer, admin: ExchangeAdminServicer) -> list[Ser
             register=lambda s: exchange_pb2_grpc.add_ExchangeAdminServiceServicer_to_server(admin, s),
             rules={
                 "CreateAgreement": {Role.OPERATOR},
-                "ListAgreements": {Role.OPERATOR},
+                "ListAgreements": {Role.VIEWER},
                 "RevokeAgreement": {Role.OPERATOR},
             },
         ),

@@ -27,7 +27,16 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     store = RegistryStore(coordinator.db, lock=coordinator.audit.lock)
     signer = ensure_signer(coordinator.layout, coordinator.ca)
     models = ModelRegistry(store, coordinator.layout.root / "registry" / "blobs", signer, coordinator.audit)
-    rollouts = Rollouts(store, models, coordinator.sites, coordinator.hub, coordinator.audit)
+    limits = coordinator.config.limits
+    rollouts = Rollouts(
+        store,
+        models,
+        coordinator.sites,
+        coordinator.hub,
+        coordinator.audit,
+        concurrency=limits.rollout_concurrency,
+        slot_timeout_s=limits.rollout_slot_timeout_s,
+    )
     models.rollouts = rollouts
     rollouts.studies = getattr(coordinator, "studies", None)
     coordinator.on_stop(rollouts.stop)

@@ -27,9 +27,11 @@ from silolink.gen.registry.v1 import registry_pb2 as pb
 
 from ..audit.store import AuditLog
 from ..control.hub import ControlHub
+from ..exchange.committer import GroupCommitter
 from ..sites import selector as site_selector
 from ..sites.service import SiteService
 from ..sites.store import SiteRecord
+from .delivery import Delivery
 from .models import ModelRegistry
 from .store import FINAL_STATES, OPEN_STATES, STATES, OrderRecord, RegistryStore, RolloutRecord
 
@@ -41,6 +43,11 @@ STATE_TO_PROTO = {s: pb.RolloutState.Value(f"ROLLOUT_STATE_{s.upper()}") for s i
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
 # Reconnected sites whose open orders are looked up in one query.
 REDELIVERY_BATCH = 500
+# States in which a site no longer needs its delivery slot (it has the file, or is out).
+SETTLED = ("verified", "awaiting_approval", "active", "failed", "superseded")
+# Status reports and answers applied in one transaction at most.
+REPORT_BATCH = 2000
+REPORT_TIMEOUT_S = 30.0
 
 
 class Rollouts:
@@ -52,7 +59,11 @@ class Rollouts:
         hub: ControlHub,
         audit: AuditLog,
         clock: Callable[[], float] = time.time,
+        concurrency: int = 64,
+        slot_timeout_s: float = 300.0,
     ) -> None:
+        """Orders go out in the background, to at most ``concurrency`` sites at a time
+        (see delivery.py); status reports are applied in batches, one transaction each."""
         self.store = store
         self._models = models
         self._sites = sites
@@ -66,12 +77,20 @@ class Rollouts:
         self.studies: Any = None  # cloud_coordinator.studies.StudyService, set by attach
         self._redelivery = threading.Thread(target=self._redeliver, name="rollout-redelivery", daemon=True)
         self._redelivery.start()
+        self.delivery = Delivery(self._send_key, concurrency, slot_timeout_s)
+        self._updates: GroupCommitter = GroupCommitter(
+            self._commit_updates, REPORT_BATCH, name="rollout", what="status report"
+        )
+        self._commands: dict[tuple[str, str], pb.InstallModelCommand] = {}
+        self._rollout_studies: dict[str, str] = {}
         hub.on_change(self._site_changed)
 
     def stop(self) -> None:
-        """Stop redelivering (before the database closes)."""
+        """Stop delivering and applying reports (before the database closes)."""
         self._arrivals.put(None)
         self._redelivery.join(10)
+        self.delivery.stop()
+        self._updates.stop()
 
     # -- operator actions ----------------------------------------------------------------
     def start(
@@ -193,9 +212,10 @@ class Rollouts:
         """A site's progress on one of its orders."""
         if state not in STATES or state in ("held", "superseded"):
             raise errors.InvalidArgument(f"{state!r} is not a state a site can report")
-        if self.store.order(rollout_id, site) is None:
-            raise errors.NotFound(f"site {site} has no order in rollout {rollout_id!r}")
-        self._apply(site, rollout_id, state, reason, bytes_received)
+        # Applied with other sites' reports in one transaction; answered once it committed.
+        (outcome,) = self._updates.submit([(site, rollout_id, state, reason, bytes_received)]).result(REPORT_TIMEOUT_S)
+        if isinstance(outcome, errors.SiloError):
+            raise outcome
 
     def check_download(self, site: str, name: str, version: str) -> tuple[str, int]:
         """The blob's path and size, if ``site`` was sent an order for ``name:version``."""
@@ -232,16 +252,19 @@ class Rollouts:
         ):
             self.store.update_order(old.rollout_id, site, state="superseded", reason="replaced by a newer order",
                                     updated_at=self._clock())  # fmt: skip
+            self.delivery.release(old.rollout_id, site)
 
     def _deliver_rollout(self, rollout_id: str) -> list[OrderRecord]:
-        for order in self.store.orders("rollout_id = ? and state = 'pending'", [rollout_id]):
-            if self._hub.is_connected(order.site):
-                self._send(order)
-        return self.store.orders("rollout_id = ?", [rollout_id])
+        """Queue the rollout's pending orders for delivery; its orders as they stand now."""
+        orders = self.store.orders("rollout_id = ?", [rollout_id])
+        self.delivery.enqueue((o.rollout_id, o.site) for o in orders if o.state == "pending")
+        return orders
 
     def _site_changed(self, site: str, connected: bool) -> None:
         if connected:
             self._arrivals.put(site)
+        else:
+            self.delivery.release_site(site)
 
     def _redeliver(self) -> None:
         while True:
@@ -263,59 +286,109 @@ class Rollouts:
         try:
             states = ",".join("?" * len(OPEN_STATES))
             names = ",".join("?" * len(sites))
-            for order in self.store.orders(f"site in ({names}) and state in ({states})", [*sites, *OPEN_STATES]):
-                self._send(order)
+            orders = self.store.orders(f"site in ({names}) and state in ({states})", [*sites, *OPEN_STATES])
+            self.delivery.enqueue((o.rollout_id, o.site) for o in orders)
         except Exception:  # noqa: BLE001 - a failed redelivery is retried at the next connect
             log.exception("could not send pending model orders to %d site(s)", len(sites))
 
-    def _send(self, order: OrderRecord) -> None:
-        record = self._models.get(order.name, order.version)
-        rollout = self.store.get_rollout(order.rollout_id)
-        command = pb.InstallModelCommand(
-            study=rollout.study if rollout else "",
-            rollout_id=order.rollout_id,
-            name=order.name,
-            version=order.version,
-            manifest=record.manifest,
-            manifest_signature=record.manifest_signature,
-            signer_certificate_pem=self._models.signer.certificate_pem,
-        )
+    def _send_key(self, rollout_id: str, site: str) -> bool:
+        """Send one queued order if it is still open and its site connected (delivery thread)."""
+        if not self._hub.is_connected(site):
+            return False  # sent when the site connects
+        order = self.store.order(rollout_id, site)
+        if order is None or order.state not in OPEN_STATES:
+            return False
         try:
-            future = self._hub.request(order.site, install_model=command)
-        except errors.Unavailable:
-            return  # sent when the site connects
+            future = self._hub.request(site, install_model=self._command(order))
+        except (errors.Unavailable, errors.ResourceExhausted):
+            return False  # sent again when the site (re)connects
         future.add_done_callback(lambda f: self._answered(order, f))
+        return True
+
+    def _command(self, order: OrderRecord) -> pb.InstallModelCommand:
+        key = (order.name, order.version)
+        template = self._commands.get(key)
+        if template is None:
+            record = self._models.get(order.name, order.version)
+            template = pb.InstallModelCommand(
+                name=order.name,
+                version=order.version,
+                manifest=record.manifest,
+                manifest_signature=record.manifest_signature,
+                signer_certificate_pem=self._models.signer.certificate_pem,
+            )
+            self._commands[key] = template
+        command = pb.InstallModelCommand()
+        command.CopyFrom(template)
+        command.rollout_id = order.rollout_id
+        command.study = self._study_of(order.rollout_id)
+        return command
+
+    def _study_of(self, rollout_id: str) -> str:
+        """The study a rollout belongs to (the site checks it), remembered: rollouts never change study."""
+        study = self._rollout_studies.get(rollout_id)
+        if study is None:
+            rollout = self.store.get_rollout(rollout_id)
+            study = self._rollout_studies[rollout_id] = rollout.study if rollout else ""
+        return study
 
     def _answered(self, order: OrderRecord, future: Future) -> None:
         try:
             result = future.result().install_model
-            self._apply(order.site, order.rollout_id, PROTO_TO_STATE.get(result.state, "pending"), result.reason)
+            state, reason = PROTO_TO_STATE.get(result.state, "pending"), result.reason
         except errors.Unavailable:
-            pass  # the site went away first; the order stays pending and is re-sent
+            self.delivery.release(order.rollout_id, order.site)
+            return  # the site went away first; the order stays open and is re-sent
         except errors.SiloError as e:
-            self._apply(order.site, order.rollout_id, "failed", e.message)
+            state, reason = "failed", e.message
         except Exception:  # noqa: BLE001 - a callback must not die silently
             log.exception("handling the answer of %s to rollout %s failed", order.site, order.rollout_id)
+            return
+        self._updates.submit([(order.site, order.rollout_id, state, reason, 0)])
 
-    def _apply(self, site: str, rollout_id: str, state: str, reason: str, bytes_received: int = 0) -> None:
+    def _commit_updates(self, items: list[tuple[str, str, str, str, int]], _: object) -> list:
+        """Apply a batch of reports and answers in one transaction (the committer thread)."""
+        outcomes: list = []
+        changes = []
         with self.store.atomic():
-            current = self.store.order(rollout_id, site)
-            if current is None or current.state in FINAL_STATES or RANK[state] < RANK[current.state]:
-                return
-            values = {"state": state, "reason": reason, "updated_at": self._clock()}
-            if bytes_received:
-                values["bytes_received"] = bytes_received
-            elif state in ("verified", "awaiting_approval", "active"):
-                values["bytes_received"] = self._models.get(current.name, current.version).size_bytes
-            self.store.update_order(rollout_id, site, **values)
-            if state == "active":
-                for old in self.store.orders(
-                    "site = ? and name = ? and rollout_id != ? and state = 'active'", [site, current.name, rollout_id]
-                ):
-                    self.store.update_order(old.rollout_id, site, state="superseded",
-                                            reason=f"replaced by {current.name}:{current.version}",
-                                            updated_at=self._clock())  # fmt: skip
-        if state != current.state:
-            level = logging.WARNING if state == "failed" else logging.INFO
-            log.log(level, "site %s: %s:%s %s%s", site, current.name, current.version, state,
-                    f" ({reason})" if reason else "")  # fmt: skip
+            for site, rollout_id, state, reason, bytes_received in items:
+                change = self._apply(site, rollout_id, state, reason, bytes_received)
+                if isinstance(change, errors.SiloError):
+                    outcomes.append(change)
+                    continue
+                outcomes.append(None)
+                if change is not None:
+                    changes.append(change)
+        for site, rollout_id, ref, state, reason in changes:
+            if state in SETTLED:
+                self.delivery.release(rollout_id, site)
+            if state == "failed":
+                log.warning("site %s: %s failed (%s)", site, ref, reason)
+            else:
+                log.debug("site %s: %s %s", site, ref, state)
+        return outcomes
+
+    def _apply(self, site: str, rollout_id: str, state: str, reason: str, bytes_received: int = 0):
+        """One report or answer, inside the batch's transaction: NotFound, the change
+        (site, rollout, model, state, reason), or None when it changes nothing."""
+        current = self.store.order(rollout_id, site)
+        if current is None:
+            return errors.NotFound(f"site {site} has no order in rollout {rollout_id!r}")
+        if current.state in FINAL_STATES or RANK[state] < RANK[current.state]:
+            return None
+        values = {"state": state, "reason": reason, "updated_at": self._clock()}
+        if bytes_received:
+            values["bytes_received"] = bytes_received
+        elif state in ("verified", "awaiting_approval", "active"):
+            values["bytes_received"] = self._models.get(current.name, current.version).size_bytes
+        self.store.update_order(rollout_id, site, **values)
+        if state == "active":
+            for old in self.store.orders(
+                "site = ? and name = ? and rollout_id != ? and state = 'active'", [site, current.name, rollout_id]
+            ):
+                self.store.update_order(old.rollout_id, site, state="superseded",
+                                        reason=f"replaced by {current.name}:{current.version}",
+                                        updated_at=self._clock())  # fmt: skip
+        if state == current.state:
+            return None
+        return site, rollout_id, f"{current.name}:{current.version}", state, reason

@@ -132,6 +132,9 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
         # For tests of broken downloads: end the next download with UNAVAILABLE after this
         # many chunks (then reset). Never set in production.
         self.break_after_chunks: int | None = None
+        # For tests of transient failures: the next downloads fail with these errors, one
+        # each, before sending anything. Never set in production.
+        self.refuse_next: deque[errors.SiloError] = deque()
         # Recent download requests (site, name, version, offset): names and offsets only.
         self.requests: deque[tuple[str, str, str, int]] = deque(maxlen=256)
         self._lock = threading.Lock()
@@ -144,6 +147,9 @@ class DistributionServicer(registry_pb2_grpc.DistributionServiceServicer):
         self.requests.append((site, request.name, request.version, request.offset))
         with self._lock:
             cut, self.break_after_chunks = self.break_after_chunks, None
+            refusal = self.refuse_next.popleft() if self.refuse_next else None
+        if refusal is not None:
+            raise refusal
         # Closed at once when the call ends early (cancelled, cut): the blob is unmapped then.
         with contextlib.closing(model_chunks.file_chunks(path, request.offset, self.chunk_bytes)) as chunks:
             for sent, chunk in enumerate(chunks):
@@ -186,17 +192,11 @@ def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> li
             name=pb.DESCRIPTOR.services_by_name["RegistryService"].full_name,
             register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server),
             rules={
-                m: {Role.OPERATOR}
-                for m in (
-                    "PushModel",
-                    "ListModels",
-                    "GetModel",
-                    "DeprecateModel",
-                    "StartRollout",
-                    "ContinueRollout",
-                    "GetRolloutStatus",
-                    "RollbackModel",
-                )
+                **{m: {Role.VIEWER} for m in ("ListModels", "GetModel", "GetRolloutStatus")},
+                **{
+                    m: {Role.OPERATOR}
+                    for m in ("PushModel", "DeprecateModel", "StartRollout", "ContinueRollout", "RollbackModel")
+                },
             },
         ),
         ServiceMount(

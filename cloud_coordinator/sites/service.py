@@ -112,9 +112,18 @@ class SiteService:
         self._revocation_listeners.append(listener)
 
     def record_operator_certificate(self, cert: x509.Certificate, name: str) -> None:
-        self._record_certificate(cert, Role.OPERATOR, name)
+        self.record_certificate(cert, Role.OPERATOR, name)
+
+    def record_certificate(self, cert: x509.Certificate, role: Role, name: str) -> None:
+        """Accept ``cert`` (an operator's or the console's) from now on."""
+        self._record_certificate(cert, role, name)
         with self._lock:
             self._valid_serials.add(pki.serial_hex(cert))
+
+    def revoke_certificates_of(self, role: Role, name: str) -> None:
+        """Refuse every certificate of ``name`` in ``role`` from now on (an account reset)."""
+        self._store.revoke_certificates(name, role.value, self._clock())
+        self._reload()  # rare: drops those certificates from the accepted set
 
     # -- operator actions ----------------------------------------------------------------
     def add_site(

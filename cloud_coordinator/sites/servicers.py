@@ -127,6 +127,7 @@ def mounts(
         ServiceMount(
             name=admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
             register=lambda s: admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, s),
-            rules={"AddSite": {Role.OPERATOR}, "ListSites": {Role.OPERATOR}, "RevokeSite": {Role.OPERATOR}},
+            # Admins manage sites; every account may see them.
+            rules={"AddSite": {Role.ADMIN}, "ListSites": {Role.VIEWER}, "RevokeSite": {Role.ADMIN}},
         ),
     ]

@@ -33,8 +33,6 @@ DEFAULT = "default"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
 RANK = {role: rank for rank, role in enumerate(ROLES, 1)}
 NEEDS = {"observer": "see it", "analyst": "run its work", "lead": "invite sites and give roles"}
-# The account the coordinator's `init` credential names: the owner until accounts exist.
-INIT_OPERATOR = "operator:admin"
 
 
 def study_name(name: str) -> str:
@@ -53,9 +51,8 @@ def account_name(account: str) -> str:
 
 
 def is_admin(caller: Identity) -> bool:
-    """A global administrator: every study's lead. Account roles (issue 16) name it ADMIN;
-    before they exist, the operator credential made by ``init`` is the coordinator's owner."""
-    return caller.role.name == "ADMIN" or str(caller) == INIT_OPERATOR
+    """An admin account leads every study."""
+    return caller.role is Role.ADMIN
 
 
 def check_share(share: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +179,7 @@ class StudyService:
     def _may(self, study: str, caller: Identity, need: str) -> bool:
         if is_admin(caller):
             return True
-        if study == DEFAULT:  # what an operator may do there is the RPC's own rule, as before studies
+        if study == DEFAULT:  # what an account may do there is the RPC's own rule, as before studies
             return caller.role is not Role.AGENT
         held = self._store.role(study, str(caller))
         return held is not None and RANK[held] >= RANK[need]

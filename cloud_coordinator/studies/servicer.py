@@ -134,15 +134,16 @@ class SiteStudyServicer(studies_pb2_grpc.SiteStudyServiceServicer):
 
 
 def mounts(studies: StudyService) -> list[ServiceMount]:
-    operator, agent = {Role.OPERATOR}, {Role.AGENT}
+    viewer, operator, agent = {Role.VIEWER}, {Role.OPERATOR}, {Role.AGENT}
     operators, sites = StudyServicer(studies), SiteStudyServicer(studies)
     return [
         ServiceMount(
             name=pb.DESCRIPTOR.services_by_name["StudyService"].full_name,
             register=lambda s: studies_pb2_grpc.add_StudyServiceServicer_to_server(operators, s),
-            rules={
-                name: operator for name in ("CreateStudy", "InviteSites", "ListStudies", "GetStudy", "SetStudyRole")
-            },
+            # Reads for any account (each study shows only to those with a role in it); changes
+            # for operators and admins (the study's own roles decide further).
+            rules={"ListStudies": viewer, "GetStudy": viewer, "CreateStudy": operator, "InviteSites": operator,
+                   "SetStudyRole": operator},  # fmt: skip
         ),
         ServiceMount(
             name=pb.DESCRIPTOR.services_by_name["SiteStudyService"].full_name,

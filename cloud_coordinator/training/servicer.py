@@ -131,7 +131,12 @@ def operator_mount(servicer: TrainingServicer) -> ServiceMount:
     return ServiceMount(
         name=pb.DESCRIPTOR.services_by_name["TrainingService"].full_name,
         register=lambda server: training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server),
-        rules={m: {Role.OPERATOR} for m in ("StartJob", "GetJob", "ListJobs", "StopJob")},
+        rules={
+            "StartJob": {Role.OPERATOR},
+            "StopJob": {Role.OPERATOR},
+            "GetJob": {Role.VIEWER},
+            "ListJobs": {Role.VIEWER},
+        },
     )
 
 

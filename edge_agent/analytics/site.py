@@ -38,14 +38,14 @@ log = logging.getLogger(__name__)
 
 QUERY_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_PENDING = 32
-MAX_SITES = 1000
+MAX_SITES = 1_000_000
 REMEMBERED_IDS = 4096
 
 
 @dataclass
 class _Pending:
     query: pb.Query
-    participants: tuple[str, ...]
+    participants: secagg.Participants
     key: X25519PrivateKey
     public_key: bytes
     values: list[int]
@@ -81,7 +81,7 @@ class SiteAnalytics:
     # -- round 1 -------------------------------------------------------------------------
     def setup(self, command: pb.AnalyticsSetupCommand) -> pb.AnalyticsSetupResult:
         identity = self._identity()
-        query, participants = command.query, tuple(command.sites)
+        query, participants = command.query, secagg.Participants.of(command)
         self._check_participants(command.query_id, identity.site, participants)
         with self._lock:
             if command.query_id in self._seen:
@@ -110,7 +110,7 @@ class SiteAnalytics:
                 f"{small} histogram bin(s) here would hold fewer rows than this site's minimum cohort of "
                 f"{minimum}; use wider bins"
             )
-        limit = MODULUS // 2 // len(participants)
+        limit = MODULUS // 2 // participants.count
         if any(abs(v) >= limit for v in local.values):
             raise errors.InvalidArgument(
                 f"{statistic} of {query.column!r} here is too large to add up exactly; clip it with --clip LO:HI"
@@ -119,7 +119,7 @@ class SiteAnalytics:
             terms.charge(command.query_id, epsilon)
         values = add_noise(local.values, query, epsilon)
         key, public_key = secagg.new_key()
-        message = secagg.transcript(command.query_id, query, participants, identity.site, public_key)
+        message = participants.transcript(command.query_id, query, identity.site, public_key)
         signature = secagg.sign(identity.key, message)
         with self._lock:
             self._expire()
@@ -135,7 +135,7 @@ class SiteAnalytics:
             )
         log.info(
             "query %s: %s on %s across %d sites: round 1 answered", command.query_id, statistic, dataset.name,
-            len(participants),
+            participants.count,
         )  # fmt: skip
         return pb.AnalyticsSetupResult(
             public_key=public_key,
@@ -145,17 +145,14 @@ class SiteAnalytics:
             epsilon=epsilon,
         )
 
-    def _check_participants(self, query_id: str, site: str, participants: tuple[str, ...]) -> None:
+    def _check_participants(self, query_id: str, site: str, participants: secagg.Participants) -> None:
         if not QUERY_ID.match(query_id):
             raise errors.InvalidArgument("the query id must be 8 to 64 letters, digits, '-' or '_'")
-        if site not in participants:
-            raise errors.InvalidArgument(f"the query's participants do not include this site ({site})")
-        if len(set(participants)) != len(participants) or len(participants) > MAX_SITES:
-            raise errors.InvalidArgument("the query's participants repeat a site or are too many")
-        if len(participants) < self._config.min_sites:
+        participants.check(site, MAX_SITES)
+        if participants.count < self._config.min_sites:
             raise errors.FailedPrecondition(
                 f"this site takes part only in queries across at least {self._config.min_sites} sites; "
-                f"this one has {len(participants)}"
+                f"this one has {participants.count}"
             )
 
     def _dataset(self, name: str):
@@ -181,16 +178,14 @@ class SiteAnalytics:
                 f"no query {command.query_id} waits for its second round here "
                 "(already answered, expired, or the agent restarted); run the query again"
             )
-        names = [p.site for p in command.peers]
-        if sorted(names) != sorted(pending.participants):
-            raise errors.PermissionDenied("the keys relayed for this query are not those of its participants")
+        pending.participants.check_peers(identity.site, command.peers)
         ca = x509.load_pem_x509_certificate(identity.ca_pem)
         for peer in command.peers:
             if peer.site == identity.site:
                 if peer.public_key != pending.public_key:
                     raise errors.PermissionDenied("the key relayed as this site's own is not the one it sent")
                 continue
-            secagg.verify_peer(peer, ca, command.query_id, pending.query, pending.participants)
+            pending.participants.verify(peer, ca, command.query_id, pending.query)
         masked = secagg.mask(pending.values, pending.key, identity.site, command.peers, command.query_id, pending.query)
         log.info("query %s: round 2 answered", command.query_id)
         return pb.AnalyticsMaskResult(masked=masked)

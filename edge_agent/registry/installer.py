@@ -4,7 +4,10 @@ An order arrives on the control stream. Its manifest's signature is checked at o
 forged or altered order is refused before anything is written), then one background
 thread works through orders one at a time, so a long download never holds the command
 pool. A download goes to a partial file and resumes from the last byte written after a
-broken connection (retried with backoff) or a restart. The file's SHA-256 and size must
+broken connection or a restart. A busy or unreachable coordinator (RESOURCE_EXHAUSTED,
+UNAVAILABLE, ...) is waited out with backoff for as long as it takes: only a final error
+(a refusal, a wrong file) fails an order. Progress reports that cannot be delivered are
+retried the same way, the latest state of each order first. The file's SHA-256 and size must
 match the signed manifest before it is installed; on any failure the partial and staged
 files are deleted and the model store is not touched, so the site keeps serving the
 version it had. With ``[registry] require_approval``, a verified model waits in the
@@ -36,7 +39,13 @@ log = logging.getLogger(__name__)
 APPROVAL_POLL_S = 0.25
 PROGRESS_EVERY_S = 1.0
 # Failures a retry can cure; anything else (refused, not found) ends the order.
-TRANSIENT = (errors.Unavailable, errors.DeadlineExceeded, errors.Aborted)
+TRANSIENT = (errors.Unavailable, errors.DeadlineExceeded, errors.Aborted, errors.ResourceExhausted)
+
+
+class _Truncated(errors.Unavailable):
+    """The coordinator's stream ended early or out of step: retried, but only so often."""
+
+
 STATE_TO_PROTO = {
     s: pb.RolloutState.Value(f"ROLLOUT_STATE_{s.upper()}")
     for s in ("pending", "downloading", "verified", "awaiting_approval", "active", "failed", "superseded")
@@ -59,6 +68,12 @@ class Installer:
         self.orders = OrderStore.open(layout.state_db)
         self.partial_dir, self.staged_dir = registry_dirs(layout)
         self._queue: queue.Queue[str] = queue.Queue()
+        # Reports the coordinator has not taken yet: rollout id -> (state, reason, bytes),
+        # retried with backoff from the worker (the latest state replaces older ones).
+        self._unreported: dict[str, tuple[str, str, int]] = {}
+        self._report_backoff = Backoff(self._config.retry_initial_s, self._config.retry_max_s)
+        self._next_report_at = 0.0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-installer", daemon=True)
 
@@ -109,6 +124,7 @@ class Installer:
                 if rollout_id is not None:
                     self._process(rollout_id)
                 self._activate_approved()
+                self._retry_reports()
             except Exception:  # noqa: BLE001 - the worker must outlive any one order
                 log.exception("model installer failed")
 
@@ -167,7 +183,7 @@ class Installer:
             partial.unlink()
         sink = PartialFile(partial)
         backoff = Backoff(self._config.retry_initial_s, self._config.retry_max_s)
-        attempts = 0
+        truncations = 0
         try:
             with self._client_factory() as client:  # type: ignore[attr-defined]
                 self._set(order, "downloading", "", sink.offset, client)
@@ -177,18 +193,19 @@ class Installer:
                         if self._stop.is_set():
                             return  # resumed at the next start
                         if sink.offset < order.size_bytes:
-                            raise errors.Unavailable(f"the stream ended at byte {sink.offset} of {order.size_bytes}")
+                            raise _Truncated(f"the stream ended at byte {sink.offset} of {order.size_bytes}")
                     except TRANSIENT as e:
-                        attempts += 1
-                        if attempts > self._config.download_retries:
-                            raise errors.Unavailable(
-                                f"the download of {order.ref} failed {attempts} times, last at byte {sink.offset} "
-                                f"of {order.size_bytes}: {e.message}"
-                            ) from None
+                        if isinstance(e, _Truncated):
+                            truncations += 1
+                            if truncations > self._config.download_retries:
+                                raise errors.FailedPrecondition(
+                                    f"the download of {order.ref} broke off {truncations} times, last at byte "
+                                    f"{sink.offset} of {order.size_bytes}: {e.message}"
+                                ) from None
                         delay = backoff.next_delay()
-                        log.warning("download of %s broke at byte %d (%s); resuming in %.1f s", order.ref,
-                                    sink.offset, e.message, delay)  # fmt: skip
-                        if self._stop.wait(delay):
+                        log.info("download of %s paused at byte %d (%s); resuming in %.1f s", order.ref,
+                                 sink.offset, e.message, delay)  # fmt: skip
+                        if self._stop.wait(delay) or self._superseded(order):
                             return
                 # No fsync: the model store copies the staged file (fsynced) and its digest
                 # is checked against the manifest again at install, so a torn file never installs.
@@ -204,11 +221,15 @@ class Installer:
         finally:
             sink.close(fsync=False)  # no-op when closed above; otherwise keeps what arrived for a resume
 
+    def _superseded(self, order: Order) -> bool:
+        current = self.orders.get(order.rollout_id)
+        return current is None or current.state == "superseded"
+
     def _receive(self, order: Order, client, sink: PartialFile) -> None:
         last_report = time.monotonic()
         for at, data in client.download(order.name, order.version, sink.offset):
             if at != sink.offset:
-                raise errors.Unavailable(f"the coordinator sent bytes from {at}, expected {sink.offset}")
+                raise _Truncated(f"the coordinator sent bytes from {at}, expected {sink.offset}")
             if sink.offset + len(data) > order.size_bytes:
                 raise errors.FailedPrecondition(
                     f"the coordinator sent more than the {order.size_bytes} bytes the signed manifest names"
@@ -250,17 +271,52 @@ class Installer:
             (self.staged_dir / f"{order.sha256}.onnx").unlink(missing_ok=True)
 
     def _set(self, order: Order, state: str, reason: str, bytes_received: int = 0, client=None) -> None:
-        """Record the state here, then tell the coordinator (best effort: a site that is
-        offline reports again when the coordinator re-sends the order on reconnect)."""
+        """Record the state here, then tell the coordinator; a report it cannot take now
+        (busy, unreachable) is retried with backoff until it does."""
         values = {"state": state, "reason": reason}
         if bytes_received:
             values["bytes_received"] = bytes_received
         self.orders.update(order.rollout_id, **values)
+        with self._lock:
+            self._unreported.pop(order.rollout_id, None)
+        self._report(order.rollout_id, (state, reason, bytes_received), client)
+
+    def _report(self, rollout_id: str, report: tuple[str, str, int], client=None) -> bool:
+        state, reason, bytes_received = report
         try:
             if client is not None:
-                client.report(order.rollout_id, STATE_TO_PROTO[state], reason, bytes_received)
+                client.report(rollout_id, STATE_TO_PROTO[state], reason, bytes_received)
             else:
                 with self._client_factory() as fresh:  # type: ignore[attr-defined]
-                    fresh.report(order.rollout_id, STATE_TO_PROTO[state], reason, bytes_received)
-        except errors.SiloError as e:
-            log.info("could not report %s of order %s yet: %s", state, order.rollout_id, e.message)
+                    fresh.report(rollout_id, STATE_TO_PROTO[state], reason, bytes_received)
+        except TRANSIENT as e:
+            log.info("could not report %s of order %s yet (%s); will retry", state, rollout_id, e.message)
+            with self._lock:
+                self._unreported.setdefault(rollout_id, report)
+            return False
+        except errors.SiloError as e:  # refused for good (e.g. the order is unknown there)
+            log.warning("the coordinator refused the %s report of order %s: %s", state, rollout_id, e.message)
+        return True
+
+    def _retry_reports(self) -> None:
+        if not self._unreported or time.monotonic() < self._next_report_at:
+            return
+        with self._lock:
+            pending, self._unreported = self._unreported, {}
+        delivered = True
+        for rollout_id, report in pending.items():
+            if delivered:
+                delivered = self._report(rollout_id, report)
+            else:  # the coordinator is still busy: keep the rest for the next round
+                with self._lock:
+                    self._unreported.setdefault(rollout_id, report)
+        if delivered:
+            self._report_backoff.reset()
+        else:
+            self._next_report_at = time.monotonic() + self._report_backoff.next_delay()
+
+    @property
+    def unreported(self) -> int:
+        """Reports waiting for the coordinator to take them."""
+        with self._lock:
+            return len(self._unreported)

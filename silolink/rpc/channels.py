@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
-from silolink import errors
+from silolink import errors, pki
+from silolink.rpc.status import from_rpc_error
+
+T = TypeVar("T")
 
 KEEPALIVE_CLIENT_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -73,3 +79,28 @@ def presented_chain(address: str, timeout_s: float = 10.0) -> list[bytes]:
                 return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in getter()]  # type: ignore[attr-defined]
     except (OSError, ssl.SSLError) as e:
         raise errors.Unavailable(f"cannot reach the coordinator's enrollment listener at {address}: {e}") from None
+
+
+def pin_ca(enroll_address: str, ca_fingerprint: str) -> bytes:
+    """The PEM CA certificate the listener presents whose fingerprint matches, or refuse."""
+    wanted = pki.normalize_fingerprint(ca_fingerprint)
+    for der in presented_chain(enroll_address):
+        if "sha256:" + hashlib.sha256(der).hexdigest() == wanted:
+            return ssl.DER_cert_to_PEM_cert(der).encode()
+    raise errors.Unauthenticated(
+        f"the server at {enroll_address} did not present a CA certificate with fingerprint {wanted}; "
+        "check the fingerprint you were given. Do not continue if it is right: you may be "
+        "talking to someone else."
+    )
+
+
+def call_enrollment_listener(enroll_address: str, ca_pem: bytes, call: Callable[[grpc.Channel], T]) -> T:
+    """One call to the enrollment listener (server TLS verified against ``ca_pem``), with
+    failures as silolink errors naming the listener."""
+    channel = tls_channel(enroll_address, ca_pem)
+    try:
+        return call(channel)
+    except grpc.RpcError as e:
+        raise from_rpc_error(e, peer=f"the coordinator's enrollment listener at {enroll_address}") from None
+    finally:
+        channel.close()

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import grpc
 
 from silolink import errors, pki
-from silolink.identity import ANONYMOUS, Identity, Role
+from silolink.identity import ACCOUNT_ROLES, ANONYMOUS, Identity, Role, implied_roles
 from silolink.request_limits import check_request
 from silolink.rpc.status import grpc_code
 
@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 _current_identity: contextvars.ContextVar[Identity] = contextvars.ContextVar("silolink_identity")
 
 Authenticator = Callable[[grpc.ServicerContext], Identity]
+# Decides who a certificate's holder is on this call: raises for identities the server no
+# longer accepts, returns the identity to use (an operator's account with its current role).
+# The second argument reads the call's metadata, for the console acting for an account.
+IdentityCheck = Callable[[Identity, Callable[[], Mapping[str, str]]], Identity | None]
 
 
 def current_identity() -> Identity:
@@ -53,7 +57,8 @@ class PermissionTable:
             self.allow(method, roles)
 
     def allow(self, method: str, roles: Iterable[Role]) -> None:
-        self._rules[method] = frozenset(roles)
+        # A rule naming an account role admits the roles above it (viewer < operator < admin).
+        self._rules[method] = implied_roles(roles)
 
     def roles(self, method: str) -> frozenset[Role] | None:
         return self._rules.get(method)
@@ -70,14 +75,21 @@ class PermissionTable:
                 f"{method} needs a client certificate; connect to the mTLS listener with "
                 "your site or operator credentials"
             )
+        if identity.is_account:
+            needed = next((r for r in ACCOUNT_ROLES if r in roles), None)  # the lowest that may
+            raise errors.PermissionDenied(
+                f"account {identity.name} has the {identity.role.value} role; {method.rsplit('/', 1)[-1]} needs "
+                + (f"the {needed.value} role or higher; ask an admin" if needed else "a site's certificate")
+            )
         raise errors.PermissionDenied(f"a caller with role {identity.role.value} may not call {method}")
 
 
-def certificate_authenticator(check: Callable[[Identity], None]) -> Authenticator:
+def certificate_authenticator(check: IdentityCheck) -> Authenticator:
     """Read the caller from its verified client certificate; no certificate is ANONYMOUS.
 
     ``check`` raises (PermissionDenied) for identities the server no longer accepts, such
-    as revoked sites; it runs on every call.
+    as revoked sites, and may return the identity to use instead (an operator's account with
+    its current role); it runs on every call.
     """
 
     def authenticate(context: grpc.ServicerContext) -> Identity:
@@ -88,8 +100,7 @@ def certificate_authenticator(check: Callable[[Identity], None]) -> Authenticato
         identity = _identity_from_pem(pems[0])
         if identity is None:
             raise errors.Unauthenticated("the client certificate names no silolink site or operator")
-        check(identity)
-        return identity
+        return check(identity, lambda: dict(context.invocation_metadata() or ())) or identity
 
     return authenticate
 

@@ -57,6 +57,8 @@ def test_push_rollout_approve_and_clear_errors(served, tmp_path):  # noqa: F811
         assert [(o["name"], o["state"]) for o in orders] == [("risk", "awaiting_approval")]
         cli("edge-agent", "models", "approve", "risk:1", "--data-dir", str(agent_dir))
         wait_for(lambda: state() == "active", 20, "active")
+        watched = cli("cloud-coordinator", "models", "status", "risk:1", "--watch", "--interval", "0.2", *d).stdout
+        assert "1 site(s): active 1" in watched and "hospital-a" in watched
         installed = json.loads(cli("edge-agent", "models", "list", "--data-dir", str(agent_dir), "--json").stdout)
         assert [(m["name"], m["version"], m["source"], m["active"]) for m in installed] == [
             ("risk", "1", "registry", True)

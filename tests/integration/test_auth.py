@@ -168,7 +168,12 @@ def test_reflection_on_the_anonymous_port_shows_only_what_it_serves(coordinator)
     channel = tls_channel(coordinator.enroll_address, ca_pem(coordinator))
     for service in REFLECTION:
         names = {s.name for s in reflect(channel, LIST, service).list_services_response.service}
-        assert names == {"silolink.enrollment.v1.EnrollmentService", "grpc.health.v1.Health", *REFLECTION}
+        assert names == {
+            "silolink.enrollment.v1.EnrollmentService",
+            "silolink.accounts.v1.AccountSetupService",  # redeeming an operator account's setup code
+            "grpc.health.v1.Health",
+            *REFLECTION,
+        }
     hidden = reflect(
         channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol="silolink.admin.v1.AdminService")
     )

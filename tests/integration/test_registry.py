@@ -114,6 +114,60 @@ def test_cut_download_resumes_from_last_offset(coordinator, make_agent, tmp_path
     assert leftovers(agent) == []
 
 
+def test_an_order_is_retried_after_transient_errors_and_fails_only_on_a_final_one(coordinator, make_agent, tmp_path):
+    # A busy coordinator (its bulk class full) or one restarting answers RESOURCE_EXHAUSTED
+    # or UNAVAILABLE: the site waits and tries again; before, RESOURCE_EXHAUSTED failed the order.
+    agent = make_agent("hospital-a", registry=RegistryConfig(retry_initial_s=0.05, retry_max_s=0.2))
+    faults = coordinator.distribution.refuse_next
+    faults.extend([errors.ResourceExhausted("busy: 256 bulk calls in progress"), errors.Unavailable("restarting")] * 2)
+    model = mlp_model(tmp_path / "m.onnx", [4, 8, 2])
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        client.push(model, "m")
+        client.rollout("m", "1", ["site=hospital-a"])
+        wait_state(client, "m", "1", "hospital-a", "active")
+        downloads = [r for r in coordinator.distribution.requests if r[1] == "m"]
+        assert len(downloads) == 5 and not faults  # four refused, the fifth delivered the file
+        assert agent.models.get("m").version == "1"
+        # A final error (the site is not allowed the file) fails the order at once.
+        faults.append(errors.PermissionDenied("site hospital-a has no order for model m:2"))
+        client.push(model, "m", version="2")
+        client.rollout("m", "2", ["site=hospital-a"])
+        failed = wait_state(client, "m", "2", "hospital-a", "failed")
+        assert "no order for model m:2" in failed["reason"]
+    assert leftovers(agent) == []
+
+
+def test_a_rollout_is_accepted_at_once_and_delivered_a_few_sites_at_a_time(tmp_path):
+    import dataclasses
+
+    from silolink.config import CoordinatorLimitsConfig
+
+    limits = dataclasses.replace(CoordinatorLimitsConfig(), rollout_concurrency=1)
+    coordinator = support.start_coordinator(tmp_path / "c", limits=limits)
+    agents = []
+    try:
+        for name in ("hospital-a", "hospital-b", "hospital-c"):
+            support.enroll_site(coordinator, name, tmp_path / name)
+            agents.append(support.start_agent(tmp_path / name))
+        assert all(a.wait_connected(10) for a in agents)
+        model = mlp_model(tmp_path / "m.onnx", [4, 8, 2])
+        with support.operator(coordinator) as op:
+            client = RegistryClient(op)
+            client.push(model, "m")
+            rollout = client.rollout("m", "1", ["kind=hospital"])
+            assert {s["state"] for s in rollout["sites"]} == {"pending"}  # accepted, not yet delivered
+            peak = 0
+            for name in ("hospital-a", "hospital-b", "hospital-c"):
+                peak = max(peak, coordinator.registry.rollouts.delivery.in_flight())
+                wait_state(client, "m", "1", name, "active")
+        assert peak <= 1 and all(a.models.get("m").version == "1" for a in agents)
+    finally:
+        for agent in agents:
+            agent.stop(0)
+        coordinator.stop(0)
+
+
 def test_a_client_generated_from_the_proto_reads_the_hand_encoded_chunks(coordinator, make_agent, tmp_path):
     agent = make_agent("hospital-a")
     coordinator.distribution.chunk_bytes = 64 * 1024

@@ -7,20 +7,15 @@ in test_studies_work.py).
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from cloud_coordinator.analytics.client import AnalyticsClient
-from cloud_coordinator.operator_client import OperatorClient, OperatorCredentials
 from cloud_coordinator.studies.client import StudiesClient
 from edge_agent.client import LocalClient
 from edge_agent.privacy import PrivacyLedger, ledger_path
 from edge_agent.studies.client import LocalStudiesClient
-from silolink import errors, pki
+from silolink import errors
 from silolink.gen.studies.v1 import studies_pb2 as pb
-from silolink.identity import Role
-from silolink.rpc.channels import Credentials
 from tests import support
 from tests.integration.test_analytics import write_patients
 
@@ -97,18 +92,11 @@ def test_a_study_is_created_sites_are_invited_and_each_answers_for_itself(coordi
 
 
 def test_roles_per_study_decide_who_sees_and_who_runs_work(coordinator, hospitals, tmp_path):
+    from tests.integration.test_accounts import new_account
+
     client = studies(coordinator)
     client.create("cardio")
-    key = pki.generate_key()
-    cert = coordinator.ca.issue_client(key.public_key(), Role.OPERATOR, "bob", dt.timedelta(days=1))
-    coordinator.sites.record_operator_certificate(cert, "bob")
-    bob = OperatorClient(
-        OperatorCredentials(
-            coordinator.address,
-            Credentials(pki.cert_to_pem(coordinator.ca.cert), pki.cert_to_pem(cert), pki.key_to_pem(key)),
-        )
-    )
-    with bob:
+    with support.operator(coordinator) as admin, new_account(admin, coordinator, tmp_path, "bob", "operator") as bob:
         as_bob = StudiesClient(bob)
         assert [s["name"] for s in as_bob.list()] == ["default"]  # cardio is not his to see
         with pytest.raises(errors.PermissionDenied, match="has no role in study 'cardio'"):
@@ -121,9 +109,18 @@ def test_roles_per_study_decide_who_sees_and_who_runs_work(coordinator, hospital
             as_bob.invite("cardio", ["hospital-a"])
         client.set_role("cardio", "bob", "lead")
         assert as_bob.invite("cardio", ["hospital-a"])["invited"] == ["hospital-a"]
+        # A study bob creates is his to lead; the admin leads every study.
+        as_bob.create("bobs-study")
+        assert client.get("bobs-study")["members"] == {"operator:bob": "lead"}
         client.set_role("cardio", "bob", None)
         with pytest.raises(errors.PermissionDenied):
             as_bob.get("cardio")
+        # A viewer account may look at the studies it has roles in, never create one.
+        with new_account(admin, coordinator, tmp_path, "vera", "viewer") as vera:
+            with pytest.raises(errors.PermissionDenied):
+                StudiesClient(vera).create("veras")
+            client.set_role("cardio", "vera", "observer")
+            assert StudiesClient(vera).get("cardio")["name"] == "cardio"
 
 
 def test_a_query_of_study_a_never_reads_a_dataset_allowed_only_to_study_b(coordinator, hospitals):

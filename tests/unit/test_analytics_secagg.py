@@ -101,6 +101,77 @@ def test_forged_or_misbound_keys_are_refused(ca):
     assert x509.load_pem_x509_certificate(b.certificate_pem)
 
 
+def test_the_sparse_masking_graph_is_small_symmetric_and_sized_to_the_bound():
+    assert [secagg.mask_degree(n) for n in (2, 3, 10, 21, 22)] == [1, 2, 9, 20, 20]  # every pair up to 21
+    for n in (100, 1000, 10_000, 1_000_000):
+        degree = secagg.mask_degree(n)
+        assert degree % 2 == 0 and degree < 50
+        assert n * secagg.COLLUDING_SHARE ** (degree / 2) <= 2**-10  # one run of degree/2 colluders
+    sites = [f"site-{i:04d}" for i in range(1000)]
+    digest = secagg.participants_digest(sites)
+    ring = secagg.neighbours(sites, QID, digest)
+    degree = secagg.mask_degree(1000)
+    assert all(len(set(ring[s])) == degree and s not in ring[s] for s in sites)
+    assert all(s in ring[n] for s in sites for n in ring[s])  # each pair masks from both ends
+    reached, frontier = {sites[0]}, [sites[0]]  # connected: the masks hide every partial sum
+    while frontier:
+        frontier = list({n for s in frontier for n in ring[s]} - reached)
+        reached.update(frontier)
+    assert len(reached) == 1000
+    assert secagg.neighbours(sites, "r" * 32, digest) != ring  # each query draws its own ring
+
+
+def sparse_round(ca, sites):
+    digest = secagg.participants_digest(sites)
+    participants = secagg.Participants(len(sites), digest)
+    state, peers = {}, {}
+    for site in sites:
+        identity_key, cert_pem = site_keys(ca, site)
+        key, public = secagg.new_key()
+        signature = secagg.sign(identity_key, participants.transcript(QID, QUERY, site, public))
+        state[site] = key
+        peers[site] = pb.PeerKey(site=site, public_key=public, signature=signature, certificate_pem=cert_pem)
+    ring = secagg.neighbours(sites, QID, digest)
+    return participants, state, peers, {s: [peers[s], *(peers[n] for n in ring[s])] for s in sites}
+
+
+def test_sparse_masks_cancel_over_a_large_federation(ca):
+    sites = [f"site-{i:02d}" for i in range(60)]
+    participants, state, _, relayed = sparse_round(ca, sites)
+    assert secagg.mask_degree(60) < 59  # really sparse: each site sees a third of the others
+    masked = []
+    for site in sites:
+        participants.check_peers(site, relayed[site])
+        for peer in relayed[site][1:]:
+            participants.verify(peer, ca.cert, QID, QUERY)
+        masked.append(secagg.mask([1, sites.index(site)], state[site], site, relayed[site], QID, QUERY))
+    assert all(m[0] > 1 << 20 for m in masked)
+    assert [from_ring(t) for t in secagg.aggregate(masked)] == [60, sum(range(60))]
+
+
+def test_a_site_refuses_thinned_or_rebound_neighbours(ca):
+    sites = [f"site-{i:02d}" for i in range(60)]
+    participants, _, peers, relayed = sparse_round(ca, sites)
+    site = sites[0]
+    with pytest.raises(errors.PermissionDenied, match="distinct neighbours"):
+        participants.check_peers(site, relayed[site][:-1])  # one mask fewer than its degree
+    with pytest.raises(errors.PermissionDenied, match="distinct neighbours"):
+        participants.check_peers(site, [*relayed[site][:-1], relayed[site][1]])  # a neighbour twice
+    # A key signed for another set of participants does not verify for this one.
+    other = secagg.Participants(59, secagg.participants_digest(sites[1:]))
+    with pytest.raises(errors.PermissionDenied, match="altered"):
+        other.verify(peers[sites[5]], ca.cert, QID, QUERY)
+
+    # The round-1 command is the same few bytes whatever the federation's size.
+    def setup(names: list[str]) -> pb.AnalyticsSetupCommand:
+        digest = secagg.participants_digest(names)
+        return pb.AnalyticsSetupCommand(query_id=QID, query=QUERY, participant_count=len(names),
+                                        participants_digest=digest)  # fmt: skip
+
+    small, big = setup(SITES), setup([str(i) for i in range(10_000)])
+    assert abs(big.ByteSize() - small.ByteSize()) <= 2
+
+
 def test_discrete_laplace_has_the_calibrated_spread():
     rng = random.Random(3)
     scale = 4.0

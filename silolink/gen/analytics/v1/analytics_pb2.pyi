@@ -89,14 +89,18 @@ class SiteNoise(_message.Message):
     def __init__(self, site: _Optional[str] = ..., epsilon: _Optional[float] = ...) -> None: ...
 
 class AnalyticsSetupCommand(_message.Message):
-    __slots__ = ("query_id", "query", "sites")
+    __slots__ = ("query_id", "query", "sites", "participant_count", "participants_digest")
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     query_id: str
     query: Query
     sites: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, query_id: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., sites: _Optional[_Iterable[str]] = ...) -> None: ...
+    participant_count: int
+    participants_digest: bytes
+    def __init__(self, query_id: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., sites: _Optional[_Iterable[str]] = ..., participant_count: _Optional[int] = ..., participants_digest: _Optional[bytes] = ...) -> None: ...
 
 class AnalyticsSetupResult(_message.Message):
     __slots__ = ("public_key", "signature", "certificate_pem", "vector_length", "epsilon")
