@@ -253,6 +253,15 @@ class AnalyticsConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class SiteStudiesConfig(Settings):
+    """How this site takes queued work of its studies (``[studies]`` in agent.toml)."""
+
+    # Decline a job offered from the queue while the host's one-minute load average per CPU
+    # is above this (the site is busy with its own work); the scheduler places it elsewhere.
+    busy_load_per_cpu: float = setting(2.0, min=0.0, max=1000.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class InferenceConfig(Settings):
     """Model serving on the local API (``[inference]`` in agent.toml)."""
 
@@ -360,6 +369,7 @@ class AgentConfig(Settings):
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
     apps: AppsConfig = dataclasses.field(default_factory=AppsConfig)
+    studies: SiteStudiesConfig = dataclasses.field(default_factory=SiteStudiesConfig)
 
     def check(self) -> None:
         self.require_order("reconnect_initial_s", "reconnect_max_s")

@@ -142,8 +142,13 @@ def mounts(studies: StudyService) -> list[ServiceMount]:
             register=lambda s: studies_pb2_grpc.add_StudyServiceServicer_to_server(operators, s),
             # Reads for any account (each study shows only to those with a role in it); changes
             # for operators and admins (the study's own roles decide further).
-            rules={"ListStudies": viewer, "GetStudy": viewer, "CreateStudy": operator, "InviteSites": operator,
-                   "SetStudyRole": operator},  # fmt: skip
+            rules={
+                "ListStudies": viewer,
+                "GetStudy": viewer,
+                "CreateStudy": operator,
+                "InviteSites": operator,
+                "SetStudyRole": operator,
+            },  # fmt: skip
         ),
         ServiceMount(
             name=pb.DESCRIPTOR.services_by_name["SiteStudyService"].full_name,
