@@ -158,6 +158,21 @@ class CoordinatorLimitsConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class SchedulingConfig(Settings):
+    """The work queue (``[scheduling]`` in coordinator.toml)."""
+
+    # Count what heartbeats say others use (load average, memory in use) against a site's
+    # room; false schedules by what sites declare alone (hosts shared with other work).
+    heartbeat_load: bool = setting(True)
+    # How often the queue looks for work to place when nothing else wakes it.
+    tick_s: float = setting(1.0, min=0.05, max=600.0)
+    # How long a site may take to answer an offer before it counts as a no.
+    offer_timeout_s: float = setting(10.0, min=0.1, max=600.0)
+    # How long a declining site is skipped for that job.
+    decline_cooldown_s: float = setting(600.0, min=0.0, max=DAY)
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorConfig(Settings):
     """Settings of ``cloud-coordinator serve``."""
 
@@ -191,6 +206,7 @@ class CoordinatorConfig(Settings):
     log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
+    scheduling: SchedulingConfig = dataclasses.field(default_factory=SchedulingConfig)
     accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
     console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)
 

@@ -7,7 +7,7 @@ import click
 from silolink.cli_util import echo_json, handle_errors, table
 
 from ..operator_client import OperatorClient
-from ..studies.client import StudiesClient
+from ..studies.client import QueueClient, StudiesClient
 from .options import json_option, operator_options
 
 SITES_HELP = (
@@ -122,3 +122,28 @@ def role(client: OperatorClient, name: str, account: str, role: str, as_json: bo
         echo_json(study)
         return
     click.echo(f"{account} is now {role} in {name}" if role != "none" else f"{account} has no role in {name} now")
+
+
+@click.command()
+@json_option
+@operator_options
+@handle_errors
+def queue(client: OperatorClient, as_json: bool) -> None:
+    """Show the work queue: each waiting job's place and why it waits, what runs where, fair shares."""
+    found = QueueClient(client).list()
+    if as_json:
+        echo_json(found)
+        return
+    waiting = [w for w in found["work"] if w["state"] == "queued"]
+    running = [w for w in found["work"] if w["state"] == "running"]
+    if not waiting and not running:
+        click.echo("the queue is empty")
+    for w in waiting:
+        click.echo(f"{w['position']:>3}. {w['job']} ({w['study']}): {w['reason']}")
+    if running:
+        click.echo(
+            table(["RUNNING", "STUDY", "SITES"], [[w["job"], w["study"], ", ".join(w["sites"])] for w in running])
+        )
+    if found["shares"]:
+        shares = ", ".join(f"{s} {v['dominant_share']:.1%}" for s, v in sorted(found["shares"].items()))
+        click.echo(f"fair share (dominant share of reserved resources / weight): {shares}")

@@ -74,3 +74,40 @@ class StudiesClient:
     def set_role(self, name: str, account: str, role: str | None) -> dict[str, Any]:
         request = pb.SetStudyRoleRequest(study=name, account=account, role=ROLES[role] if role else 0)
         return study_to_dict(self._operator.call(self._stub.SetStudyRole, request).study)
+
+
+def queue_to_dict(reply: pb.ListQueueResponse) -> dict[str, Any]:
+    return {
+        "work": [
+            {
+                "job": w.job_id,
+                "study": w.study,
+                "state": w.state,
+                "position": w.position or None,
+                "reason": w.reason or None,
+                "next_change_at": iso(epoch(w, "next_change_at")),
+                "sites": list(w.sites),
+                "submitted_at": iso(epoch(w, "submitted_at")),
+                "needs": {
+                    "cpu": w.cpu,
+                    "memory_bytes": w.memory_bytes,
+                    "gpus": w.gpus,
+                    "min_sites": w.min_sites,
+                    "expected_duration_s": w.expected_duration_s,
+                },
+            }
+            for w in reply.work
+        ],
+        "shares": {s.study: {"dominant_share": s.dominant_share, "weight": s.weight} for s in reply.shares},
+    }
+
+
+class QueueClient:
+    """The coordinator's work queue, as the operator may see it."""
+
+    def __init__(self, operator: OperatorClient) -> None:
+        self._operator = operator
+        self._stub = studies_pb2_grpc.QueueServiceStub(operator.channel)
+
+    def list(self) -> dict[str, Any]:
+        return queue_to_dict(self._operator.call(self._stub.ListQueue, pb.ListQueueRequest()))

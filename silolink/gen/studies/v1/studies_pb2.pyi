@@ -345,3 +345,55 @@ class OfferWorkCommand(_message.Message):
 class OfferWorkResult(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ListQueueRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class QueuedWork(_message.Message):
+    __slots__ = ("job_id", "study", "state", "position", "reason", "next_change_at", "sites", "submitted_at", "cpu", "memory_bytes", "gpus", "min_sites", "expected_duration_s")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHANGE_AT_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SITES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    study: str
+    state: str
+    position: int
+    reason: str
+    next_change_at: _timestamp_pb2.Timestamp
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    submitted_at: _timestamp_pb2.Timestamp
+    cpu: float
+    memory_bytes: int
+    gpus: int
+    min_sites: int
+    expected_duration_s: float
+    def __init__(self, job_id: _Optional[str] = ..., study: _Optional[str] = ..., state: _Optional[str] = ..., position: _Optional[int] = ..., reason: _Optional[str] = ..., next_change_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sites: _Optional[_Iterable[str]] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., min_sites: _Optional[int] = ..., expected_duration_s: _Optional[float] = ...) -> None: ...
+
+class StudyShareOfFleet(_message.Message):
+    __slots__ = ("study", "dominant_share", "weight")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    DOMINANT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    study: str
+    dominant_share: float
+    weight: float
+    def __init__(self, study: _Optional[str] = ..., dominant_share: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class ListQueueResponse(_message.Message):
+    __slots__ = ("work", "shares")
+    WORK_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    work: _containers.RepeatedCompositeFieldContainer[QueuedWork]
+    shares: _containers.RepeatedCompositeFieldContainer[StudyShareOfFleet]
+    def __init__(self, work: _Optional[_Iterable[_Union[QueuedWork, _Mapping]]] = ..., shares: _Optional[_Iterable[_Union[StudyShareOfFleet, _Mapping]]] = ...) -> None: ...

@@ -655,3 +655,79 @@ class LocalStudyService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class QueueServiceStub:
+    """QueueService shows the coordinator's queue of work waiting for sites with room.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListQueue = channel.unary_unary(
+                '/silolink.studies.v1.QueueService/ListQueue',
+                request_serializer=silolink_dot_studies_dot_v1_dot_studies__pb2.ListQueueRequest.SerializeToString,
+                response_deserializer=silolink_dot_studies_dot_v1_dot_studies__pb2.ListQueueResponse.FromString,
+                _registered_method=True)
+
+
+class QueueServiceServicer:
+    """QueueService shows the coordinator's queue of work waiting for sites with room.
+    """
+
+    def ListQueue(self, request, context):
+        """ListQueue lists queued and running work, each queued job with its position and why it waits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_QueueServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueue,
+                    request_deserializer=silolink_dot_studies_dot_v1_dot_studies__pb2.ListQueueRequest.FromString,
+                    response_serializer=silolink_dot_studies_dot_v1_dot_studies__pb2.ListQueueResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'silolink.studies.v1.QueueService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('silolink.studies.v1.QueueService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class QueueService:
+    """QueueService shows the coordinator's queue of work waiting for sites with room.
+    """
+
+    @staticmethod
+    def ListQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.studies.v1.QueueService/ListQueue',
+            silolink_dot_studies_dot_v1_dot_studies__pb2.ListQueueRequest.SerializeToString,
+            silolink_dot_studies_dot_v1_dot_studies__pb2.ListQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
