@@ -27,7 +27,7 @@ import grpc
 
 from silolink import config as config_mod
 from silolink import errors
-from silolink.cli_util import echo_json, handle_errors, parse_duration_s
+from silolink.cli_util import echo_json, handle_errors, json_option, parse_duration_s
 from silolink.config import CoordinatorConfig
 from silolink.rpc import health as health_rpc
 from silolink.rpc.channels import mtls_channel, split_address
@@ -81,7 +81,7 @@ def check(data_dir: Path, timeout_s: float = 5.0, mtls: bool = False) -> dict[st
 )
 @click.option("--timeout", default="5s", show_default=True, help="Give up on a listener after this long.")
 @click.option("--mtls", is_flag=True, help="Also check the mTLS listener with this host's operator credentials.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@json_option
 @handle_errors
 def health(data_dir: Path, timeout: str, mtls: bool, as_json: bool) -> None:
     """Exit 0 if the coordinator running on DATA_DIR serves the gRPC health service over TLS."""

@@ -36,13 +36,21 @@ STATE_NAMES = {
 KIND_NAMES = {v: k for k, v in KIND_TO_PROTO.items()}
 
 
+# How an operator gets credentials, said whenever none are found.
+FIX_CREDENTIALS = (
+    "pass --credentials FILE with operator/credentials.json copied from the coordinator's data directory, "
+    "or --data-dir DIR on the coordinator's host"
+)
+
+
 @dataclass(frozen=True)
 class OperatorCredentials:
     address: str
     credentials: Credentials
 
     @classmethod
-    def from_file(cls, path: Path) -> OperatorCredentials:
+    def from_file(cls, path: Path, source: str = "--credentials", fix: str = FIX_CREDENTIALS) -> OperatorCredentials:
+        """Read a credentials file; errors say where it was looked for (``source``) and ``fix``."""
         try:
             data = json.loads(Path(path).read_text())
             return cls(
@@ -50,9 +58,13 @@ class OperatorCredentials:
                 Credentials(data["ca_pem"].encode(), data["cert_pem"].encode(), data["key_pem"].encode()),
             )
         except FileNotFoundError:
-            raise errors.NotFound(f"no operator credentials at {path}") from None
-        except (ValueError, KeyError) as e:
-            raise errors.InvalidArgument(f"{path} is not an operator credentials file ({e})") from None
+            raise errors.NotFound(f"no operator credentials at {path} (from {source}); {fix}") from None
+        except OSError as e:
+            raise errors.PermissionDenied(f"cannot read operator credentials at {path} ({e.strerror}); {fix}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise errors.InvalidArgument(
+                f"{path} (from {source}) is not an operator credentials file ({type(e).__name__}: {e}); {fix}"
+            ) from None
 
     @classmethod
     def resolve(
@@ -60,14 +72,22 @@ class OperatorCredentials:
     ) -> OperatorCredentials:
         """Credentials from ``--credentials`` or ``--data-dir``; ``--coordinator`` overrides the address."""
         if credentials_file is not None:
-            creds = cls.from_file(credentials_file)
+            creds = cls.from_file(credentials_file, "--credentials or SILOLINK_OPERATOR_CREDENTIALS")
         elif data_dir is not None:
             layout = CoordinatorLayout(Path(data_dir))
-            creds = cls.from_file(layout.operator_credentials)
+            creds = cls.from_file(
+                layout.operator_credentials,
+                "--data-dir or SILOLINK_COORDINATOR_DATA_DIR",
+                f"is {data_dir} the coordinator's data directory? (`cloud-coordinator init --data-dir {data_dir}` "
+                "makes one), or use --credentials FILE",
+            )
             if layout.endpoints.exists():  # a coordinator running here: use what it bound
                 creds = cls(json.loads(layout.endpoints.read_text())["address"], creds.credentials)
         else:
-            raise errors.InvalidArgument("give --data-dir (on the coordinator's host) or --credentials FILE")
+            raise errors.InvalidArgument(
+                "no operator credentials given (looked for --credentials / SILOLINK_OPERATOR_CREDENTIALS and "
+                f"--data-dir / SILOLINK_COORDINATOR_DATA_DIR); {FIX_CREDENTIALS}"
+            )
         return cls(coordinator, creds.credentials) if coordinator else creds
 
 
@@ -116,6 +136,7 @@ class OperatorClient:
         self, creds: OperatorCredentials, timeout_s: float = 15.0, channel: grpc.Channel | None = None
     ) -> None:
         self.address = creds.address
+        self.ca_pem = creds.credentials.ca_pem
         self._owns_channel = channel is None
         self.channel = channel if channel is not None else mtls_channel(creds.address, creds.credentials)
         self.timeout_s = timeout_s

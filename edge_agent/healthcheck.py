@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from silolink import errors
-from silolink.cli_util import echo_json, handle_errors, parse_duration_s
+from silolink.cli_util import echo_json, handle_errors, json_option, parse_duration_s
 from silolink.rpc import health as health_rpc
 
 from .client import LocalClient
@@ -46,7 +46,7 @@ def check(data_dir: Path, timeout_s: float = 5.0, require_connected: bool = Fals
 @click.option(
     "--require-connected", is_flag=True, help="Fail unless the agent is connected to the coordinator right now."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@json_option
 @handle_errors
 def health(data_dir: Path, timeout: str, require_connected: bool, as_json: bool) -> None:
     """Exit 0 if the agent on DATA_DIR serves the gRPC health service on its local API."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -28,18 +29,83 @@ EXIT_CODES = {
 }
 
 
+def report_error(err: BaseException) -> NoReturn:
+    """Print ``err`` as one line on stderr (a JSON object under ``--json``) and exit non-zero.
+
+    Domain errors keep their message; a file the user named that cannot be read says which
+    and why; anything else is an unexpected failure, whose traceback SILOLINK_DEBUG=1 shows.
+    """
+    if isinstance(err, errors.SiloError):
+        code, message, exit_code = err.code.value, err.message, EXIT_CODES.get(err.code, 1)
+    elif isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        code, message, exit_code = "OS_ERROR", f"{where}{err.strerror or err}", 1
+    else:
+        if os.environ.get("SILOLINK_DEBUG"):
+            raise err
+        code = "INTERNAL"
+        message = f"unexpected {type(err).__name__}: {err} (set SILOLINK_DEBUG=1 to see where)"
+        exit_code = 1
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(_JSON_ERRORS):
+        click.echo(json.dumps({"error": {"code": code, "message": message}}, sort_keys=True), err=True)
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+class CommandGroup(click.Group):
+    """The top-level group of a command-line tool: every command under it, however deep,
+    fails in one line (``report_error``) instead of a Python traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.Abort) as e:
+            if not ctx.meta.get(_JSON_ERRORS):
+                raise  # click's own message: usage, or "Aborted!" at a prompt
+            usage = isinstance(e, click.ClickException)
+            error = (
+                {"code": "USAGE", "message": e.format_message()} if usage else {"code": "ABORTED", "message": "aborted"}
+            )
+            click.echo(json.dumps({"error": error}, sort_keys=True), err=True)
+            sys.exit(e.exit_code if usage else 1)
+        except click.exceptions.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported in one line, see report_error
+            report_error(e)  # ctx.meta, shared by the failed command's context chain, knows --json
+
+
 def handle_errors(fn: Callable) -> Callable:
-    """Print a SiloError as one line on stderr and exit non-zero, instead of a traceback."""
+    """Report a SiloError in one line (see ``report_error``) instead of a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except errors.SiloError as e:
-            click.echo(f"error: {e.message}", err=True)
-            sys.exit(EXIT_CODES.get(e.code, 1))
+            report_error(e)
 
     return wrapper
+
+
+_JSON_ERRORS = "silolink.json_errors"
+
+
+def _remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[_JSON_ERRORS] = True  # meta is shared by the whole context chain
+    return value
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    is_eager=True,  # known before any other parameter can fail
+    callback=_remember_json,
+    help="Print one JSON object instead of text (errors too, on stderr).",
+)
 
 
 def echo_json(value: Any) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from silolink import __version__
+from silolink.cli_util import CommandGroup
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 @click.version_option(__version__, prog_name="silolink")
 def main() -> None:
     """silolink: learn from hospital and factory data without moving it."""

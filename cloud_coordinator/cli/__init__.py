@@ -8,11 +8,12 @@ from __future__ import annotations
 import click
 
 from silolink import __version__
+from silolink.cli_util import CommandGroup
 
 from . import backup, exchange, health, models, query, server, sites, studies, training, users
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 @click.version_option(__version__, prog_name="cloud-coordinator")
 def main() -> None:
     """Operate a silolink cloud coordinator: set it up, serve it, manage sites."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 from typing import Any
 
 import click
 
-from silolink.audit.remote import check_chain, fetch_all
+from silolink import errors, pki
+from silolink.audit.pinned import HeadPin, verify_pinned
+from silolink.audit.remote import fetch_all
 from silolink.cli_util import echo_json, handle_errors, table
 from silolink.exchange_protos import agreement_to_dict
 from silolink.gen.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -40,17 +44,35 @@ class ExchangeAdmin:
     def audit_page(self, after_seq: int) -> audit_pb2.ListAuditEntriesResponse:
         return self._client.call(self._audit.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=after_seq))
 
-    def verify_audit(self) -> dict[str, Any]:
-        """Fetch the whole chain and verify it here, not on the coordinator."""
-        entries, public_key = fetch_all(self.audit_page)
-        chain = check_chain(entries, public_key)
+    def verify_audit(self, pin_file: Path) -> dict[str, Any]:
+        """Fetch the whole chain and verify it here, against the head and key pinned in ``pin_file``.
+
+        The first verification pins the audit key and head; each later one refuses a chain
+        under another key, or one that no longer holds the pinned head (entries deleted at
+        the end, the table emptied, history rewritten), and moves the pin forward.
+        """
+        try:
+            chain, before = verify_pinned(self.audit_page, HeadPin(pin_file), pinned_by="this operator machine")
+        except errors.FailedPrecondition as e:
+            raise errors.FailedPrecondition(f"{e.message} (head and key pinned in {pin_file})") from None
         return {
             "ok": True,
             "entries": len(chain.entries),
             "head_seq": chain.head_seq,
             "head_hash": chain.head_hash,
             "public_key": chain.public_key.hex(),
+            "pin_file": str(pin_file),
+            "first_pin": before is None,
+            "pinned_seq_before": before.seq if before else None,
         }
+
+
+def default_pin_file(client: OperatorClient) -> Path:
+    """Where this operator account pins the audit head of the coordinator ``client`` reaches:
+    one file per coordinator CA, in the user's state directory (not the coordinator's)."""
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    ca = pki.fingerprint(pki.load_cert(client.ca_pem)).removeprefix("sha256:").replace(":", "")
+    return state / "silolink" / "audit-pins" / f"{ca[:32]}.json"
 
 
 @click.group()
@@ -114,18 +136,30 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--pin-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SILOLINK_AUDIT_PIN_FILE",
+    help="Where the audit key and head are pinned (default: one file per coordinator under "
+    "$XDG_STATE_HOME/silolink/audit-pins/, ~/.local/state when unset).",
+)
 @json_option
 @operator_options
 @handle_errors
-def verify(client: OperatorClient, as_json: bool) -> None:
-    """Fetch the whole audit chain and check every link and signature here."""
-    result = ExchangeAdmin(client).verify_audit()
+def verify(client: OperatorClient, pin_file: Path | None, as_json: bool) -> None:
+    """Fetch the whole audit chain and check every link and signature here, and that the head
+    and audit key pinned on this machine at the first verify are still in it."""
+    result = ExchangeAdmin(client).verify_audit(pin_file or default_pin_file(client))
     if as_json:
         echo_json(result)
         return
     click.echo(
         f"audit chain verified: {result['entries']} entries, head {result['head_seq']} {result['head_hash'][:16]}"
     )
+    if result["first_pin"]:
+        click.echo(f"pinned the audit key and head in {result['pin_file']}; later verifies must find them")
+    else:
+        click.echo(f"the head pinned before (entry {result['pinned_seq_before']}) is still in the chain")
 
 
 @audit.command("list")

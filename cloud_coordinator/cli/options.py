@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from silolink.cli_util import json_option  # noqa: F401 - the one --json of every command
+
 from ..operator_client import OperatorClient, OperatorCredentials
 
 
@@ -36,6 +38,3 @@ def operator_options(fn: Callable) -> Callable:
             return fn(client=client, **kwargs)
 
     return wrapper
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import click
 
 from silolink import __version__
+from silolink.cli_util import CommandGroup
 
 from . import apps, daemon, data, exchange, health, models, privacy, studies
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 @click.version_option(__version__, prog_name="edge-agent")
 def main() -> None:
     """Run a silolink edge agent at a hospital or factory."""

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from silolink.cli_util import json_option  # noqa: F401 - the one --json of every command
+
 data_dir_option = click.option(
     "--data-dir",
     required=True,
@@ -13,4 +15,3 @@ data_dir_option = click.option(
     envvar="SILOLINK_AGENT_DATA_DIR",
     help="The agent's data directory (e.g. /var/lib/silolink).",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")

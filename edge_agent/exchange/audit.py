@@ -10,55 +10,36 @@ saw the old head.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from silolink import errors
-from silolink.audit.remote import check_chain, check_continuation, fetch_all
-from silolink.files import write_atomic
+from silolink.audit.pinned import AuditHead, HeadPin, verify_pinned
+from silolink.audit.remote import check_continuation, fetch_all
 
 from .remote import CoordinatorExchange
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class AuditHead:
-    public_key: bytes
-    seq: int
-    hash: str
-
-
 class AuditWatcher:
     def __init__(self, path: Path, remote: CoordinatorExchange) -> None:
-        self._path = path
+        self._pin = HeadPin(path)
         self._remote = remote
         self._lock = threading.Lock()
 
     def head(self) -> AuditHead | None:
-        if not self._path.exists():
-            return None
-        data = json.loads(self._path.read_text())
-        return AuditHead(bytes.fromhex(data["public_key"]), data["seq"], data["hash"])
-
-    def _remember(self, head: AuditHead) -> None:
-        write_atomic(
-            self._path,
-            json.dumps({"public_key": head.public_key.hex(), "seq": head.seq, "hash": head.hash}).encode(),
-            mode=0o644,
-        )
+        return self._pin.load()
 
     def refresh(self) -> AuditHead:
         """Verify the entries added since the remembered head; remember the new head."""
         with self._lock:
             head = self.head()
             if head is None:
-                return self._verify_all(None)
+                return self._verify_all()[0]
             # Fetch from the remembered entry itself: if it changed or vanished, say so now.
-            entries, public_key = fetch_all(self._remote.audit_page, after_seq=head.seq - 1)
+            entries, public_key = fetch_all(self._remote.audit_page, after_seq=max(0, head.seq - 1))
             if head.seq > 0:
                 if not entries or entries[0].seq != head.seq:
                     raise errors.FailedPrecondition(
@@ -72,26 +53,17 @@ class AuditWatcher:
             seq, digest = check_continuation(entries, public_key, head.public_key, (head.seq, head.hash))
             if seq != head.seq:
                 head = AuditHead(head.public_key, seq, digest)
-                self._remember(head)
+                self._pin.save(head)
             return head
 
     def verify(self) -> tuple[AuditHead, int, int]:
         """Verify the whole chain; return (new head, entries checked, remembered seq)."""
         with self._lock:
-            before = self.head()
-            head = self._verify_all(before)
+            head, before = self._verify_all()
             return head, head.seq, before.seq if before else 0
 
-    def _verify_all(self, before: AuditHead | None) -> AuditHead:
-        entries, public_key = fetch_all(self._remote.audit_page)
-        chain = check_chain(
-            entries,
-            public_key,
-            pinned_key=before.public_key if before else None,
-            remembered=(before.seq, before.hash) if before else None,
-        )
-        head = AuditHead(chain.public_key, chain.head_seq, chain.head_hash)
-        self._remember(head)
+    def _verify_all(self) -> tuple[AuditHead, AuditHead | None]:
+        chain, before = verify_pinned(self._remote.audit_page, self._pin, pinned_by="this site")
         if before is None:
-            log.info("pinned the coordinator's audit key; chain verified up to entry %d", head.seq)
-        return head
+            log.info("pinned the coordinator's audit key; chain verified up to entry %d", chain.head_seq)
+        return AuditHead(chain.public_key, chain.head_seq, chain.head_hash), before

@@ -72,11 +72,15 @@ def check_chain(
     public_key: bytes,
     pinned_key: bytes | None = None,
     remembered: tuple[int, str] | None = None,
+    pinned_by: str = "this site",
 ) -> VerifiedChain:
-    """Verify a whole chain fetched from genesis; raise FailedPrecondition naming the break."""
+    """Verify a whole chain fetched from genesis; raise FailedPrecondition naming the break.
+
+    ``pinned_by`` names who pinned the key and remembered the head, for the messages.
+    """
     if pinned_key is not None and public_key != pinned_key:
         raise errors.FailedPrecondition(
-            "the coordinator's audit key is not the one this site pinned: the chain cannot be trusted"
+            f"the coordinator's audit key is not the one {pinned_by} pinned: the chain cannot be trusted"
         )
     if entries and entries[0].seq != 1:
         raise errors.FailedPrecondition("audit chain broken: its first entries are missing")
@@ -86,11 +90,11 @@ def check_chain(
         seq, digest = remembered
         if seq > len(entries):
             raise errors.FailedPrecondition(
-                f"audit chain broken: entry {seq}, which this site saw before, has been deleted"
+                f"audit chain broken: entry {seq}, which {pinned_by} saw before, has been deleted"
             )
         if entries[seq - 1].hash != digest:
             raise errors.FailedPrecondition(
-                f"audit chain broken: entry {seq} no longer has the hash this site saw; the chain was rewritten"
+                f"audit chain broken: entry {seq} no longer has the hash {pinned_by} saw; the chain was rewritten"
             )
     return VerifiedChain(entries, entries[-1].seq if entries else 0, head_hash, pinned_key or public_key)
 

@@ -47,7 +47,7 @@ def verify_audit_chain(world: DemoWorld) -> None:
     from edge_agent.exchange.client import LocalExchangeClient
 
     say("cloud-coordinator audit verify")
-    result = ExchangeAdmin(world.operator()).verify_audit()
+    result = ExchangeAdmin(world.operator()).verify_audit(world.root / "operator-audit-pin.json")
     click.echo(f"  {result['entries']} entries, every link and signature checks out")
     for name in ("hospital-a", "hospital-b"):
         say(f"edge-agent audit verify --data-dir {world.sites[name]['data_dir']}")

@@ -46,7 +46,7 @@ def replace_rows(db, new_rows):
 
 def operator_verify(world):
     with world.admin() as op:
-        return ExchangeAdmin(op).verify_audit()
+        return ExchangeAdmin(op).verify_audit(world.root / "operator-audit-pin.json")
 
 
 def test_tampering_with_the_chain_is_detected_by_operator_and_site(world, tmp_path):
@@ -82,11 +82,10 @@ def test_tampering_with_the_chain_is_detected_by_operator_and_site(world, tmp_pa
     with pytest.raises(errors.FailedPrecondition, match="does not follow its predecessor"):
         operator_verify(world)
 
-    # The last entries deleted.
+    # The last entries deleted: a shorter chain is self-consistent, but the site saw more.
     replace_rows(db, original[:-2])
-    operator_verify(world)  # a shorter chain is self-consistent...
     with pytest.raises(errors.FailedPrecondition, match="has been deleted"):
-        world.site("hospital-a").verify_audit()  # ...but the site saw more
+        world.site("hospital-a").verify_audit()
 
     # A coordinator rewriting history with its own key: self-consistent, re-signed.
     key = load_audit_key(world.coordinator.layout)
@@ -99,9 +98,80 @@ def test_tampering_with_the_chain_is_detected_by_operator_and_site(world, tmp_pa
         )
         prev = entry.hash
     replace_rows(db, forged)
-    assert operator_verify(world)["entries"] == len(original)
     with pytest.raises(errors.FailedPrecondition, match="no longer has the hash this site saw"):
         world.site("hospital-a").verify_audit()
 
     replace_rows(db, original)
     assert world.site("hospital-a").verify_audit()["head_seq"] == head.seq
+
+
+def resign(original_rows, key, subject_of_2="rewritten"):
+    """The chain rewritten and re-signed with ``key``: consistent on its own."""
+    forged, prev = [], "0" * 64
+    for r in original_rows:
+        entry = seal(AuditEntry(r[0], r[1], r[2], r[3], subject_of_2 if r[0] == 2 else r[4], {}, prev), key)
+        forged.append(
+            (entry.seq, entry.at, entry.actor, entry.action, entry.subject, "{}", prev, entry.hash, entry.signature)
+        )
+        prev = entry.hash
+    return forged
+
+
+def test_the_operator_pins_head_and_key_and_catches_every_cut_at_the_end(tmp_path):
+    # Issue 15 item 7: each of these chains is consistent on its own and passed before.
+    data_dir, pin = tmp_path / "coordinator", tmp_path / "operator" / "audit-pin.json"
+    coordinator = support.start_coordinator(data_dir)
+
+    def verify():
+        with support.operator(coordinator) as op:
+            return ExchangeAdmin(op).verify_audit(pin)
+
+    try:
+        with support.operator(coordinator) as op:
+            for name in ("hospital-a", "hospital-b", "hospital-c", "factory-a"):
+                op.add_site(name, "hospital")
+        first = verify()
+        assert first["first_pin"] and pin.exists()
+        db = coordinator.layout.database
+        original = rows(db)
+        assert first["head_seq"] == len(original) >= 4
+        cuts = {
+            "the last entry dropped": (
+                original[:-1],
+                "entry 4, which this operator machine saw before, has been deleted",
+            ),
+            "the last 3 entries dropped": (original[:-3], "has been deleted"),
+            "the table emptied": ([], "has been deleted"),
+            "rewritten with the same key": (
+                resign(original, load_audit_key(coordinator.layout)),
+                "no longer has the hash",
+            ),
+        }
+        for what, (chain, message) in cuts.items():
+            replace_rows(db, chain)
+            with pytest.raises(errors.FailedPrecondition, match=message) as caught:
+                verify()
+            assert str(pin) in caught.value.message, what
+
+        # A coordinator given a new audit key, its whole chain re-signed with it.
+        coordinator.stop(0)
+        key_pem = coordinator.layout.audit_key.read_bytes()
+        coordinator.layout.audit_key.unlink()
+        coordinator = support.start_coordinator(data_dir)  # makes a new audit key
+        replace_rows(db, resign(original, load_audit_key(coordinator.layout), original[1][4]))
+        with pytest.raises(errors.FailedPrecondition, match="audit key is not the one this operator machine pinned"):
+            verify()
+
+        # The pin never moved to a bad chain: with the real key and chain back, it verifies and moves on.
+        coordinator.stop(0)
+        coordinator.layout.audit_key.write_bytes(key_pem)
+        replace_rows(db, original)
+        coordinator = support.start_coordinator(data_dir)
+        again = verify()
+        assert not again["first_pin"] and again["pinned_seq_before"] == len(original)
+        with support.operator(coordinator) as op:
+            op.add_site("hospital-z", "hospital")
+        grown = verify()
+        assert grown["head_seq"] > len(original) and grown["pinned_seq_before"] == len(original)
+    finally:
+        coordinator.stop(0)

@@ -263,7 +263,7 @@ def test_operators_manage_agreements_and_every_step_is_audited(world, tmp_path):
         assert {("envelope.send", sent["envelope_id"]), ("envelope.deliver", sent["envelope_id"])} <= actions
         assert ("agreement.revoke", agreement_id) in actions
         assert any(a == "site.key.publish" for a, _ in actions)
-        assert admin.verify_audit()["entries"] == world.coordinator.audit.head().seq
+        assert admin.verify_audit(tmp_path / "audit-pin.json")["entries"] == world.coordinator.audit.head().seq
     assert (
         world.site("hospital-a").verify_audit()["head_seq"] >= world.site("hospital-a").verify_audit()["remembered_seq"]
     )

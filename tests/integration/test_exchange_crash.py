@@ -142,7 +142,7 @@ def test_every_acknowledged_envelope_survives_kill_9(tmp_path, whole):
             assert data == payloads[envelope_id]
         with OperatorClient(OperatorCredentials.resolve(data_dir=data_dir)) as op:
             admin = ExchangeAdmin(op)
-            verified = admin.verify_audit()["entries"]
+            verified = admin.verify_audit(tmp_path / "audit-pin.json")["entries"]
             if not whole:
                 assert verified > len(acked)
             recorded = {i for e in fetch_all(admin.audit_page)[0] for i in envelope_ids(e)}
