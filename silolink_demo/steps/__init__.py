@@ -12,6 +12,7 @@ from .inference import score_local_data
 from .registry import roll_out_a_signed_model
 from .setup import enroll_sites, start_agents, start_coordinator
 from .sites import revoke_a_site
+from .studies import run_a_study_with_a_privacy_budget
 from .training import train_together
 
 STEPS = [
@@ -22,6 +23,7 @@ STEPS = [
     train_together,
     roll_out_a_signed_model,
     query_across_hospitals,
+    run_a_study_with_a_privacy_budget,
     exchange_sealed_file,
     verify_audit_chain,
     revoke_a_site,
