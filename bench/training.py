@@ -105,11 +105,11 @@ class InProcessGrid:
 
 def federated(catalogs: list[Path], rounds: int, epochs: int, lr: float, seed: int, hidden: tuple[int, ...] = ()):
     """FedAvg over in-process sites; returns (params, mean, std, seconds per round)."""
+    from cloud_coordinator.training.rounds import RoundPlan, run_rounds
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
     from cloud_coordinator.training import strategies
-    from cloud_coordinator.training.rounds import RoundPlan, run_rounds
     from cloud_coordinator.training.runner import federated_scaling
     from cloud_coordinator.training.store import JobSpec
     from edge_agent.training.tabular import app

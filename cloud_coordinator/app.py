@@ -31,7 +31,7 @@ from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount
 
-from . import accounts, analytics, audit, bootstrap, catalog, exchange, registry, scheduling, studies, training
+from . import accounts, analytics, apps, audit, bootstrap, catalog, dashboard_metrics, exchange, registry, scheduling, studies, training
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
@@ -54,6 +54,7 @@ CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
     catalog.attach,
     registry.attach,
     exchange.attach,
+    apps.attach,  # before training: jobs run published apps
     training.attach,
     analytics.attach,
 ]
@@ -146,6 +147,7 @@ class Coordinator:
             "kind",
             lambda: {"agent": self.hub.connected_count()},
         )
+        dashboard_metrics.register(self)
         self._stop_hooks: list[Callable[[], None]] = []
         self._stopping_hooks: list[Callable[[], None]] = []
         limits = self.config.limits
@@ -211,7 +213,8 @@ class Coordinator:
                 lambda server=server: server.stats()["refused"],
             )
         self._stopped = False
-        self.address = self.enroll_address = self.metrics_address = ""
+        self.address = self.enroll_address = self.metrics_address = self.console_address = ""
+        self.console = None
         self.public_addresses = ("", "")
 
     def _check_identity(self, identity, metadata):
@@ -255,6 +258,11 @@ class Coordinator:
         )
         if self.config.metrics_listen:
             self.metrics_address = self.metrics.serve(self.config.metrics_listen)
+        if self.config.console.listen:
+            from . import console
+
+            self.console = console.start(self)
+            self.console_address = self.console.address
         write_atomic(
             self.layout.endpoints,
             json.dumps(
@@ -262,16 +270,19 @@ class Coordinator:
                     "address": self.address,
                     "enroll_address": self.enroll_address,
                     "metrics_address": self.metrics_address,
+                    "console_address": self.console_address,
                     "pid": os.getpid(),
                 }
             ).encode(),
             mode=0o644,
         )
         log.info(
-            "coordinator serving agents and operators on %s (mTLS), enrollment on %s, metrics on %s; CA %s",
+            "coordinator serving agents and operators on %s (mTLS), enrollment on %s, metrics on %s, "
+            "console on %s; CA %s",
             self.address,
             self.enroll_address,
             self.metrics_address or "off",
+            f"https://{self.console_address}" if self.console_address else "off",
             self.ca.fingerprint,
         )
         return self
@@ -282,6 +293,9 @@ class Coordinator:
             return
         self._stopped = True
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        if self.console is not None:  # first: it is a client of the servers below
+            self.console.stop()
+            self.console.client.close()
         self.server.set_not_serving()
         self.enroll_server.set_not_serving()
         for hook in self._stopping_hooks:

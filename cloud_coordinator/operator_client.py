@@ -20,7 +20,7 @@ from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
 from silolink.gen.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from silolink.gen.common.v1 import site_pb2
 from silolink.gen.training.v1 import training_pb2, training_pb2_grpc
-from silolink.protos import epoch, resources_to_dict
+from silolink.protos import config_from_proto, config_to_proto, epoch, resources_to_dict, timestamp
 from silolink.rpc.channels import Credentials, mtls_channel
 from silolink.rpc.status import from_rpc_error
 
@@ -195,6 +195,41 @@ class OperatorClient:
     def list_sites(self) -> list[dict[str, Any]]:
         return [site_to_dict(s) for s in self.call(self._admin.ListSites, admin_pb2.ListSitesRequest()).sites]
 
+    def find_sites(
+        self,
+        page_size: int,
+        offset: int = 0,
+        kind: str = "",
+        state: str = "",
+        tag: str = "",
+        name_contains: str = "",
+        certificate_expires_before: float | None = None,
+    ) -> dict[str, Any]:
+        """One page of the sites matching the filters (``tag`` is KEY or KEY=VALUE), with
+        how many match and how many sites are in each state."""
+        if kind and kind not in KIND_TO_PROTO:
+            raise errors.InvalidArgument(f"site kind must be hospital or factory, not {kind!r}")
+        states = {v: k for k, v in STATE_NAMES.items()}
+        if state and state not in states:
+            raise errors.InvalidArgument(f"site state must be one of {', '.join(states)}, not {state!r}")
+        request = admin_pb2.ListSitesRequest(
+            page_size=page_size,
+            page_token=str(offset) if offset else "",
+            kind=KIND_TO_PROTO.get(kind, 0),
+            state=states.get(state, 0),
+            name_contains=name_contains,
+            certificate_expires_before=timestamp(certificate_expires_before),
+        )
+        if tag:
+            key, _, value = tag.partition("=")
+            request.tag.CopyFrom(site_pb2.Tag(key=key, value=value))
+        reply = self.call(self._admin.ListSites, request)
+        return {
+            "sites": [site_to_dict(s) for s in reply.sites],
+            "total": reply.total_size,
+            "state_counts": {STATE_NAMES[c.state]: c.count for c in reply.state_counts if c.state in STATE_NAMES},
+        }
+
     def revoke_site(self, name: str) -> dict[str, Any]:
         return site_to_dict(self.call(self._admin.RevokeSite, admin_pb2.RevokeSiteRequest(name=name)).site)
 
@@ -214,18 +249,42 @@ class OperatorClient:
         return {"site": reply.site, "share": share, "datasets": datasets}
 
     def start_training(self, **spec: Any) -> dict[str, Any]:
-        """Start a job; ``spec`` holds JobSpec fields (app, dataset, sites, rounds, ...)."""
+        """Start a job; ``spec`` holds JobSpec fields (app, dataset, sites, rounds, ...), with
+        ``run_config`` as a dict of overrides."""
         try:
-            request = training_pb2.StartJobRequest(spec=training_pb2.JobSpec(**spec))
+            run_config = config_to_proto(spec.pop("run_config", None) or {})
+            request = training_pb2.StartJobRequest(spec=training_pb2.JobSpec(**spec, run_config=run_config))
         except (TypeError, ValueError) as e:
             raise errors.InvalidArgument(f"bad training job settings: {e}") from None
         return job_to_dict(self.call(self._training.StartJob, request).job)
+
+    def read_job_logs(self, job_id: str, offset: int = 0) -> tuple[bytes, int, bool]:
+        """(output of the job's ServerApp from ``offset``, the next offset, whether it is complete)."""
+        reply = self.call(self._training.ReadJobLogs, training_pb2.ReadJobLogsRequest(id=job_id, offset=offset))
+        return reply.data, reply.next_offset, reply.complete
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(self.call(self._training.GetJob, training_pb2.GetJobRequest(id=job_id)).job)
 
     def list_jobs(self) -> list[dict[str, Any]]:
         return [job_to_dict(j) for j in self.call(self._training.ListJobs, training_pb2.ListJobsRequest()).jobs]
+
+    def find_jobs(self, page_size: int, offset: int = 0, state: str = "", dataset: str = "") -> dict[str, Any]:
+        """One page of the jobs (newest first) matching the filters, with how many match and
+        how many jobs are in each state."""
+        state_value = training_pb2.JobState.Value(f"JOB_STATE_{state.upper()}") if state else 0
+        request = training_pb2.ListJobsRequest(
+            page_size=page_size, page_token=str(offset) if offset else "", state=state_value, dataset=dataset
+        )
+        reply = self.call(self._training.ListJobs, request)
+        return {
+            "jobs": [job_to_dict(j) for j in reply.jobs],
+            "total": reply.total_size,
+            "state_counts": {
+                training_pb2.JobState.Name(c.state).removeprefix("JOB_STATE_").lower(): c.count
+                for c in reply.state_counts
+            },
+        }
 
     def stop_job(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(self.call(self._training.StopJob, training_pb2.StopJobRequest(id=job_id)).job)
@@ -235,6 +294,7 @@ def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
     from google.protobuf.json_format import MessageToDict
 
     spec = MessageToDict(job.spec, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    spec["run_config"] = config_from_proto(job.spec.run_config)
     return {
         "job": job.id,
         "state": training_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
@@ -243,9 +303,10 @@ def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
             {
                 "round": r.round,
                 "participants": list(r.participants),
-                "excluded": [{"site": e.site, "reason": e.reason} for e in r.excluded],
+                "excluded": [{"site": e.site, "reason": e.reason, "message_type": e.message_type} for e in r.excluded],
                 "train_metrics": dict(r.train_metrics),
                 "eval_metrics": dict(r.eval_metrics),
+                "server_metrics": dict(r.server_metrics),
                 "duration_s": round(r.duration_s, 3),
             }
             for r in job.rounds
@@ -257,4 +318,9 @@ def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
         "created_at": iso(epoch(job, "created_at")),
         "updated_at": iso(epoch(job, "updated_at")),
         "resumed": job.resumed,
+        "resumed_from_round": job.resumed_from_round,
+        "app_version": job.app_version,
+        "app_sha256": job.app_sha256,
+        "run_config": config_from_proto(job.run_config),
+        "published_models": list(job.published_models),
     }

@@ -82,6 +82,28 @@ class CoordinatorExchangeConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class CoordinatorAppsConfig(Settings):
+    """``[apps]``: what a Flower App Bundle may weigh (Flower's own limits by default)."""
+
+    # The largest .fab accepted (Flower's own FAB limit is 10 MiB).
+    max_bundle_bytes: int = setting(10 * MiB, min=1 * KiB, max=1 * GiB)
+    # The most bytes a bundle may unpack to (a zip bomb declares small sizes it then exceeds).
+    max_unpacked_bytes: int = setting(64 * MiB, min=1 * KiB, max=4 * GiB)
+    # The most files a bundle may hold.
+    max_files: int = setting(1000, min=1, max=100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordinatorTrainingConfig(Settings):
+    """``[training]``: training jobs (each runs the app's ServerApp in a process of its own)."""
+
+    # How long a job's ServerApp may run, unless the job sets --timeout.
+    default_timeout_s: float = setting(float(DAY), min=1.0, max=30.0 * DAY)
+    # A job process that finds its coordinator gone exits within about this time.
+    orphan_check_s: float = setting(0.5, min=0.05, max=60.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class AccountsConfig(Settings):
     """``[accounts]``: operator accounts, console sessions and failed-login limits."""
 
@@ -185,6 +207,7 @@ class CoordinatorConfig(Settings):
     # The addresses sites dial, as printed in enrollment instructions; empty means the
     # first hostname with the port actually bound.
     public_address: str = setting("", kind=ADDRESS_OR_EMPTY)
+    # The same for the enrollment address; empty means the first hostname with the enroll port.
     public_enroll_address: str = setting("", kind=ADDRESS_OR_EMPTY)
     # Names and IPs the server certificate covers.
     hostnames: tuple[str, ...] = setting(("localhost", "127.0.0.1"), kind=HOSTNAME, min_items=1, max_items=64)
@@ -194,17 +217,24 @@ class CoordinatorConfig(Settings):
     stale_after_s: float = setting(45.0, min=0.1, max=DAY)
     # How long an enrollment token stays valid.
     token_ttl_s: int = setting(DAY, min=60, max=30 * DAY)
+    # Lifetime of the certificates the CA issues to sites (agents renew them before they expire).
     site_cert_lifetime_s: int = setting(30 * DAY, min=1, max=5 * YEAR)
+    # Lifetime of operator certificates.
     operator_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
+    # Lifetime of the server certificate; `serve` renews it when a third of it remains.
     server_cert_lifetime_s: int = setting(YEAR, min=60, max=10 * YEAR)
+    # The largest gRPC message sent or received, in bytes.
     max_message_bytes: int = setting(16 * MiB, min=4 * KiB, max=MAX_GRPC_MESSAGE_BYTES)
     # No longer used (the [limits] table sizes each class of calls); kept so that older
     # coordinator.toml files still load.
     max_workers: int = setting(256, min=1, max=65536)
     # How long in-flight calls may finish after SIGTERM.
     shutdown_grace_s: float = setting(5.0, min=0, max=3600)
+    # How much the coordinator logs (logs never hold payloads, tokens or keys).
     log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     exchange: CoordinatorExchangeConfig = dataclasses.field(default_factory=CoordinatorExchangeConfig)
+    apps: CoordinatorAppsConfig = dataclasses.field(default_factory=CoordinatorAppsConfig)
+    training: CoordinatorTrainingConfig = dataclasses.field(default_factory=CoordinatorTrainingConfig)
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
     scheduling: SchedulingConfig = dataclasses.field(default_factory=SchedulingConfig)
     accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
@@ -283,6 +313,7 @@ class InferenceConfig(Settings):
 
     # Concurrent requests to one model version are run together, up to this many rows.
     batching: bool = setting(True)
+    # The most rows one batched model run takes.
     max_batch_rows: int = setting(256, min=1, max=1_000_000)
     # How long a batch may wait for more requests before it runs. 0: batches form only
     # from requests that queued while the previous batch ran (no added latency when idle).
@@ -363,17 +394,21 @@ class AgentConfig(Settings):
     # The local API for site systems: "unix:PATH" (relative to the data directory) or
     # "HOST:PORT". Non-loopback addresses need allow_remote_local_api.
     local_listen: str = setting("unix:agent.sock", kind=LOCAL_ADDRESS)
+    # Allow a local API address that is not loopback (the local API has no TLS: only on a trusted network).
     allow_remote_local_api: bool = setting(False)
     # Backoff between attempts to reach the coordinator: doubles from initial to max.
     reconnect_initial_s: float = setting(0.5, min=0.01, max=3600)
+    # The longest delay between reconnection attempts.
     reconnect_max_s: float = setting(30.0, min=0.01, max=DAY)
     # Renew the site certificate when less than this fraction of its lifetime remains.
     renew_remaining_fraction: float = setting(0.33, min=0.01, max=0.99)
+    # The largest gRPC message sent or received, in bytes.
     max_message_bytes: int = setting(16 * MiB, min=4 * KiB, max=MAX_GRPC_MESSAGE_BYTES)
     # Threads serving the local API; concurrent Infer calls each hold one while batched.
     local_max_workers: int = setting(64, min=1, max=65536)
     # How long in-flight local calls may finish after SIGTERM.
     shutdown_grace_s: float = setting(5.0, min=0, max=3600)
+    # How much the agent logs (logs never hold payloads, rows or keys).
     log_level: str = setting("INFO", choices=LOG_LEVELS, fold_case=True)
     # Prometheus metrics over HTTP (RPCs, inference, the control link), e.g.
     # "127.0.0.1:9465"; empty (the default) opens no port.

@@ -7,6 +7,11 @@ enrollment; the CA issues a certificate for the signing key (URI SAN
 ``silolink://model-signer``, code-signing usage), so a site checks that certificate
 against its pinned CA, then the signature, then the digest of the bytes it downloaded.
 No new trust anchor has to be handed to the site.
+
+Flower app bundles are signed the same way, with a manifest of their own type
+(``silolink.app-manifest.v1``: ``encode_app`` / ``verify_app``), by the same key: a site
+that trusts the coordinator's models trusts the code it offers on the same terms, and still
+decides itself whether to run it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from silolink import errors, pki
 from silolink.onnx_models import check_name
 
 MANIFEST_TYPE = "silolink.model-manifest.v1"
+APP_MANIFEST_TYPE = "silolink.app-manifest.v1"
 SIGNER_URI = "silolink://model-signer"
 MANIFEST_FIELDS = (
     "name",
@@ -39,15 +45,41 @@ MANIFEST_FIELDS = (
     "source_job",
     "created_at",
 )
+APP_MANIFEST_FIELDS = (
+    "name",
+    "version",
+    "sha256",
+    "size",
+    "publisher",
+    "files",  # [{"path", "sha256", "size"}], as the bundle's .info/CONTENT lists them
+    "dependencies",  # [project] dependencies, PEP 508 strings
+    "config",  # [tool.flwr.app.config] defaults, flattened: {"key": bool | int | float | str}
+    "serverapp",
+    "clientapp",
+    "description",
+    "creator",
+    "created_at",
+    "builtin",
+)
 
 
 def encode(fields: dict[str, Any]) -> bytes:
-    """The canonical bytes of a manifest holding exactly ``MANIFEST_FIELDS``."""
-    missing = set(MANIFEST_FIELDS) - set(fields)
+    """The canonical bytes of a model manifest holding exactly ``MANIFEST_FIELDS``."""
+    return _canonical(MANIFEST_TYPE, MANIFEST_FIELDS, fields)
+
+
+def encode_app(fields: dict[str, Any]) -> bytes:
+    """The canonical bytes of an app manifest holding exactly ``APP_MANIFEST_FIELDS``."""
+    return _canonical(APP_MANIFEST_TYPE, APP_MANIFEST_FIELDS, fields)
+
+
+def _canonical(kind: str, names: tuple[str, ...], fields: dict[str, Any]) -> bytes:
+    missing = set(names) - set(fields)
     if missing:
         raise ValueError(f"manifest lacks {sorted(missing)}")
-    body = {"type": MANIFEST_TYPE, **{k: fields[k] for k in MANIFEST_FIELDS}}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    body = {"type": kind, **{k: fields[k] for k in names}}
+    # allow_nan=False: NaN has no canonical JSON form; an app declaring one is refused earlier.
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 def issue_signer_certificate(
@@ -119,29 +151,49 @@ def check_signer_certificate(cert_pem: bytes, ca_pem: bytes, now: dt.datetime | 
 
 
 def verify(manifest: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes) -> dict[str, Any]:
-    """The manifest's fields, after checking the signer's certificate and the signature."""
+    """A model manifest's fields, after checking the signer's certificate and the signature."""
+    fields = _verified(manifest, signature, cert_pem, ca_pem, "model", MANIFEST_TYPE, MANIFEST_FIELDS)
+    check_name("model name", fields["name"])
+    check_name("version", fields["version"])
+    return fields
+
+
+def verify_app(manifest: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes) -> dict[str, Any]:
+    """An app manifest's fields, after checking the signer's certificate and the signature."""
+    fields = _verified(manifest, signature, cert_pem, ca_pem, "app", APP_MANIFEST_TYPE, APP_MANIFEST_FIELDS)
+    for key in ("name", "version", "publisher", "serverapp", "clientapp"):
+        if not isinstance(fields[key], str) or not fields[key]:
+            raise errors.InvalidArgument(f"the signed app manifest has a malformed {key}")
+    if not isinstance(fields["files"], list) or not isinstance(fields["dependencies"], list):
+        raise errors.InvalidArgument("the signed app manifest has malformed files or dependencies")
+    if not isinstance(fields["config"], dict):
+        raise errors.InvalidArgument("the signed app manifest has a malformed config")
+    return fields
+
+
+def _verified(
+    manifest: bytes, signature: bytes, cert_pem: bytes, ca_pem: bytes, what: str, kind: str, names: tuple[str, ...]
+) -> dict[str, Any]:
     key = check_signer_certificate(cert_pem, ca_pem)
     try:
         key.verify(signature, manifest)
     except InvalidSignature:
         raise errors.PermissionDenied(
-            "the model manifest's signature does not verify against the coordinator's model-signing key; "
-            "the manifest or its signature was altered, refusing the model"
+            f"the {what} manifest's signature does not verify against the coordinator's model-signing key; "
+            f"the manifest or its signature was altered, refusing the {what}"
         ) from None
     try:
         fields = json.loads(manifest)
     except ValueError:
-        raise errors.InvalidArgument("the signed model manifest is not JSON") from None
-    if not isinstance(fields, dict) or fields.get("type") != MANIFEST_TYPE:
-        raise errors.InvalidArgument(f"the signed document is not a {MANIFEST_TYPE}")
-    missing = [k for k in MANIFEST_FIELDS if k not in fields]
+        raise errors.InvalidArgument(f"the signed {what} manifest is not JSON") from None
+    if not isinstance(fields, dict) or fields.get("type") != kind:
+        raise errors.InvalidArgument(f"the signed document is not a {kind}")
+    missing = [k for k in names if k not in fields]
     if missing:
-        raise errors.InvalidArgument(f"the signed model manifest lacks {', '.join(missing)}")
-    check_name("model name", fields["name"])
-    check_name("version", fields["version"])
+        raise errors.InvalidArgument(f"the signed {what} manifest lacks {', '.join(missing)}")
     sha = fields["sha256"]
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise errors.InvalidArgument("the signed model manifest has a malformed sha256")
+        raise errors.InvalidArgument(f"the signed {what} manifest has a malformed sha256")
     if not isinstance(fields["size"], int) or fields["size"] <= 0:
-        raise errors.InvalidArgument("the signed model manifest has a malformed size")
+        raise errors.InvalidArgument(f"the signed {what} manifest has a malformed size")
     return fields

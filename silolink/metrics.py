@@ -1,16 +1,46 @@
-"""Prometheus metrics for the daemons (coordinator and agent), on an HTTP port of their own."""
+"""Prometheus metrics for the daemons (coordinator and agent), on an HTTP port of their own.
+
+gRPC calls are counted under the names stock gRPC dashboards use (go-grpc-prometheus and
+py-grpc-prometheus): ``grpc_server_started_total`` and ``grpc_server_handled_total`` with
+``grpc_type``, ``grpc_service``, ``grpc_method`` (and ``grpc_code``), and the histogram
+``grpc_server_handling_seconds``; the process's own ``process_*`` and a ``silolink_build_info``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import platform
+from collections.abc import Callable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from google.protobuf import descriptor_pool
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
-from silolink import errors
+from silolink import __version__, errors
 from silolink.rpc.channels import split_address
+
+# go-grpc-prometheus's default buckets for grpc_server_handling_seconds.
+GRPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@functools.lru_cache(maxsize=4096)
+def grpc_labels(method: str) -> tuple[str, str, str]:
+    """``(grpc_type, grpc_service, grpc_method)`` of a full method path ``/pkg.Service/Method``."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    kind = "unary"
+    try:
+        found = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+        kind = {
+            (False, False): "unary",
+            (True, False): "client_stream",
+            (False, True): "server_stream",
+            (True, True): "bidi_stream",
+        }[(found.client_streaming, found.server_streaming)]
+    except KeyError:  # a method not in the pool (refused before routing): counted as unary
+        pass
+    return kind, service, name
 
 
 class Metrics:
@@ -30,11 +60,42 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self._grpc_started = Counter(
+            "grpc_server_started", "RPCs started on the server", labels, registry=self.registry
+        )
+        self._grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, whatever the outcome",
+            [*labels, "grpc_code"],
+            registry=self.registry,
+        )
+        self._grpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time the server took to handle each RPC (whole stream for streaming RPCs)",
+            labels,
+            buckets=GRPC_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Gauge(
+            "silolink_build_info",
+            "The silolink version running (always 1)",
+            ["version", "python"],
+            registry=self.registry,
+        ).labels(__version__, platform.python_version()).set(1)
         self._httpd = None
+
+    def started(self, method: str) -> None:
+        self._grpc_started.labels(*grpc_labels(method)).inc()
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self._requests.labels(method, code).inc()
         self._seconds.labels(method).observe(seconds)
+        labels = grpc_labels(method)
+        self._grpc_handled.labels(*labels, code).inc()
+        self._grpc_seconds.labels(*labels).observe(seconds)
 
     def histogram(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Callable[[float], None]:
         """A histogram without labels; returns its ``observe`` function."""
@@ -43,6 +104,12 @@ class Metrics:
     def gauge(self, name: str, documentation: str, label: str, values: Callable[[], dict[str, float]]) -> None:
         """A gauge whose per-``label`` values are read from ``values()`` at scrape time."""
         self.registry.register(_Callback(GaugeMetricFamily, name, documentation, label, values))
+
+    def gauge_family(
+        self, name: str, documentation: str, labels: Sequence[str], values: Callable[[], dict[tuple[str, ...], float]]
+    ) -> None:
+        """A gauge with several labels, its values (by label tuple) read from ``values()`` at scrape time."""
+        self.registry.register(_Family(name, documentation, tuple(labels), values))
 
     def counter(self, name: str, documentation: str, label: str, values: Callable[[], dict[str, float]]) -> None:
         """A counter kept elsewhere (``name`` without ``_total``), read at scrape time."""
@@ -72,4 +139,15 @@ class _Callback(Collector):
         family = self._kind(self._name, self._doc, labels=[self._label])
         for key, value in sorted(self._values().items()):
             family.add_metric([key], value)
+        yield family
+
+
+class _Family(Collector):
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], values) -> None:
+        self._name, self._doc, self._labels, self._values = name, documentation, labels, values
+
+    def collect(self):
+        family = GaugeMetricFamily(self._name, self._doc, labels=list(self._labels))
+        for key, value in sorted(self._values().items()):
+            family.add_metric(list(key), value)
         yield family

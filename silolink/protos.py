@@ -48,3 +48,33 @@ def resources_from_dict(data: dict[str, Any]) -> site_pb2.ResourceReport:
         ],
         agent_version=str(data.get("agent_version", "")),
     )
+
+
+def config_value(value: bool | int | float | str):
+    """A Flower run_config value as a ``silolink.apps.v1.ConfigValue``."""
+    from silolink.gen.apps.v1 import apps_pb2
+
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        return apps_pb2.ConfigValue(bool_value=value)
+    if isinstance(value, int):
+        return apps_pb2.ConfigValue(int_value=value)
+    if isinstance(value, float):
+        return apps_pb2.ConfigValue(float_value=value)
+    if isinstance(value, str):
+        return apps_pb2.ConfigValue(string_value=value)
+    raise TypeError(f"a run_config value is a bool, int, float or str, not {type(value).__name__}")
+
+
+def config_to_proto(config: dict[str, Any]) -> dict[str, Any]:
+    """A run_config dict as the values of a ``map<string, ConfigValue>`` field."""
+    return {key: config_value(value) for key, value in config.items()}
+
+
+def config_from_proto(values: Any) -> dict[str, bool | int | float | str]:
+    """A ``map<string, ConfigValue>`` field as a run_config dict (unset values are left out)."""
+    out: dict[str, bool | int | float | str] = {}
+    for key, value in values.items():
+        kind = value.WhichOneof("value")
+        if kind is not None:
+            out[key] = getattr(value, kind)
+    return out

@@ -21,3 +21,26 @@ def demo(workdir: str | None) -> None:
     from silolink_demo import run_demo
 
     raise SystemExit(run_demo(workdir))
+
+
+@main.command("sample-data")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--site", "sites", multiple=True, default=("hospital-a", "hospital-b"), show_default=True,
+    help="A hospital to write patients for (repeatable); each gets its own share, no patient in two.",
+)  # fmt: skip
+def sample_data(directory: str, sites: tuple[str, ...]) -> None:
+    """Write real example patients, one CSV per hospital, to try silolink with (needs the demo extra).
+
+    The rows are scikit-learn's breast cancer data set (569 patients, 30 measurements and a
+    diagnosis, 1 = benign), shuffled and split between the hospitals as the demo does; a fifth
+    is held back as public reference data. Columns: patient_id, the measurements, diagnosis.
+    """
+    from pathlib import Path
+
+    from silolink_demo import datasets
+
+    _, splits = datasets.breast_cancer_splits(list(sites))
+    for name, split in splits.items():
+        path = datasets.write_csv(Path(directory) / f"{name}.csv", split)
+        click.echo(f"{path}: {len(split['ids'])} patients")

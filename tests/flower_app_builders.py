@@ -70,8 +70,13 @@ def write_app(
     config: dict | None = None,
     dependencies: list[str] | None = None,
     client: str | None = None,
+    server: str | None = None,
 ) -> Path:
-    """A Flower app directory in the standard layout; returns the directory."""
+    """A Flower app directory in the standard layout; returns the directory.
+
+    ``client`` and ``server`` are the sources of ``client_app.py`` and ``server_app.py``
+    (each defining ``app``); by default the probe ClientApp and an empty ServerApp.
+    """
     package = name.replace("-", "_")
     directory = root / f"{name}-{version}"
     (directory / package).mkdir(parents=True)
@@ -89,7 +94,9 @@ def write_app(
     (directory / package / "__init__.py").write_text("")
     (directory / package / "marker.py").write_text(f"VALUE = {marker!r}\n")
     (directory / package / "client_app.py").write_text(textwrap.dedent(client or PROBE_CLIENT.format(package=package)))
-    (directory / package / "server_app.py").write_text("from flwr.serverapp import ServerApp\n\napp = ServerApp()\n")
+    (directory / package / "server_app.py").write_text(
+        textwrap.dedent(server or "from flwr.serverapp import ServerApp\n\napp = ServerApp()\n")
+    )
     return directory
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -59,18 +60,32 @@ def init(data_dir: Path, hostnames: tuple[str, ...], public_address: str | None,
 @click.option("--listen", metavar="HOST:PORT", help="mTLS listener for agents and operators (default 0.0.0.0:7443).")
 @click.option("--enroll-listen", metavar="HOST:PORT", help="Enrollment listener, server TLS (default 0.0.0.0:7444).")
 @click.option("--metrics-listen", metavar="HOST:PORT", help="Prometheus metrics over HTTP; '' to disable.")
+@click.option(
+    "--console-listen",
+    metavar="HOST:PORT",
+    help="Serve the web console over HTTPS here (e.g. 127.0.0.1:7445; needs the [console] extra).",
+)
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 @handle_errors
 def serve(
-    data_dir: Path, listen: str | None, enroll_listen: str | None, metrics_listen: str | None, log_level: str | None
+    data_dir: Path,
+    listen: str | None,
+    enroll_listen: str | None,
+    metrics_listen: str | None,
+    console_listen: str | None,
+    log_level: str | None,
 ) -> None:
     """Serve agents and operators until SIGTERM or SIGINT, then stop gracefully."""
     cfg = load_config(
         data_dir, listen=listen, enroll_listen=enroll_listen, metrics_listen=metrics_listen, log_level=log_level
     )
+    if console_listen is not None:
+        cfg = dataclasses.replace(cfg, console=dataclasses.replace(cfg.console, listen=console_listen))
     logs.configure(cfg.log_level)
     stop = stop_event_on_signals()
     coordinator = Coordinator(data_dir, cfg).start()
+    if coordinator.console_address:
+        click.echo(f"console: https://{coordinator.console_address}/", err=True)
     stop.wait()
     log.info("shutting down")
     coordinator.stop()

@@ -167,6 +167,18 @@ class SiteService:
         live = self.presence.snapshot()
         return [self._live(site, live.get(site.name)) for site in records]
 
+    def select(self, keep: Callable[[SiteRecord], bool]) -> list[SiteRecord]:
+        """The sites ``keep`` accepts, by name, as stored (``with_live`` adds the live heartbeat):
+        filtering thousands of sites this way costs milliseconds, for list pages."""
+        with self._lock:
+            records = [s for s in self._records.values() if keep(s)]
+        records.sort(key=lambda s: s.name)
+        return records
+
+    def with_live(self, sites: list[SiteRecord]) -> list[SiteRecord]:
+        live = self.presence.snapshot()
+        return [self._live(site, live.get(site.name)) for site in sites]
+
     def get_site(self, name: str) -> SiteRecord:
         with self._lock:
             site = self._records.get(name)

@@ -11,7 +11,8 @@ from silolink.gen.admin.v1 import admin_pb2, admin_pb2_grpc
 from silolink.gen.common.v1 import site_pb2
 from silolink.gen.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
 from silolink.identity import Role
-from silolink.protos import resources_from_dict, timestamp
+from silolink.paging import page_bounds
+from silolink.protos import epoch, resources_from_dict, timestamp
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
 
@@ -26,6 +27,11 @@ STATE_TO_PROTO = {
     "offline": site_pb2.SITE_STATE_OFFLINE,
     "revoked": site_pb2.SITE_STATE_REVOKED,
 }
+STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
+
+
+def _has_tag(tags: dict[str, str], key: str, value: str) -> bool:
+    return key in tags and (not value or tags[key] == value)
 
 
 def site_state(site: SiteRecord, is_connected: Callable[[str], bool]) -> str:
@@ -106,7 +112,32 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         )
 
     def ListSites(self, request: admin_pb2.ListSitesRequest, context: grpc.ServicerContext):
-        return admin_pb2.ListSitesResponse(sites=[self._pack(s) for s in self._sites.list_sites()])
+        kind = KIND_FROM_PROTO.get(request.kind) if request.kind else None
+        state = STATE_FROM_PROTO.get(request.state) if request.state else None
+        cert_before = epoch(request, "certificate_expires_before")
+        counts = dict.fromkeys(STATE_TO_PROTO, 0)
+        states: dict[str, str] = {}
+
+        def keep(site: SiteRecord) -> bool:
+            states[site.name] = now_state = site_state(site, self._is_connected)
+            counts[now_state] += 1
+            return not (
+                (kind and site.kind != kind)
+                or (state and now_state != state)
+                or (request.name_contains and request.name_contains not in site.name)
+                or (request.HasField("tag") and not _has_tag(site.tags, request.tag.key, request.tag.value))
+                or (cert_before is not None and (site.cert_expires_at is None or site.cert_expires_at >= cert_before))
+            )
+
+        # From memory (SiteService keeps every record): filtering 10,000 sites takes milliseconds.
+        matched = self._sites.select(keep)
+        start, end, next_token = page_bounds(request.page_size, request.page_token, len(matched))
+        return admin_pb2.ListSitesResponse(
+            sites=[site_to_proto(site, states[site.name]) for site in self._sites.with_live(matched[start:end])],
+            next_page_token=next_token,
+            total_size=len(matched),
+            state_counts=[admin_pb2.SiteStateCount(state=STATE_TO_PROTO[k], count=v) for k, v in counts.items()],
+        )
 
     def RevokeSite(self, request: admin_pb2.RevokeSiteRequest, context: grpc.ServicerContext):
         site = self._sites.revoke(request.name, actor=str(current_identity()))

@@ -1,4 +1,4 @@
-"""Federated training: Flower strategies over silolink's agent connections.
+"""Federated training: users' Flower ServerApps, unchanged, over silolink's agent connections.
 
 The operator API is mounted on the coordinator's mTLS port; the job processes reach the
 coordinator through a JobRunnerService of their own on loopback (token per process).
@@ -23,16 +23,18 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     from .servicer import JobRunnerServicer, TrainingServicer, operator_mount, runner_mount
     from .store import JobStore
 
-    def register(job, path) -> str:
-        """Push the job's model into the registry (signed), named after the job's spec."""
+    def register(job, path, name: str, description: str) -> str:
+        """Push a model the job produced into the registry (signed), under the job's provenance."""
         registry = getattr(coordinator, "registry", None)
         if registry is None:  # a coordinator built without the registry capability
             return f"file:{path.relative_to(coordinator.layout.root)}"
         spec = job.spec
         version = registry.push_file(
             path,
-            spec.model_name or f"{spec.dataset}-{spec.app}",
-            description=f"federated {spec.strategy}, {spec.rounds} rounds, sites {', '.join(spec.sites)}",
+            name or spec.model_name or f"{spec.dataset}-{spec.app}",
+            description=description
+            or f"trained by job {job.id}: app {spec.app}:{job.app_version} on "
+            f"{spec.dataset}, sites {', '.join(spec.sites)}",
             creator=f"job:{job.id}",
             source_job=job.id,
         )
@@ -45,6 +47,8 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
         coordinator.layout.root,
         coordinator.audit.record,
         register,
+        getattr(coordinator, "apps", None),
+        coordinator.config.training,
     )
     runner_server, _ = build_server(
         [runner_mount(JobRunnerServicer(jobs))],

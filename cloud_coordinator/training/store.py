@@ -1,7 +1,8 @@
 """Training jobs and their rounds, in the coordinator's database.
 
-Shared by the coordinator (which starts, stops and resumes jobs) and each job's own
-process (which records rounds as they complete); SQLite in WAL mode serializes them.
+Only the coordinator writes here: a job's own process reports its rounds, checkpoints and
+end through the coordinator's JobRunnerService, so a job process whose coordinator died
+cannot leave a wrong state behind.
 """
 
 from __future__ import annotations
@@ -54,27 +55,47 @@ def m001_jobs(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_apps(db: Database) -> None:
+    """Jobs run published apps: which version and bundle, with what run_config."""
+    db["training_jobs"].add_column("app_version", str, not_null_default="")
+    db["training_jobs"].add_column("app_sha256", str, not_null_default="")
+    db["training_jobs"].add_column("run_config", str, not_null_default="{}")
+    db["training_jobs"].add_column("resumed_from_round", int, not_null_default=0)
+    db["training_jobs"].add_column("published_models", str, not_null_default="[]")
+    db["training_rounds"].add_column("server_metrics", str, not_null_default="{}")
+
+
 @dataclass(frozen=True)
 class JobSpec:
+    """What the operator asked for. The settings from ``rounds`` to ``hidden_units`` are
+    run_config overrides of the built-in tabular app's flags: zero or empty means "not
+    given" (the app's own default applies)."""
+
     app: str
     dataset: str
     sites: tuple[str, ...]
-    rounds: int
-    strategy: str = "fedavg"
-    min_sites: int = 2
-    round_timeout_s: float = 60.0
-    local_epochs: int = 1
-    learning_rate: float = 0.1
+    rounds: int = 0
+    strategy: str = ""
+    min_sites: int = 0
+    round_timeout_s: float = 0.0
+    local_epochs: int = 0
+    learning_rate: float = 0.0
     proximal_mu: float = 0.0
-    server_learning_rate: float = 0.1
+    server_learning_rate: float = 0.0
     dp_noise_multiplier: float = 0.0
     dp_clipping_norm: float = 0.0
     model_name: str = ""
     secure_aggregation: bool = False
     hidden_units: tuple[int, ...] = ()
+    app_version: str = ""
+    run_config: dict[str, Any] = field(default_factory=dict)  # the operator's overrides
+    timeout_s: float = 0.0  # 0: the coordinator's default
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        data = {k: v for k, v in data.items() if k in known}
         return cls(**{**data, "sites": tuple(data["sites"]), "hidden_units": tuple(data.get("hidden_units", ()))})
 
 
@@ -86,6 +107,7 @@ class RoundRecord:
     train_metrics: dict[str, float]
     eval_metrics: dict[str, float]
     duration_s: float
+    server_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,11 @@ class Job:
     resumed: int
     scaling: dict[str, list[float]] | None
     rounds: list[RoundRecord] = field(default_factory=list)
+    app_version: str = ""
+    app_sha256: str = ""
+    run_config: dict[str, Any] = field(default_factory=dict)  # effective: defaults + overrides
+    resumed_from_round: int = 0
+    published_models: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -114,7 +141,9 @@ class Job:
 class JobStore(SqliteStore):
     migrations = migrations
 
-    def create(self, job_id: str, spec: JobSpec, created_by: str) -> Job:
+    def create(
+        self, job_id: str, spec: JobSpec, created_by: str, app_version: str, app_sha256: str, run_config: dict
+    ) -> Job:
         now = time.time()
         with self.atomic():
             self.db["training_jobs"].insert(
@@ -125,6 +154,9 @@ class JobStore(SqliteStore):
                     "created_by": created_by,
                     "created_at": now,
                     "updated_at": now,
+                    "app_version": app_version,
+                    "app_sha256": app_sha256,
+                    "run_config": json.dumps(run_config),
                 }
             )
         return self.get(job_id)
@@ -141,6 +173,27 @@ class JobStore(SqliteStore):
         with self.lock:
             return [_job(r, []) for r in self.db["training_jobs"].rows_where(order_by="created_at desc")]
 
+    def page(self, state: str, dataset: str, offset: int, limit: int | None) -> tuple[list[Job], int, dict[str, int]]:
+        """Jobs (newest first) in ``state`` on ``dataset`` (empty: any), ``limit`` from
+        ``offset``; with how many match and how many jobs are in each state."""
+        where, args = [], []
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if dataset:
+            where.append("json_extract(spec, '$.dataset') = ?")
+            args.append(dataset)
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        with self.lock:
+            total = self.db.execute(f"SELECT COUNT(*) FROM training_jobs{clause}", args).fetchone()[0]
+            rows = self.db.query(
+                f"SELECT * FROM training_jobs{clause} ORDER BY created_at DESC LIMIT ? OFFSET ?",
+                [*args, -1 if limit is None else limit, offset],
+            )
+            jobs = [_job(r, []) for r in rows]
+            counts = dict(self.db.execute("SELECT state, COUNT(*) FROM training_jobs GROUP BY state").fetchall())
+        return jobs, total, counts
+
     def running(self) -> list[Job]:
         with self.lock:
             return [_job(r, []) for r in self.db["training_jobs"].rows_where("state = 'running'")]
@@ -156,6 +209,7 @@ class JobStore(SqliteStore):
                     train_metrics=json.loads(r["train_metrics"]),
                     eval_metrics=json.loads(r["eval_metrics"]),
                     duration_s=r["duration_s"],
+                    server_metrics=json.loads(r["server_metrics"] or "{}"),
                 )
                 for r in rows
             ]
@@ -172,10 +226,28 @@ class JobStore(SqliteStore):
                     "train_metrics": json.dumps(record.train_metrics),
                     "eval_metrics": json.dumps(record.eval_metrics),
                     "duration_s": record.duration_s,
+                    "server_metrics": json.dumps(record.server_metrics),
                 },
                 pk=("job_id", "round"),
             )
             self._touch(job_id)
+
+    def drop_rounds_after(self, job_id: str, round_: int) -> None:
+        """Forget rounds past ``round_`` (a resumed run does them again)."""
+        with self.atomic():
+            self.db.execute("delete from training_rounds where job_id = ? and round > ?", [job_id, round_])
+
+    def set_resumed_from(self, job_id: str, round_: int) -> None:
+        with self.atomic():
+            self.db["training_jobs"].update(job_id, {"resumed_from_round": round_, "updated_at": time.time()})
+
+    def add_published_model(self, job_id: str, model: str) -> None:
+        with self.atomic():
+            job = self.get(job_id, with_rounds=False)
+            models = [*job.published_models, model]
+            self.db["training_jobs"].update(
+                job_id, {"published_models": json.dumps(models), "model": model, "updated_at": time.time()}
+            )
 
     def set_scaling(self, job_id: str, scaling: dict[str, list[float]]) -> None:
         with self.atomic():
@@ -186,14 +258,19 @@ class JobStore(SqliteStore):
             self.db["training_jobs"].update(job_id, {"dp_epsilon": epsilon, "dp_delta": delta})
 
     def finish(self, job_id: str, state: str, error: str = "", model: str = "") -> Job:
-        """Move a running job to its final state; a job already ended keeps its state."""
+        """Move a running job to its final state; a job already ended keeps its state.
+
+        ``model`` (when given) becomes the job's model; otherwise it keeps the last model
+        its ServerApp published.
+        """
         assert state in STATES
         with self.atomic():
             job = self.get(job_id, with_rounds=False)
             if job.state == "running":
-                self.db["training_jobs"].update(
-                    job_id, {"state": state, "error": error, "model": model, "updated_at": time.time()}
-                )
+                values = {"state": state, "error": error, "updated_at": time.time()}
+                if model:
+                    values["model"] = model
+                self.db["training_jobs"].update(job_id, values)
         return self.get(job_id)
 
     def mark_resumed(self, job_id: str) -> int:
@@ -226,4 +303,9 @@ def _job(row: dict[str, Any], rounds: list[RoundRecord]) -> Job:
         resumed=row["resumed"] or 0,
         scaling=json.loads(row["scaling"]) if row["scaling"] else None,
         rounds=rounds,
+        app_version=row.get("app_version") or "",
+        app_sha256=row.get("app_sha256") or "",
+        run_config=json.loads(row.get("run_config") or "{}"),
+        resumed_from_round=row.get("resumed_from_round") or 0,
+        published_models=json.loads(row.get("published_models") or "[]"),
     )

@@ -262,6 +262,8 @@ class AioGuard(grpc.aio.ServerInterceptor):
     async def _refuse(self, method: str, requests: Any, context: grpc.aio.ServicerContext) -> None:
         start = time.perf_counter()
         code = "OK"
+        if self._observer is not None:
+            self._observer.started(method)
         try:
             admit(self._authenticate, self._permissions, method, context)
             code = "UNIMPLEMENTED"
@@ -308,6 +310,8 @@ class AioGuard(grpc.aio.ServerInterceptor):
         return handler._replace(**{field: wrapper})
 
     def _enter(self, method: str, context: Any, streaming: bool) -> str:
+        if self._observer is not None:
+            self._observer.started(method)
         identity = admit(self._authenticate, self._permissions, method, context)
         return self._classes.enter(self._class_of(method, identity, streaming))
 

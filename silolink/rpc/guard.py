@@ -47,6 +47,8 @@ class RpcObserver(Protocol):
 
     def observe(self, method: str, code: str, seconds: float) -> None: ...
 
+    def started(self, method: str) -> None: ...
+
 
 class PermissionTable:
     """Which roles may call which method (full path ``/pkg.Service/Method``)."""
@@ -244,6 +246,8 @@ class GuardInterceptor(grpc.ServerInterceptor):
         return wrapper
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> None:
+        if self._observer is not None:
+            self._observer.started(method)
         admit(self._authenticate, self._permissions, method, context)
 
     def _fail(self, method: str, context: grpc.ServicerContext, exc: Exception) -> None:

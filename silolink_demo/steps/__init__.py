@@ -7,6 +7,7 @@ stays last; new steps go before it.
 from __future__ import annotations
 
 from .analytics import query_across_hospitals
+from .console import open_the_console
 from .exchange import exchange_sealed_file, verify_audit_chain
 from .inference import score_local_data
 from .registry import roll_out_a_signed_model
@@ -26,5 +27,6 @@ STEPS = [
     run_a_study_with_a_privacy_budget,
     exchange_sealed_file,
     verify_audit_chain,
+    open_the_console,
     revoke_a_site,
 ]

@@ -21,6 +21,12 @@ SITES = [
 ]
 
 
+def console_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("starlette", "jinja2", "uvicorn"))
+
+
 def start_coordinator(world: DemoWorld) -> None:
     """Set up and start the cloud coordinator (its own CA, mTLS on loopback)."""
     data_dir = world.coordinator_dir
@@ -41,6 +47,7 @@ def start_coordinator(world: DemoWorld) -> None:
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            *(["--console-listen", "127.0.0.1:0"] if console_installed() else []),
         ],
         data_dir / "run" / "endpoints.json",
     )

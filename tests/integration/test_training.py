@@ -44,7 +44,9 @@ def test_fedavg_trains_a_model_the_sites_agree_is_good(coordinator, make_agent, 
     job = run_job(coordinator, rounds=3, min_sites=3, round_timeout_s=30, local_epochs=2)
     assert job["state"] == "completed", job["error"]
     assert [r["round"] for r in job["rounds"]] == [1, 2, 3]
-    assert all(r["participants"] == HOSPITALS and not r["excluded"] for r in job["rounds"])
+    assert all(r["participants"] == HOSPITALS and not r["excluded"] for r in job["rounds"]), [
+        (r["round"], r["participants"], r["excluded"]) for r in job["rounds"]
+    ]
     assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.9
     # The exported model scores the held-back reference patients well.
     import onnxruntime as ort
@@ -88,16 +90,19 @@ def test_a_misbehaving_site_is_excluded_with_a_reason(coordinator, make_agent, t
     assert job["state"] == "completed", job["error"]
     (record,) = job["rounds"]
     assert record["participants"] == ["hospital-a", "hospital-b"]
-    assert {"site": "hospital-c", "reason": reason} in record["excluded"]
+    assert {"site": "hospital-c", "reason": reason, "message_type": "train"} in record["excluded"]
 
 
 def test_job_fails_cleanly_when_too_few_sites_can_take_part(coordinator, make_agent, tmp_path, splits):
     _, parts = splits
     hospital(make_agent, tmp_path, "hospital-a", parts["hospital-a"])
-    hospital(make_agent, tmp_path, "hospital-b", parts["hospital-b"])
-    job = run_job(coordinator, app="nope", rounds=1, min_sites=2, round_timeout_s=10)
+    hospital(make_agent, tmp_path, "hospital-b", parts["hospital-b"], apps=("tabular-secagg",))
+    job = run_job(coordinator, rounds=1, min_sites=2, round_timeout_s=10)
     assert job["state"] == "failed"
-    assert "app 'nope' is not installed at this site" in job["error"]
+    assert "feature statistics: 1 usable repl(ies), --min-sites is 2" in job["error"]
+    assert "site hospital-b: app 'tabular' is not installed at this site" in job["error"]
+    with support.operator(coordinator) as client, pytest.raises(errors.NotFound, match="no app named 'nope'"):
+        client.start_training(app="nope", dataset="patients", sites=["kind=hospital"], rounds=1)
     with support.operator(coordinator) as client, pytest.raises(errors.FailedPrecondition, match="at least 3"):
         client.start_training(app="tabular", dataset="patients", sites=["kind=hospital"], rounds=1, min_sites=3)
     with support.operator(coordinator) as client, pytest.raises(errors.InvalidArgument, match="strategy"):

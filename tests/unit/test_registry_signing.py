@@ -117,3 +117,41 @@ def test_partial_file_resumes_with_the_same_digest(tmp_path):
     second.put(data[300_000:])
     assert second.close() == hashlib.sha256(data).hexdigest()
     assert (tmp_path / "m.part").read_bytes() == data
+
+
+APP_FIELDS = {
+    "name": "numpy-app",
+    "version": "1.0.0",
+    "sha256": "cd" * 32,
+    "size": 4321,
+    "publisher": "acme",
+    "files": [{"path": "numpy_app/server_app.py", "sha256": "ef" * 32, "size": 10}],
+    "dependencies": ["numpy>=2"],
+    "config": {"num-server-rounds": 3, "fraction-train": 0.5, "verbose": False, "name": "x"},
+    "serverapp": "numpy_app.server_app:app",
+    "clientapp": "numpy_app.client_app:app",
+    "description": "",
+    "creator": "operator:admin",
+    "created_at": "2026-11-25T00:00:00+00:00",
+    "builtin": False,
+}
+
+
+def test_app_manifests_are_signed_like_models_and_never_pass_for_one(ca):
+    signer = signer_for(ca)
+    ca_pem = pki.cert_to_pem(ca.cert)
+    manifest = manifests.encode_app(APP_FIELDS)
+    assert json.loads(manifest)["type"] == manifests.APP_MANIFEST_TYPE
+    fields = manifests.verify_app(manifest, signer.sign(manifest), signer.certificate_pem, ca_pem)
+    assert fields["config"] == APP_FIELDS["config"] and isinstance(fields["config"]["num-server-rounds"], int)
+    tampered = manifest.replace(b"numpy>=2", b"numpy>=1")
+    with pytest.raises(errors.PermissionDenied, match="app manifest's signature does not verify"):
+        manifests.verify_app(tampered, signer.sign(manifest), signer.certificate_pem, ca_pem)
+    # A signed model manifest is not an app manifest, and the other way round.
+    model = manifests.encode(FIELDS)
+    with pytest.raises(errors.InvalidArgument, match="not a silolink.app-manifest.v1"):
+        manifests.verify_app(model, signer.sign(model), signer.certificate_pem, ca_pem)
+    with pytest.raises(errors.InvalidArgument, match="not a silolink.model-manifest.v1"):
+        manifests.verify(manifest, signer.sign(manifest), signer.certificate_pem, ca_pem)
+    with pytest.raises(ValueError):
+        manifests.encode_app({**APP_FIELDS, "config": {"lr": float("nan")}})

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from silolink.gen.common.v1 import site_pb2 as silolink_dot_common_dot_v1_dot_site__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsilolink/admin/v1/admin.proto\x12\x11silolink.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsilolink/common/v1/site.proto\"\x86\x01\n\x0e\x41\x64\x64SiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag\x12\x13\n\x0btoken_ttl_s\x18\x04 \x01(\r\"\xc4\x01\n\x0f\x41\x64\x64SiteResponse\x12%\n\x04site\x18\x01 \x01(\x0b\x32\x17.silolink.admin.v1.Site\x12\r\n\x05token\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61_fingerprint\x18\x04 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\x12\x16\n\x0e\x65nroll_address\x18\x06 \x01(\t\"\x12\n\x10ListSitesRequest\";\n\x11ListSitesResponse\x12&\n\x05sites\x18\x01 \x03(\x0b\x32\x17.silolink.admin.v1.Site\"!\n\x11RevokeSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12RevokeSiteResponse\x12%\n\x04site\x18\x01 \x01(\x0b\x32\x17.silolink.admin.v1.Site\"\xcd\x02\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.silolink.common.v1.SiteState\x12\x32\n\x0elast_heartbeat\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x35\n\tresources\x18\x07 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\x12:\n\x16\x63\x65rtificate_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x93\x02\n\x0c\x41\x64minService\x12P\n\x07\x41\x64\x64Site\x12!.silolink.admin.v1.AddSiteRequest\x1a\".silolink.admin.v1.AddSiteResponse\x12V\n\tListSites\x12#.silolink.admin.v1.ListSitesRequest\x1a$.silolink.admin.v1.ListSitesResponse\x12Y\n\nRevokeSite\x12$.silolink.admin.v1.RevokeSiteRequest\x1a%.silolink.admin.v1.RevokeSiteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsilolink/admin/v1/admin.proto\x12\x11silolink.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsilolink/common/v1/site.proto\"\x86\x01\n\x0e\x41\x64\x64SiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag\x12\x13\n\x0btoken_ttl_s\x18\x04 \x01(\r\"\xc4\x01\n\x0f\x41\x64\x64SiteResponse\x12%\n\x04site\x18\x01 \x01(\x0b\x32\x17.silolink.admin.v1.Site\x12\r\n\x05token\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61_fingerprint\x18\x04 \x01(\t\x12\x1b\n\x13\x63oordinator_address\x18\x05 \x01(\t\x12\x16\n\x0e\x65nroll_address\x18\x06 \x01(\t\"\x90\x02\n\x10ListSitesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.silolink.common.v1.SiteState\x12$\n\x03tag\x18\x05 \x01(\x0b\x32\x17.silolink.common.v1.Tag\x12\x15\n\rname_contains\x18\x06 \x01(\t\x12>\n\x1a\x63\x65rtificate_expires_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x01\n\x11ListSitesResponse\x12&\n\x05sites\x18\x01 \x03(\x0b\x32\x17.silolink.admin.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\r\x12\x37\n\x0cstate_counts\x18\x04 \x03(\x0b\x32!.silolink.admin.v1.SiteStateCount\"M\n\x0eSiteStateCount\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.silolink.common.v1.SiteState\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"!\n\x11RevokeSiteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x12RevokeSiteResponse\x12%\n\x04site\x18\x01 \x01(\x0b\x32\x17.silolink.admin.v1.Site\"\xcd\x02\n\x04Site\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.silolink.common.v1.SiteState\x12\x32\n\x0elast_heartbeat\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x35\n\tresources\x18\x07 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\x12:\n\x16\x63\x65rtificate_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\x93\x02\n\x0c\x41\x64minService\x12P\n\x07\x41\x64\x64Site\x12!.silolink.admin.v1.AddSiteRequest\x1a\".silolink.admin.v1.AddSiteResponse\x12V\n\tListSites\x12#.silolink.admin.v1.ListSitesRequest\x1a$.silolink.admin.v1.ListSitesResponse\x12Y\n\nRevokeSite\x12$.silolink.admin.v1.RevokeSiteRequest\x1a%.silolink.admin.v1.RevokeSiteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,16 +38,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDSITEREQUEST']._serialized_end=251
   _globals['_ADDSITERESPONSE']._serialized_start=254
   _globals['_ADDSITERESPONSE']._serialized_end=450
-  _globals['_LISTSITESREQUEST']._serialized_start=452
-  _globals['_LISTSITESREQUEST']._serialized_end=470
-  _globals['_LISTSITESRESPONSE']._serialized_start=472
-  _globals['_LISTSITESRESPONSE']._serialized_end=531
-  _globals['_REVOKESITEREQUEST']._serialized_start=533
-  _globals['_REVOKESITEREQUEST']._serialized_end=566
-  _globals['_REVOKESITERESPONSE']._serialized_start=568
-  _globals['_REVOKESITERESPONSE']._serialized_end=627
-  _globals['_SITE']._serialized_start=630
-  _globals['_SITE']._serialized_end=963
-  _globals['_ADMINSERVICE']._serialized_start=966
-  _globals['_ADMINSERVICE']._serialized_end=1241
+  _globals['_LISTSITESREQUEST']._serialized_start=453
+  _globals['_LISTSITESREQUEST']._serialized_end=725
+  _globals['_LISTSITESRESPONSE']._serialized_start=728
+  _globals['_LISTSITESRESPONSE']._serialized_end=889
+  _globals['_SITESTATECOUNT']._serialized_start=891
+  _globals['_SITESTATECOUNT']._serialized_end=968
+  _globals['_REVOKESITEREQUEST']._serialized_start=970
+  _globals['_REVOKESITEREQUEST']._serialized_end=1003
+  _globals['_REVOKESITERESPONSE']._serialized_start=1005
+  _globals['_REVOKESITERESPONSE']._serialized_end=1064
+  _globals['_SITE']._serialized_start=1067
+  _globals['_SITE']._serialized_end=1400
+  _globals['_ADMINSERVICE']._serialized_start=1403
+  _globals['_ADMINSERVICE']._serialized_end=1678
 # @@protoc_insertion_point(module_scope)

@@ -40,14 +40,42 @@ class AddSiteResponse(_message.Message):
     def __init__(self, site: _Optional[_Union[Site, _Mapping]] = ..., token: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ca_fingerprint: _Optional[str] = ..., coordinator_address: _Optional[str] = ..., enroll_address: _Optional[str] = ...) -> None: ...
 
 class ListSitesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token", "kind", "state", "tag", "name_contains", "certificate_expires_before")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    NAME_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_EXPIRES_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    kind: _site_pb2.SiteKind
+    state: _site_pb2.SiteState
+    tag: _site_pb2.Tag
+    name_contains: str
+    certificate_expires_before: _timestamp_pb2.Timestamp
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., kind: _Optional[_Union[_site_pb2.SiteKind, str]] = ..., state: _Optional[_Union[_site_pb2.SiteState, str]] = ..., tag: _Optional[_Union[_site_pb2.Tag, _Mapping]] = ..., name_contains: _Optional[str] = ..., certificate_expires_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListSitesResponse(_message.Message):
-    __slots__ = ("sites",)
+    __slots__ = ("sites", "next_page_token", "total_size", "state_counts")
     SITES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STATE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     sites: _containers.RepeatedCompositeFieldContainer[Site]
-    def __init__(self, sites: _Optional[_Iterable[_Union[Site, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    state_counts: _containers.RepeatedCompositeFieldContainer[SiteStateCount]
+    def __init__(self, sites: _Optional[_Iterable[_Union[Site, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., state_counts: _Optional[_Iterable[_Union[SiteStateCount, _Mapping]]] = ...) -> None: ...
+
+class SiteStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: _site_pb2.SiteState
+    count: int
+    def __init__(self, state: _Optional[_Union[_site_pb2.SiteState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class RevokeSiteRequest(_message.Message):
     __slots__ = ("name",)

@@ -2,6 +2,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from silolink.gen.apps.v1 import apps_pb2 as _apps_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -27,7 +28,14 @@ JOB_STATE_STOPPED: JobState
 JOB_STATE_QUEUED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units", "study", "cpu", "memory_bytes", "gpus", "expected_duration_s", "priority", "max_sites")
+    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units", "app_version", "run_config", "timeout_s", "study", "cpu", "memory_bytes", "gpus", "expected_duration_s", "priority", "max_sites")
+    class RunConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _apps_pb2.ConfigValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_apps_pb2.ConfigValue, _Mapping]] = ...) -> None: ...
     APP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +52,9 @@ class JobSpec(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_UNITS_FIELD_NUMBER: _ClassVar[int]
+    APP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     STUDY_FIELD_NUMBER: _ClassVar[int]
     CPU_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +78,9 @@ class JobSpec(_message.Message):
     model_name: str
     secure_aggregation: bool
     hidden_units: _containers.RepeatedScalarFieldContainer[int]
+    app_version: str
+    run_config: _containers.MessageMap[str, _apps_pb2.ConfigValue]
+    timeout_s: float
     study: str
     cpu: float
     memory_bytes: int
@@ -74,10 +88,10 @@ class JobSpec(_message.Message):
     expected_duration_s: float
     priority: int
     max_sites: int
-    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ..., study: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., expected_duration_s: _Optional[float] = ..., priority: _Optional[int] = ..., max_sites: _Optional[int] = ...) -> None: ...
+    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ..., app_version: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ..., study: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., expected_duration_s: _Optional[float] = ..., priority: _Optional[int] = ..., max_sites: _Optional[int] = ...) -> None: ...
 
 class RoundRecord(_message.Message):
-    __slots__ = ("round", "participants", "excluded", "train_metrics", "eval_metrics", "duration_s")
+    __slots__ = ("round", "participants", "excluded", "train_metrics", "eval_metrics", "duration_s", "server_metrics", "dp_epsilon", "dp_delta")
     class TrainMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -92,30 +106,52 @@ class RoundRecord(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ServerMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ROUND_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_FIELD_NUMBER: _ClassVar[int]
     TRAIN_METRICS_FIELD_NUMBER: _ClassVar[int]
     EVAL_METRICS_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    SERVER_METRICS_FIELD_NUMBER: _ClassVar[int]
+    DP_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DP_DELTA_FIELD_NUMBER: _ClassVar[int]
     round: int
     participants: _containers.RepeatedScalarFieldContainer[str]
     excluded: _containers.RepeatedCompositeFieldContainer[Exclusion]
     train_metrics: _containers.ScalarMap[str, float]
     eval_metrics: _containers.ScalarMap[str, float]
     duration_s: float
-    def __init__(self, round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., excluded: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., train_metrics: _Optional[_Mapping[str, float]] = ..., eval_metrics: _Optional[_Mapping[str, float]] = ..., duration_s: _Optional[float] = ...) -> None: ...
+    server_metrics: _containers.ScalarMap[str, float]
+    dp_epsilon: float
+    dp_delta: float
+    def __init__(self, round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., excluded: _Optional[_Iterable[_Union[Exclusion, _Mapping]]] = ..., train_metrics: _Optional[_Mapping[str, float]] = ..., eval_metrics: _Optional[_Mapping[str, float]] = ..., duration_s: _Optional[float] = ..., server_metrics: _Optional[_Mapping[str, float]] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
 class Exclusion(_message.Message):
-    __slots__ = ("site", "reason")
+    __slots__ = ("site", "reason", "message_type")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
     site: str
     reason: str
-    def __init__(self, site: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    message_type: str
+    def __init__(self, site: _Optional[str] = ..., reason: _Optional[str] = ..., message_type: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "rounds", "error", "model", "dp_epsilon", "dp_delta", "created_by", "created_at", "updated_at", "resumed", "queue_position", "queue_reason", "placed_sites")
+    __slots__ = ("id", "spec", "state", "rounds", "error", "model", "dp_epsilon", "dp_delta", "created_by", "created_at", "updated_at", "resumed", "app_version", "app_sha256", "run_config", "resumed_from_round", "published_models", "queue_position", "queue_reason", "placed_sites")
+    class RunConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _apps_pb2.ConfigValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_apps_pb2.ConfigValue, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +164,11 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
+    APP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APP_SHA256_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_ROUND_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_MODELS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_REASON_FIELD_NUMBER: _ClassVar[int]
     PLACED_SITES_FIELD_NUMBER: _ClassVar[int]
@@ -143,10 +184,15 @@ class Job(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     resumed: int
+    app_version: str
+    app_sha256: str
+    run_config: _containers.MessageMap[str, _apps_pb2.ConfigValue]
+    resumed_from_round: int
+    published_models: _containers.RepeatedScalarFieldContainer[str]
     queue_position: int
     queue_reason: str
     placed_sites: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resumed: _Optional[int] = ..., queue_position: _Optional[int] = ..., queue_reason: _Optional[str] = ..., placed_sites: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resumed: _Optional[int] = ..., app_version: _Optional[str] = ..., app_sha256: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., resumed_from_round: _Optional[int] = ..., published_models: _Optional[_Iterable[str]] = ..., queue_position: _Optional[int] = ..., queue_reason: _Optional[str] = ..., placed_sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -173,14 +219,36 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token", "state", "dataset")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    state: JobState
+    dataset: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., dataset: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "next_page_token", "total_size", "state_counts")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STATE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    state_counts: _containers.RepeatedCompositeFieldContainer[JobStateCount]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., state_counts: _Optional[_Iterable[_Union[JobStateCount, _Mapping]]] = ...) -> None: ...
+
+class JobStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: JobState
+    count: int
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class StopJobRequest(_message.Message):
     __slots__ = ("id",)
@@ -193,6 +261,26 @@ class StopJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class ReadJobLogsRequest(_message.Message):
+    __slots__ = ("id", "offset", "max_bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    offset: int
+    max_bytes: int
+    def __init__(self, id: _Optional[str] = ..., offset: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class ReadJobLogsResponse(_message.Message):
+    __slots__ = ("data", "next_offset", "complete")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    next_offset: int
+    complete: bool
+    def __init__(self, data: _Optional[bytes] = ..., next_offset: _Optional[int] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ("job_id", "token")
@@ -252,14 +340,95 @@ class FinishJobResponse(_message.Message):
     job: Job
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
+class DescribeRunRequest(_message.Message):
+    __slots__ = ("job_id", "token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class DescribeRunResponse(_message.Message):
+    __slots__ = ("job", "bundle_path", "serverapp", "run_id")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_PATH_FIELD_NUMBER: _ClassVar[int]
+    SERVERAPP_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    bundle_path: str
+    serverapp: str
+    run_id: int
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., bundle_path: _Optional[str] = ..., serverapp: _Optional[str] = ..., run_id: _Optional[int] = ...) -> None: ...
+
+class RecordRoundRequest(_message.Message):
+    __slots__ = ("job_id", "token", "round")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    round: RoundRecord
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., round: _Optional[_Union[RoundRecord, _Mapping]] = ...) -> None: ...
+
+class RecordRoundResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PublishModelRequest(_message.Message):
+    __slots__ = ("job_id", "token", "model_path", "name", "description")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    model_path: str
+    name: str
+    description: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., model_path: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class PublishModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class FailJobRequest(_message.Message):
+    __slots__ = ("job_id", "token", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    token: str
+    reason: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FailJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class FlowerTask(_message.Message):
-    __slots__ = ("job_id", "app", "dataset", "message", "run_id", "node_id", "study", "dp_noise_multiplier", "dp_rounds", "dp_delta")
+    __slots__ = ("job_id", "app", "dataset", "message", "run_id", "node_id", "app_version", "app_sha256", "run_config", "timeout_s", "study", "dp_noise_multiplier", "dp_rounds", "dp_delta")
+    class RunConfigEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _apps_pb2.ConfigValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_apps_pb2.ConfigValue, _Mapping]] = ...) -> None: ...
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     APP_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APP_SHA256_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     STUDY_FIELD_NUMBER: _ClassVar[int]
     DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     DP_ROUNDS_FIELD_NUMBER: _ClassVar[int]
@@ -270,14 +439,28 @@ class FlowerTask(_message.Message):
     message: bytes
     run_id: int
     node_id: int
+    app_version: str
+    app_sha256: str
+    run_config: _containers.MessageMap[str, _apps_pb2.ConfigValue]
+    timeout_s: float
     study: str
     dp_noise_multiplier: float
     dp_rounds: int
     dp_delta: float
-    def __init__(self, job_id: _Optional[str] = ..., app: _Optional[str] = ..., dataset: _Optional[str] = ..., message: _Optional[bytes] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ..., study: _Optional[str] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_rounds: _Optional[int] = ..., dp_delta: _Optional[float] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., app: _Optional[str] = ..., dataset: _Optional[str] = ..., message: _Optional[bytes] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ..., app_version: _Optional[str] = ..., app_sha256: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ..., study: _Optional[str] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_rounds: _Optional[int] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
 class FlowerReply(_message.Message):
     __slots__ = ("message",)
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     message: bytes
     def __init__(self, message: _Optional[bytes] = ...) -> None: ...
+
+class EndFlowerJob(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class EndFlowerJobResult(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -57,6 +57,11 @@ class TrainingServiceStub:
                 request_serializer=silolink_dot_training_dot_v1_dot_training__pb2.StopJobRequest.SerializeToString,
                 response_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.StopJobResponse.FromString,
                 _registered_method=True)
+        self.ReadJobLogs = channel.unary_unary(
+                '/silolink.training.v1.TrainingService/ReadJobLogs',
+                request_serializer=silolink_dot_training_dot_v1_dot_training__pb2.ReadJobLogsRequest.SerializeToString,
+                response_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.ReadJobLogsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -92,6 +97,14 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadJobLogs(self, request, context):
+        """ReadJobLogs returns the output of the job's ServerApp (stdout, stderr and logging)
+        from an offset; clients follow a running job by calling again from next_offset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +127,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.StopJob,
                     request_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.StopJobRequest.FromString,
                     response_serializer=silolink_dot_training_dot_v1_dot_training__pb2.StopJobResponse.SerializeToString,
+            ),
+            'ReadJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadJobLogs,
+                    request_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.ReadJobLogsRequest.FromString,
+                    response_serializer=silolink_dot_training_dot_v1_dot_training__pb2.ReadJobLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -236,6 +254,33 @@ class TrainingService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReadJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.training.v1.TrainingService/ReadJobLogs',
+            silolink_dot_training_dot_v1_dot_training__pb2.ReadJobLogsRequest.SerializeToString,
+            silolink_dot_training_dot_v1_dot_training__pb2.ReadJobLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class JobRunnerServiceStub:
     """JobRunnerService is served to the coordinator's own job processes only, on a unix
@@ -263,6 +308,26 @@ class JobRunnerServiceStub:
                 request_serializer=silolink_dot_training_dot_v1_dot_training__pb2.FinishJobRequest.SerializeToString,
                 response_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.FinishJobResponse.FromString,
                 _registered_method=True)
+        self.DescribeRun = channel.unary_unary(
+                '/silolink.training.v1.JobRunnerService/DescribeRun',
+                request_serializer=silolink_dot_training_dot_v1_dot_training__pb2.DescribeRunRequest.SerializeToString,
+                response_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.DescribeRunResponse.FromString,
+                _registered_method=True)
+        self.RecordRound = channel.unary_unary(
+                '/silolink.training.v1.JobRunnerService/RecordRound',
+                request_serializer=silolink_dot_training_dot_v1_dot_training__pb2.RecordRoundRequest.SerializeToString,
+                response_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.RecordRoundResponse.FromString,
+                _registered_method=True)
+        self.PublishModel = channel.unary_unary(
+                '/silolink.training.v1.JobRunnerService/PublishModel',
+                request_serializer=silolink_dot_training_dot_v1_dot_training__pb2.PublishModelRequest.SerializeToString,
+                response_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.PublishModelResponse.FromString,
+                _registered_method=True)
+        self.FailJob = channel.unary_unary(
+                '/silolink.training.v1.JobRunnerService/FailJob',
+                request_serializer=silolink_dot_training_dot_v1_dot_training__pb2.FailJobRequest.SerializeToString,
+                response_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.FailJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobRunnerServiceServicer:
@@ -285,7 +350,36 @@ class JobRunnerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FinishJob(self, request, context):
-        """FinishJob hands over the exported model for registration and completes the job.
+        """FinishJob completes the job (registering the exported model, if one is given).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeRun(self, request, context):
+        """DescribeRun tells the job process what to run: the job and its app bundle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRound(self, request, context):
+        """RecordRound records (or updates) one round as the ServerApp's strategy ran it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishModel(self, request, context):
+        """PublishModel registers and signs an ONNX model the ServerApp published, under the
+        job's provenance (creator "job:<id>").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FailJob(self, request, context):
+        """FailJob ends the job as failed, with the reason.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -308,6 +402,26 @@ def add_JobRunnerServiceServicer_to_server(servicer, server):
                     servicer.FinishJob,
                     request_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.FinishJobRequest.FromString,
                     response_serializer=silolink_dot_training_dot_v1_dot_training__pb2.FinishJobResponse.SerializeToString,
+            ),
+            'DescribeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeRun,
+                    request_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.DescribeRunRequest.FromString,
+                    response_serializer=silolink_dot_training_dot_v1_dot_training__pb2.DescribeRunResponse.SerializeToString,
+            ),
+            'RecordRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRound,
+                    request_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.RecordRoundRequest.FromString,
+                    response_serializer=silolink_dot_training_dot_v1_dot_training__pb2.RecordRoundResponse.SerializeToString,
+            ),
+            'PublishModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishModel,
+                    request_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.PublishModelRequest.FromString,
+                    response_serializer=silolink_dot_training_dot_v1_dot_training__pb2.PublishModelResponse.SerializeToString,
+            ),
+            'FailJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.FailJob,
+                    request_deserializer=silolink_dot_training_dot_v1_dot_training__pb2.FailJobRequest.FromString,
+                    response_serializer=silolink_dot_training_dot_v1_dot_training__pb2.FailJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -393,6 +507,114 @@ class JobRunnerService:
             '/silolink.training.v1.JobRunnerService/FinishJob',
             silolink_dot_training_dot_v1_dot_training__pb2.FinishJobRequest.SerializeToString,
             silolink_dot_training_dot_v1_dot_training__pb2.FinishJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.training.v1.JobRunnerService/DescribeRun',
+            silolink_dot_training_dot_v1_dot_training__pb2.DescribeRunRequest.SerializeToString,
+            silolink_dot_training_dot_v1_dot_training__pb2.DescribeRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.training.v1.JobRunnerService/RecordRound',
+            silolink_dot_training_dot_v1_dot_training__pb2.RecordRoundRequest.SerializeToString,
+            silolink_dot_training_dot_v1_dot_training__pb2.RecordRoundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.training.v1.JobRunnerService/PublishModel',
+            silolink_dot_training_dot_v1_dot_training__pb2.PublishModelRequest.SerializeToString,
+            silolink_dot_training_dot_v1_dot_training__pb2.PublishModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FailJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.training.v1.JobRunnerService/FailJob',
+            silolink_dot_training_dot_v1_dot_training__pb2.FailJobRequest.SerializeToString,
+            silolink_dot_training_dot_v1_dot_training__pb2.FailJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,377 @@
+"""The console's pages and actions. Each handler reads or acts through the admin API as the
+logged-in account (``ctx.client``); what a role may not do, the coordinator refuses."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from silolink import errors
+from silolink.audit.remote import check_chain, fetch_all
+from silolink.cli_util import parse_tags
+
+from ..cli.exchange import ExchangeAdmin
+from ..registry.client import RegistryClient
+from . import views
+from .web import Console, Context
+
+SITE_STATES = ("online", "offline", "pending", "revoked")
+JOB_STATES = ("running", "completed", "failed", "stopped")
+ACTIVE_ROLLOUT_STATES = {"held", "pending", "downloading", "verified", "awaiting_approval"}
+
+
+def _params(request: Request, *names: str) -> dict[str, str]:
+    return {n: request.query_params.get(n, "")[:200] for n in names}
+
+
+def _back(path: str) -> Response:
+    return RedirectResponse(path, status_code=303)
+
+
+# -- overview ------------------------------------------------------------------------------
+def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
+    now = console.clock()
+    client = ctx.client
+    # Counts and the few sites worth an alert come from the API, filtered there: the
+    # overview costs the same with 10 sites or 10,000.
+    expiring = client.find_sites(20, certificate_expires_before=now + views.CERT_EXPIRY_WARNING_S)
+    offline = client.find_sites(20, state="offline")
+    recent = client.find_jobs(5)
+    failed = client.find_jobs(10, state="failed")
+    registry = RegistryClient(client)
+    rollouts = []
+    for model in registry.list()[-20:]:
+        status = registry.status(model["name"], model["version"])
+        active = [s for s in status if s["state"] in ACTIVE_ROLLOUT_STATES]
+        if active:
+            rollouts.append(
+                {"model": f"{model['name']}:{model['version']}", "active": len(active), "sites": len(status)}
+            )
+    agreements = ExchangeAdmin(client).list_agreements()
+    sites_expiring = [s for s in expiring["sites"] if s["state"] != "revoked"]
+    alerts = views.site_alerts(sites_expiring + offline["sites"], now, console.stale_after_s)
+    if offline["total"] > len(offline["sites"]):
+        alerts.append(views.Alert("warning", f"{offline['total']} sites offline in all", "/sites?state=offline"))
+    return {
+        "site_counts": {state: expiring["state_counts"].get(state, 0) for state in SITE_STATES},
+        "job_counts": {state: recent["state_counts"].get(state, 0) for state in JOB_STATES},
+        "rollouts": rollouts,
+        "agreements": sum(1 for a in agreements if a["state"] == "accepted"),
+        "alerts": alerts + views.job_alerts(failed["jobs"]),
+        "recent_jobs": recent["jobs"],
+    }
+
+
+def overview(console: Console, ctx: Context) -> Response:
+    return console.render("overview.html", ctx, **overview_values(console, ctx))
+
+
+def overview_fragment(console: Console, ctx: Context) -> Response:
+    return console.render("overview_live.html", ctx, **overview_values(console, ctx))
+
+
+# -- sites ---------------------------------------------------------------------------------
+def _sites_page(console: Console, ctx: Context) -> dict[str, Any]:
+    params = _params(ctx.request, "kind", "state", "tag", "name")
+    number = views.page_number(ctx.request.query_params.get("page"))
+    found = ctx.client.find_sites(
+        views.PAGE_SIZE,
+        (number - 1) * views.PAGE_SIZE,
+        kind=params["kind"],
+        state=params["state"],
+        tag=params["tag"],
+        name_contains=params["name"].strip().lower(),
+    )
+    page = views.api_page(found["sites"], number, found["total"])
+    return {"params": params, "page": page, "states": SITE_STATES}
+
+
+def sites(console: Console, ctx: Context) -> Response:
+    return console.render("sites.html", ctx, **_sites_page(console, ctx))
+
+
+def sites_fragment(console: Console, ctx: Context) -> Response:
+    return console.render("sites_table.html", ctx, **_sites_page(console, ctx))
+
+
+def _site(ctx: Context, name: str) -> dict[str, Any]:
+    found = [s for s in ctx.client.find_sites(views.PAGE_SIZE, name_contains=name)["sites"] if s["name"] == name]
+    if not found:
+        raise errors.NotFound(f"no site named {name!r}")
+    return found[0]
+
+
+def site_detail(console: Console, ctx: Context) -> Response:
+    site = _site(ctx, ctx.request.path_params["name"])
+    console.resources.record(site)
+    return console.render("site.html", ctx, site=site)
+
+
+def site_live(console: Console, ctx: Context) -> Response:
+    site = _site(ctx, ctx.request.path_params["name"])
+    console.resources.record(site)
+    return console.render("site_live.html", ctx, site=site)
+
+
+def site_resources(console: Console, ctx: Context) -> Response:
+    site = _site(ctx, ctx.request.path_params["name"])
+    console.resources.record(site)
+    return JSONResponse(console.resources.series(site["name"]))
+
+
+def site_datasets(console: Console, ctx: Context) -> Response:
+    """What the site's catalog policy lets the coordinator see (asked of the site now)."""
+    try:
+        answer = ctx.client.list_site_datasets(ctx.request.path_params["name"])
+    except (errors.Unavailable, errors.DeadlineExceeded, errors.FailedPrecondition) as exc:
+        return console.render("site_datasets.html", ctx, answer=None, unavailable=exc.message)
+    return console.render("site_datasets.html", ctx, answer=answer, unavailable=None)
+
+
+def add_site(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    tags = parse_tags([t.strip() for t in form.get("tags", "").split(",") if t.strip()])
+    added = ctx.client.add_site(form.get("name", "").strip(), form.get("kind", ""), tags)
+    # The token is shown once, on this response only; it is never stored in the console.
+    return console.render("site_added.html", ctx, added=added)
+
+
+def revoke_site(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    name = ctx.request.path_params["name"]
+    ctx.client.revoke_site(name)
+    return _back(f"/sites/{name}")
+
+
+# -- training ------------------------------------------------------------------------------
+def _jobs_page(ctx: Context) -> dict[str, Any]:
+    params = _params(ctx.request, "state", "dataset")
+    number = views.page_number(ctx.request.query_params.get("page"))
+    if params["state"] and params["state"] not in JOB_STATES:
+        raise errors.InvalidArgument(f"job state must be one of {', '.join(JOB_STATES)}")
+    found = ctx.client.find_jobs(views.PAGE_SIZE, (number - 1) * views.PAGE_SIZE, params["state"], params["dataset"])
+    return {"params": params, "page": views.api_page(found["jobs"], number, found["total"]), "states": JOB_STATES}
+
+
+def training(console: Console, ctx: Context) -> Response:
+    return console.render("training.html", ctx, **_jobs_page(ctx))
+
+
+def training_fragment(console: Console, ctx: Context) -> Response:
+    return console.render("jobs_table.html", ctx, **_jobs_page(ctx))
+
+
+def job_detail(console: Console, ctx: Context) -> Response:
+    job = ctx.client.get_job(ctx.request.path_params["job"])
+    return console.render("job.html", ctx, job=job)
+
+
+def job_live(console: Console, ctx: Context) -> Response:
+    job = ctx.client.get_job(ctx.request.path_params["job"])
+    part = "job_rounds.html" if ctx.request.query_params.get("part") == "rounds" else "job_live.html"
+    return console.render(part, ctx, job=job)
+
+
+def job_rounds(console: Console, ctx: Context) -> Response:
+    job = ctx.client.get_job(ctx.request.path_params["job"])
+    return JSONResponse({"state": job["state"], **views.round_series(job)})
+
+
+def _int(form: dict[str, str], key: str, default: int, low: int, high: int) -> int:
+    text = form.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise errors.InvalidArgument(f"{key.replace('_', ' ')} must be a whole number") from None
+    if not low <= value <= high:
+        raise errors.InvalidArgument(f"{key.replace('_', ' ')} must be between {low} and {high}")
+    return value
+
+
+def start_job(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    sites = [s.strip() for s in form.get("sites", "").split(";") if s.strip()]
+    spec: dict[str, Any] = {
+        "app": form.get("app", "tabular").strip() or "tabular",
+        "dataset": form.get("dataset", "").strip(),
+        "sites": sites,
+        "rounds": _int(form, "rounds", 3, 1, 10_000),
+        "strategy": form.get("strategy", "fedavg"),
+        "min_sites": _int(form, "min_sites", 0, 0, 100_000),
+        "round_timeout_s": _int(form, "round_timeout_s", 0, 0, 86_400),
+    }
+    if form.get("model_name", "").strip():
+        spec["model_name"] = form["model_name"].strip()
+    job = ctx.client.start_training(**spec)
+    return _back(f"/training/{job['job']}")
+
+
+def stop_job(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    job = ctx.client.stop_job(ctx.request.path_params["job"])
+    return _back(f"/training/{job['job']}")
+
+
+# -- models and rollouts ----------------------------------------------------------------------
+def models(console: Console, ctx: Context) -> Response:
+    params = _params(ctx.request, "name")
+    found = [m for m in reversed(RegistryClient(ctx.client).list()) if params["name"] in m["name"]]
+    page = views.paginate(found, views.page_number(ctx.request.query_params.get("page")))
+    return console.render("models.html", ctx, params=params, page=page)
+
+
+def _model(ctx: Context) -> dict[str, Any]:
+    name, version = ctx.request.path_params["name"], ctx.request.path_params["version"]
+    return RegistryClient(ctx.client).show(name, version)[0]
+
+
+def model_detail(console: Console, ctx: Context) -> Response:
+    model = _model(ctx)
+    status = RegistryClient(ctx.client).status(model["name"], model["version"])
+    return console.render("model.html", ctx, model=model, status=status)
+
+
+def rollout_live(console: Console, ctx: Context) -> Response:
+    name, version = ctx.request.path_params["name"], ctx.request.path_params["version"]
+    status = RegistryClient(ctx.client).status(name, version)
+    return console.render("rollout_table.html", ctx, status=status)
+
+
+def start_rollout(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    name, version = ctx.request.path_params["name"], ctx.request.path_params["version"]
+    targets = [t.strip() for t in form.get("to", "").split(";") if t.strip()]
+    if not targets:
+        raise errors.InvalidArgument("name the sites to roll out to, e.g. kind=hospital")
+    RegistryClient(ctx.client).rollout(name, version, targets, _int(form, "canary", 0, 0, 100_000))
+    return _back(f"/models/{name}/{version}")
+
+
+def continue_rollout(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    name, version = ctx.request.path_params["name"], ctx.request.path_params["version"]
+    RegistryClient(ctx.client).continue_rollout(name, version)
+    return _back(f"/models/{name}/{version}")
+
+
+def rollback(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    name = ctx.request.path_params["name"]
+    to = form.get("to_version", "").strip()
+    if not to:
+        raise errors.InvalidArgument("name the version to roll back to")
+    RegistryClient(ctx.client).rollback(name, to)
+    return _back(f"/models/{name}/{to}")
+
+
+# -- exchange ------------------------------------------------------------------------------
+def exchange(console: Console, ctx: Context) -> Response:
+    params = _params(ctx.request, "site", "state")
+    agreements = [
+        a
+        for a in ExchangeAdmin(ctx.client).list_agreements()
+        if (not params["site"] or params["site"] in (a["sender"], a["recipient"]))
+        and (not params["state"] or a["state"] == params["state"])
+    ]
+    page = views.paginate(agreements, views.page_number(ctx.request.query_params.get("page")))
+    return console.render("exchange.html", ctx, params=params, page=page)
+
+
+def propose_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    ExchangeAdmin(ctx.client).add_agreement(
+        form.get("sender", "").strip(), form.get("recipient", "").strip(), form.get("purpose", "").strip()
+    )
+    return _back("/exchange")
+
+
+def revoke_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Response:
+    ExchangeAdmin(ctx.client).revoke_agreement(ctx.request.path_params["agreement"])
+    return _back("/exchange")
+
+
+# -- audit and analytics -------------------------------------------------------------------
+def _audit_entries(console: Console, ctx: Context) -> tuple[list[Any], dict[str, Any]]:
+    """The whole chain, fetched through the API as this account (only entries newer than the
+    ones this console already holds), and the verdict of checking it here."""
+    admin = ExchangeAdmin(ctx.client)
+    with console.audit_lock:
+        held, public_key = console.audit_chain
+        newer, public_key = fetch_all(admin.audit_page, after_seq=held[-1].seq if held else 0)
+        entries = held + newer
+        console.audit_chain = (entries, public_key)
+        head = entries[-1].seq if entries else 0
+        cached = console.audit_verified
+        if cached is None or cached[0] != head:
+            started = time.perf_counter()
+            try:
+                chain = check_chain(entries, public_key)
+                verdict = {"ok": True, "entries": len(entries), "head_hash": chain.head_hash, "message": ""}
+            except errors.SiloError as exc:
+                verdict = {"ok": False, "entries": len(entries), "head_hash": "", "message": exc.message}
+                console.audit_chain = ([], b"")  # fetch it all again next time
+            verdict["seconds"] = round(time.perf_counter() - started, 3)
+            console.audit_verified = cached = (head, verdict)
+    return entries, cached[1]
+
+
+def audit(console: Console, ctx: Context) -> Response:
+    params = _params(ctx.request, "action", "site", "account")
+    entries, verdict = _audit_entries(console, ctx)
+    flt = views.AuditFilter(**params)
+    found = [e for e in reversed(entries) if flt.matches(e)]
+    page = views.paginate(found, views.page_number(ctx.request.query_params.get("page")))
+    return console.render("audit.html", ctx, params=params, page=page, verdict=verdict)
+
+
+def analytics(console: Console, ctx: Context) -> Response:
+    """Query history: each query.run in the audit chain (who, what, which sites, outcome)."""
+    params = _params(ctx.request, "dataset", "account")
+    entries, _ = _audit_entries(console, ctx)
+    queries = [
+        e
+        for e in reversed(entries)
+        if e.action == "query.run"
+        and (not params["dataset"] or e.details.get("dataset") == params["dataset"])
+        and (not params["account"] or e.actor == f"operator:{params['account']}")
+    ]
+    page = views.paginate(queries, views.page_number(ctx.request.query_params.get("page")))
+    return console.render("analytics.html", ctx, params=params, page=page)
+
+
+# -- routes --------------------------------------------------------------------------------
+def routes(console: Console) -> list[Route]:
+    def page(fn):
+        return console.page(lambda ctx: fn(console, ctx))
+
+    def action(fn):
+        return console.action(lambda ctx, form: fn(console, ctx, form))
+
+    return [
+        Route("/", page(overview)),
+        Route("/live/overview", page(overview_fragment)),
+        Route("/sites", page(sites)),
+        Route("/sites", action(add_site), methods=["POST"]),
+        Route("/live/sites", page(sites_fragment)),
+        Route("/sites/{name}", page(site_detail)),
+        Route("/sites/{name}/live", page(site_live)),
+        Route("/sites/{name}/resources.json", page(site_resources)),
+        Route("/sites/{name}/datasets", page(site_datasets)),
+        Route("/sites/{name}/revoke", action(revoke_site), methods=["POST"]),
+        Route("/training", page(training)),
+        Route("/training", action(start_job), methods=["POST"]),
+        Route("/live/training", page(training_fragment)),
+        Route("/training/{job}", page(job_detail)),
+        Route("/training/{job}/live", page(job_live)),
+        Route("/training/{job}/rounds.json", page(job_rounds)),
+        Route("/training/{job}/stop", action(stop_job), methods=["POST"]),
+        Route("/models", page(models)),
+        Route("/models/{name}/{version}", page(model_detail)),
+        Route("/models/{name}/{version}/live", page(rollout_live)),
+        Route("/models/{name}/{version}/rollout", action(start_rollout), methods=["POST"]),
+        Route("/models/{name}/{version}/continue", action(continue_rollout), methods=["POST"]),
+        Route("/models/{name}/{version}/rollback", action(rollback), methods=["POST"]),
+        Route("/exchange", page(exchange)),
+        Route("/exchange/agreements", action(propose_agreement), methods=["POST"]),
+        Route("/exchange/agreements/{agreement}/revoke", action(revoke_agreement), methods=["POST"]),
+        Route("/analytics", page(analytics)),
+        Route("/audit", page(audit)),
+    ]

@@ -1,0 +1,1 @@
+"""The built-in tabular apps: softmax regression or a small MLP on a catalog table."""
