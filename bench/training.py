@@ -27,8 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -69,71 +67,35 @@ def write_catalog(path: Path, X: np.ndarray, y: np.ndarray, name: str = "data"):
     return catalog
 
 
-class InProcessGrid:
-    """The Grid surface the round loop uses, calling each site's ClientApp in this process
-    (messages still go through Flower's serde, as over the wire)."""
-
-    def __init__(self, sites: dict[int, tuple[str, object, object]]) -> None:
-        self._sites = sites  # node id -> (name, app, context)
-        self.sites = {n: s[0] for n, s in sites.items()}
-        self.exclusions: list[tuple[str, str]] = []
-        self.timeout_s = 60.0
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        from flwr.app import Message
-
-        return Message(content=content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
-
-    def get_node_ids(self):
-        return list(self._sites)
-
-    def wait_for_nodes(self, count, timeout_s):
-        return list(self._sites)
-
-    def send_and_receive(self, messages, *, timeout=None):
-        from flwr.common.serde import message_from_proto, message_to_proto
-
-        self.exclusions = []
-        replies = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            _, app, context = self._sites[message.metadata.dst_node_id]
-            delivered = message_from_proto(message_to_proto(message))
-            replies.append(message_from_proto(message_to_proto(app(delivered, context))))
-        return replies
-
-
 def federated(catalogs: list[Path], rounds: int, epochs: int, lr: float, seed: int, hidden: tuple[int, ...] = ()):
-    """FedAvg over in-process sites; returns (params, mean, std, seconds per round)."""
-    from cloud_coordinator.training.rounds import RoundPlan, run_rounds
+    """FedAvg over in-process sites with the built-in tabular app's own ServerApp pieces (its
+    federated scaling, its checked FedAvg); returns (params, mean, std, seconds per round)."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    from cloud_coordinator.training import strategies
-    from cloud_coordinator.training.runner import federated_scaling
-    from cloud_coordinator.training.store import JobSpec
+    from bench.flower_grid import InProcessGrid
     from edge_agent.training.tabular import app
+    from silolink_apps.tabular_app import server_app as tabular
 
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # after Flower's import, which sets it: a line per round
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    sites = {
-        i + 1: (f"site-{i}", app, Context(1, i + 1, {"catalog": str(p), "dataset": "data"}, RecordDict(), {}))
-        for i, p in enumerate(catalogs)
-    }
-    grid = InProcessGrid(sites)
-    spec = JobSpec(app="tabular", dataset="data", sites=("kind=x",), rounds=rounds, min_sites=len(sites),
-                   local_epochs=epochs, learning_rate=lr)  # fmt: skip
-    base = {"lr": lr, "local-epochs": epochs, "seed": seed}
-    scaling = federated_scaling(grid, types.SimpleNamespace(spec=spec), ConfigRecord(base))
-    width, classes = len(scaling["mean"]), int(scaling["classes"][0])
-    arrays = ArrayRecord({k: Array(v) for k, v in softmax.init(width, classes, hidden, seed).items()})
-    config = ConfigRecord({**base, "mean": scaling["mean"], "std": scaling["std"]})
-    started = time.perf_counter()
-    final = run_rounds(
-        strategies.build(spec, len(sites)), grid, RoundPlan(spec, config, ConfigRecord(dict(config))), arrays, 1,
-        lambda *_: None,
+    grid = InProcessGrid(
+        {i + 1: (app, Context(1, i + 1, {"catalog": str(p), "dataset": "data"}, RecordDict(), {}))
+         for i, p in enumerate(catalogs)}
     )  # fmt: skip
+    settings = tabular.Settings.from_run_config(
+        {"num-server-rounds": rounds, "min-sites": len(catalogs), "local-epochs": epochs, "lr": lr, "seed": seed}
+    )
+    base = {"lr": lr, "local-epochs": epochs, "seed": seed}
+    scaling = tabular.federated_scaling(grid, settings, base)
+    initial = softmax.init(len(scaling["mean"]), scaling["classes"], hidden, seed)
+    strategy = tabular.checked(tabular.build_strategy(settings, len(catalogs)), settings, grid)
+    config = ConfigRecord(tabular.train_config(settings, scaling))
+    started = time.perf_counter()
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
+                            num_rounds=rounds, timeout=60, train_config=config, evaluate_config=config)  # fmt: skip
     per_round = (time.perf_counter() - started) / rounds
-    params = {k: final[k].numpy() for k in final.keys()}
+    params = {k: result.arrays[k].numpy() for k in result.arrays.keys()}
     return params, np.array(scaling["mean"]), np.array(scaling["std"]), per_round
 
 

@@ -258,16 +258,16 @@ class Coordinator:
         mtls = grpc.ssl_server_credentials([(key, chain)], root_certificates=ca_pem, require_client_auth=True)
         tls = grpc.ssl_server_credentials([(key, chain)])
         port = self.server.bind(self.config.listen, mtls)
-        enroll_port = self.enroll_server.bind(self.config.enroll_listen, tls)
+        enroll_port = self.enroll_server.bind(self.config.enroll_bind, tls)
         self.sites.presence.start()
         self.server.start()
         self.enroll_server.start()
         self.address = _advertised(self.config.listen, port)
-        self.enroll_address = _advertised(self.config.enroll_listen, enroll_port)
+        self.enroll_address = _advertised(self.config.enroll_bind, enroll_port)
         public_host = self.config.hostnames[0] if self.config.hostnames else "localhost"
         self.public_addresses = (
             self.config.public_address or _advertised(self.config.listen, port, public_host),
-            self.config.public_enroll_address or _advertised(self.config.enroll_listen, enroll_port, public_host),
+            self.config.public_enroll_address or _advertised(self.config.enroll_bind, enroll_port, public_host),
         )
         if self.config.metrics_listen:
             self.metrics_address = self.metrics.serve(self.config.metrics_listen)

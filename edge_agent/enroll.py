@@ -15,7 +15,7 @@ from pathlib import Path
 
 from silolink import __version__, errors, pki
 from silolink import config as config_mod
-from silolink.config import AgentConfig
+from silolink.config import AgentConfig, default_enroll_address
 from silolink.files import private_dir, write_atomic
 from silolink.gen.enrollment.v1 import enrollment_pb2, enrollment_pb2_grpc
 from silolink.identity import Role
@@ -31,11 +31,6 @@ class EnrollResult:
     kind: str
     certificate_expires_at: str
     data_dir: Path
-
-
-def default_enroll_address(coordinator: str) -> str:
-    host, port = split_address(coordinator)
-    return f"{host}:{port + 1}"
 
 
 def enroll(

@@ -201,7 +201,9 @@ class CoordinatorConfig(Settings):
     # Where agents and operators connect (mTLS).
     listen: str = setting("0.0.0.0:7443", kind=ADDRESS)
     # Where new sites enroll (server TLS only; the one call allowed without a certificate).
-    enroll_listen: str = setting("0.0.0.0:7444", kind=ADDRESS)
+    # Empty: the host of listen and the next port (7444 by default), which is where
+    # `edge-agent enroll` looks unless given --enroll-address.
+    enroll_listen: str = setting("", kind=ADDRESS_OR_EMPTY)
     # Prometheus metrics over HTTP; empty to disable.
     metrics_listen: str = setting("127.0.0.1:9464", kind=ADDRESS_OR_EMPTY)
     # The addresses sites dial, as printed in enrollment instructions; empty means the
@@ -242,6 +244,21 @@ class CoordinatorConfig(Settings):
 
     def check(self) -> None:
         self.require_order("heartbeat_interval_s", "stale_after_s", strict=True, why="or connected sites flap")
+        if not self.enroll_listen and self.listen.endswith(":65535"):
+            raise SettingError("enroll_listen", "", "set it: the port after listen's 65535 does not exist")
+
+    @property
+    def enroll_bind(self) -> str:
+        """The address the enrollment listener binds: ``enroll_listen``, or its default."""
+        return self.enroll_listen or default_enroll_address(self.listen)
+
+
+def default_enroll_address(address: str) -> str:
+    """The enrollment listener of a coordinator whose mTLS listener is ``address``: the same
+    host, the next port (port 0, any free port, stays 0). The coordinator binds it and
+    `edge-agent enroll` dials it by default, so the two always agree."""
+    host, _, port = address.rpartition(":")
+    return f"{host}:{int(port) + 1 if int(port) else 0}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,14 @@ import pytest
 from tests import support
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fuzz-long",
+        action="store_true",
+        help="Fuzz every RPC with 100,000 inputs (tests/fuzz) instead of the default few thousand.",
+    )
+
+
 @pytest.fixture
 def coordinator(tmp_path):
     coord = support.start_coordinator(tmp_path / "coordinator")
@@ -31,3 +39,13 @@ def make_agent(coordinator, tmp_path):
     yield make
     for agent in started:
         agent.stop(0)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on a unix socket, for the whole session (see tests/pg_server.py)."""
+    from tests import pg_server
+
+    server = pg_server.start_postgres()
+    yield server
+    pg_server.remove(server)

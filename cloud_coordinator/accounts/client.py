@@ -10,6 +10,7 @@ from typing import Any
 
 from silolink import errors, pki
 from silolink.cli_util import iso
+from silolink.config import default_enroll_address
 from silolink.files import private_dir, write_atomic
 from silolink.gen.accounts.v1 import accounts_pb2 as pb
 from silolink.gen.accounts.v1 import accounts_pb2_grpc
@@ -126,8 +127,8 @@ def redeem_setup_code(
     output = Path(output)
     if output.exists():
         raise errors.AlreadyExists(f"{output} exists; choose another file for the new credentials")
-    host, port = split_address(coordinator)
-    enroll_address = enroll_address or f"{host}:{port + 1}"
+    split_address(coordinator)
+    enroll_address = enroll_address or default_enroll_address(coordinator)
     ca_pem = pin_ca(enroll_address, ca_fingerprint)
     key = pki.generate_key()
     request = pb.RedeemSetupCodeRequest(

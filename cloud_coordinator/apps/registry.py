@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import silolink_apps
 from silolink import errors, manifests
 from silolink.apps import fab
 from silolink.files import write_atomic
@@ -33,7 +34,7 @@ from ..audit.store import AuditLog
 from .store import AppStore, AppVersion
 
 log = logging.getLogger(__name__)
-BUILTIN_ROOT = Path(__file__).resolve().parents[2] / "silolink_apps"
+BUILTIN_ROOT = Path(silolink_apps.__file__).resolve().parent
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -92,6 +93,10 @@ class AppRegistry:
             raise errors.InvalidArgument(e.message) from None
         check_name("app name", info.name)
         check_name("version", info.version)
+        if not builtin and info.name in builtin_dirs(self._builtin_root):
+            raise errors.InvalidArgument(
+                f"app name {info.name!r} is taken by silolink's built-in app; rename [project] name in pyproject.toml"
+            )
         _check_config(info.config)
         self.blobs.mkdir(parents=True, exist_ok=True)
         with self.store.atomic():

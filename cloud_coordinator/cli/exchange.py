@@ -41,6 +41,20 @@ class ExchangeAdmin:
         reply = self._client.call(self._admin.RevokeAgreement, exchange_pb2.RevokeAgreementRequest(id=agreement_id))
         return agreement_to_dict(reply.agreement)
 
+    def list_queues(self) -> list[dict[str, Any]]:
+        """Per site, the envelopes and ciphertext bytes waiting in the broker (never content)."""
+        reply = self._client.call(self._admin.ListQueues, exchange_pb2.ListQueuesRequest())
+        return [
+            {
+                "site": q.site,
+                "inbound_envelopes": q.inbound_envelopes,
+                "inbound_bytes": q.inbound_bytes,
+                "outbound_envelopes": q.outbound_envelopes,
+                "outbound_bytes": q.outbound_bytes,
+            }
+            for q in reply.queues
+        ]
+
     def audit_page(self, after_seq: int) -> audit_pb2.ListAuditEntriesResponse:
         return self._client.call(self._audit.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=after_seq))
 

@@ -58,7 +58,11 @@ def init(data_dir: Path, hostnames: tuple[str, ...], public_address: str | None,
 @click.command()
 @data_dir_option
 @click.option("--listen", metavar="HOST:PORT", help="mTLS listener for agents and operators (default 0.0.0.0:7443).")
-@click.option("--enroll-listen", metavar="HOST:PORT", help="Enrollment listener, server TLS (default 0.0.0.0:7444).")
+@click.option(
+    "--enroll-listen",
+    metavar="HOST:PORT",
+    help="Enrollment listener, server TLS (default: the --listen host, port + 1).",
+)
 @click.option("--metrics-listen", metavar="HOST:PORT", help="Prometheus metrics over HTTP; '' to disable.")
 @click.option(
     "--console-listen",

@@ -39,15 +39,12 @@ def add(client: OperatorClient, name: str, kind: str, tags: tuple[str, ...], tok
 
 
 def enroll_command(result: dict) -> str:
-    """The ``edge-agent enroll`` line for an added site (``--enroll-address`` only if not port+1)."""
-    command = (
-        f"edge-agent enroll --coordinator {result['coordinator_address']} --token {result['token']} "
+    """The exact ``edge-agent enroll`` line for an added site, with both addresses."""
+    return (
+        f"edge-agent enroll --coordinator {result['coordinator_address']} "
+        f"--enroll-address {result['enroll_address']} --token {result['token']} "
         f"--ca-fingerprint {result['ca_fingerprint']}"
     )
-    host, _, port = result["coordinator_address"].rpartition(":")
-    if result["enroll_address"] != f"{host}:{int(port) + 1}":
-        command += f" --enroll-address {result['enroll_address']}"
-    return command
 
 
 @sites.command("list")

@@ -3,6 +3,7 @@ logged-in account (``ctx.client``); what a role may not do, the coordinator refu
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -52,6 +53,7 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
                 {"model": f"{model['name']}:{model['version']}", "active": len(active), "sites": len(status)}
             )
     agreements = ExchangeAdmin(client).list_agreements()
+    queues = ExchangeAdmin(client).list_queues()
     sites_expiring = [s for s in expiring["sites"] if s["state"] != "revoked"]
     alerts = views.site_alerts(sites_expiring + offline["sites"], now, console.stale_after_s)
     if offline["total"] > len(offline["sites"]):
@@ -61,6 +63,8 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
         "job_counts": {state: recent["state_counts"].get(state, 0) for state in JOB_STATES},
         "rollouts": rollouts,
         "agreements": sum(1 for a in agreements if a["state"] == "accepted"),
+        "backlog": sum(q["inbound_envelopes"] for q in queues),
+        "backlog_bytes": sum(q["inbound_bytes"] for q in queues),
         "alerts": alerts + views.job_alerts(failed["jobs"]),
         "recent_jobs": recent["jobs"],
     }
@@ -174,6 +178,18 @@ def job_live(console: Console, ctx: Context) -> Response:
     return console.render(part, ctx, job=job)
 
 
+LOG_TAIL_LINES = 200
+ANSI_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Flower's coloured log levels
+
+
+def job_log(console: Console, ctx: Context) -> Response:
+    """The tail of the job's ServerApp output (stdout, stderr, logging), as text in a <pre>."""
+    data, _, complete = ctx.client.read_job_logs(ctx.request.path_params["job"])
+    lines = ANSI_ESCAPES.sub("", data.decode("utf-8", errors="replace")).splitlines()
+    cut = max(0, len(lines) - LOG_TAIL_LINES)
+    return console.render("job_log.html", ctx, lines=lines[cut:], cut=cut, complete=complete)
+
+
 def job_rounds(console: Console, ctx: Context) -> Response:
     job = ctx.client.get_job(ctx.request.path_params["job"])
     return JSONResponse({"state": job["state"], **views.round_series(job)})
@@ -273,7 +289,9 @@ def exchange(console: Console, ctx: Context) -> Response:
         and (not params["state"] or a["state"] == params["state"])
     ]
     page = views.paginate(agreements, views.page_number(ctx.request.query_params.get("page")))
-    return console.render("exchange.html", ctx, params=params, page=page)
+    queues = [q for q in ExchangeAdmin(ctx.client).list_queues() if not params["site"] or q["site"] == params["site"]]
+    queues.sort(key=lambda q: -(q["inbound_bytes"] + q["outbound_bytes"]))
+    return console.render("exchange.html", ctx, params=params, page=page, queues=queues[: views.PAGE_SIZE])
 
 
 def propose_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Response:
@@ -362,6 +380,7 @@ def routes(console: Console) -> list[Route]:
         Route("/training/{job}", page(job_detail)),
         Route("/training/{job}/live", page(job_live)),
         Route("/training/{job}/rounds.json", page(job_rounds)),
+        Route("/training/{job}/log", page(job_log)),
         Route("/training/{job}/stop", action(stop_job), methods=["POST"]),
         Route("/models", page(models)),
         Route("/models/{name}/{version}", page(model_detail)),

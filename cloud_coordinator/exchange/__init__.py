@@ -55,4 +55,4 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     )
     coordinator.on_stop(broker.stop)
     coordinator.exchange = broker  # type: ignore[attr-defined] - for tests and benchmarks
-    return mounts(ExchangeServicer(broker, agreements, keys), ExchangeAdminServicer(agreements))
+    return mounts(ExchangeServicer(broker, agreements, keys), ExchangeAdminServicer(agreements, store.queues))

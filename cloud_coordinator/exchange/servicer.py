@@ -244,8 +244,19 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
 
 
 class ExchangeAdminServicer(exchange_pb2_grpc.ExchangeAdminServiceServicer):
-    def __init__(self, agreements: AgreementRegistry) -> None:
+    def __init__(self, agreements: AgreementRegistry, queues=None) -> None:
         self._agreements = agreements
+        self._queues = queues or dict  # () -> {site: [in, in bytes, out, out bytes]}
+
+    def ListQueues(self, request, context):
+        return exchange_pb2.ListQueuesResponse(
+            queues=[
+                exchange_pb2.SiteQueue(
+                    site=site, inbound_envelopes=q[0], inbound_bytes=q[1], outbound_envelopes=q[2], outbound_bytes=q[3]
+                )
+                for site, q in sorted(self._queues().items())
+            ]
+        )
 
     def CreateAgreement(self, request, context):
         record = self._agreements.create(
@@ -285,6 +296,7 @@ def mounts(servicer: ExchangeServicer, admin: ExchangeAdminServicer) -> list[Ser
                 "CreateAgreement": {Role.OPERATOR},
                 "ListAgreements": {Role.VIEWER},
                 "RevokeAgreement": {Role.OPERATOR},
+                "ListQueues": {Role.VIEWER},
             },
         ),
     ]

@@ -363,6 +363,20 @@ class ExchangeStore(SqliteStore):
             )
             return {r["sender"]: r["total"] for r in rows}
 
+    def queues(self) -> dict[str, list[int]]:
+        """Per site: [envelopes in, bytes in, envelopes out, bytes out] waiting (state pending)."""
+        found: dict[str, list[int]] = {}
+        with self.lock:
+            for column, at in (("recipient", 0), ("sender", 2)):
+                rows = self.db.execute(
+                    f"SELECT {column}, COUNT(*), COALESCE(SUM(ciphertext_size), 0) FROM envelopes "
+                    f"WHERE state = 'pending' GROUP BY {column}"
+                ).fetchall()
+                for site, count, size in rows:
+                    entry = found.setdefault(site, [0, 0, 0, 0])
+                    entry[at], entry[at + 1] = count, size
+        return found
+
     def pending_in_files(self) -> set[str]:
         with self.lock:
             return {

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import grpc
 
 from silolink import errors, model_chunks
+from silolink.gen.common.v1 import site_pb2
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
 from silolink.identity import Role
@@ -85,7 +86,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         rollout, orders = self._rollouts.start(
             request.name,
             request.version,
-            list(request.sites),
+            [*request.sites, *(target_to_selector(t) for t in request.targets)],  # targets: clients before sites
             request.canary,
             current_identity(),
             request.study,
@@ -205,3 +206,16 @@ def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> li
             rules={"DownloadModel": {Role.AGENT}, "ReportRolloutStatus": {Role.AGENT}},
         ),
     ]
+
+
+def target_to_selector(target: pb.Target) -> site_pb2.SiteSelector:
+    """The selector for a deprecated ``Target`` (StartRolloutRequest.targets, from clients
+    built before ``sites`` replaced it)."""
+    which = target.WhichOneof("selector")
+    if which == "kind":
+        return site_pb2.SiteSelector(kind=target.kind)
+    if which == "tag":
+        return site_pb2.SiteSelector(tags=[target.tag])
+    if which == "site":
+        return site_pb2.SiteSelector(site=target.site)
+    raise errors.InvalidArgument("a rollout target names no kind, tag or site")

@@ -155,6 +155,7 @@ class SiloGrid(Grid):
                 site = self.site_of(node) or f"node {node}"
             wait_s = timeout_s or min(message.metadata.ttl or DEFAULT_TIMEOUT_S, DEFAULT_TIMEOUT_S)
             payload = message_to_proto(message).SerializeToString()
+            self._recorder.sent(message)
             future = self._pool.submit(self._client.exchange, site, payload, wait_s)
             with self._lock:
                 self._pending[message_id] = _Pending(message, site, future, wait_s)

@@ -58,13 +58,15 @@ class RoundRecorder:
         API strategies leave ``group_id`` empty, so their messages belong to this round."""
         with self._lock:
             self._current = number
+            self._round(number)  # the round's clock starts now
 
     def round_of(self, group_id: str) -> int:
         """The round a message belongs to: its group id when that is a round number (Flower's
         legacy workflows), else the round the strategy is in."""
         text = (group_id or "").strip()
         if text.isdigit():
-            return int(text) + self.offset
+            number = int(text)
+            return number + self.offset if number > 0 else 0  # group 0: before the first round, no round
         return self._current
 
     def _round(self, number: int) -> _Round:
@@ -72,6 +74,11 @@ class RoundRecorder:
         if entry is None:
             entry = self._rounds[number] = _Round(started=self._clock())
         return entry
+
+    def sent(self, message: Message) -> None:
+        """A message is on its way: its round has started (its clock runs from the first one)."""
+        with self._lock:
+            self._round(self.round_of(message.metadata.group_id))
 
     def outcome(self, message: Message, site: str, reason: str | None) -> None:
         """A message's outcome at ``site``: answered (reason None), or why not."""

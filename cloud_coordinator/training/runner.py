@@ -216,7 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     if not address or not token:
         sys.exit("this process is started by the coordinator, which sets SILOLINK_JOB_RUNNER and SILOLINK_JOB_TOKEN")
     orphan_check_s = float(os.environ.get("SILOLINK_JOB_ORPHAN_CHECK_S", "0.5"))
-    sys.exit(run(Path(args[0]).resolve(), args[1], address, token, orphan_check_s))
+    code = run(Path(args[0]).resolve(), args[1], address, token, orphan_check_s)
+    # The job has ended (or cannot start): leave now, whatever threads the app left behind or
+    # exchanges still wait for a silent site (a normal exit would join them).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 if __name__ == "__main__":

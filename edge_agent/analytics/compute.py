@@ -21,6 +21,7 @@ from silolink.analytics.query import SCALE, STATISTIC_NAMES, to_fixed
 from silolink.gen.analytics.v1 import analytics_pb2 as pb
 
 from ..catalog.sources import Source
+from ..catalog.sources.base import AGGREGATE_BATCH_ROWS
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def compute(source: Source, query: pb.Query, show_columns: bool) -> LocalResult:
 def _histogram(source: Source, query: pb.Query, node) -> LocalResult:
     edges = np.array(query.bin_edges, dtype=np.float64)
     counts = np.zeros(len(edges) + 1, dtype=np.int64)  # below, bins..., above
-    for batch in source.scan([query.column], node, present=[query.column]):
+    for batch in source.scan([query.column], node, present=[query.column], batch_rows=AGGREGATE_BATCH_ROWS):
         values = batch[query.column].astype(np.float64, copy=False)
         at = np.searchsorted(edges, values, side="right")
         at[(at == len(edges)) & (values == edges[-1])] = len(edges) - 1  # the last bin is closed on the right

@@ -23,7 +23,11 @@ log = logging.getLogger(__name__)
 @click.option("--coordinator", required=True, metavar="HOST:PORT", help="The coordinator's address (mTLS port).")
 @click.option("--token", required=True, envvar="SILOLINK_ENROLL_TOKEN", help="The one-time token from the operator.")
 @click.option("--ca-fingerprint", required=True, help="The coordinator CA's fingerprint from the operator.")
-@click.option("--enroll-address", metavar="HOST:PORT", help="The enrollment listener (default: coordinator port + 1).")
+@click.option(
+    "--enroll-address",
+    metavar="HOST:PORT",
+    help="The enrollment listener (default: the coordinator's host, its port + 1, as the coordinator binds it).",
+)
 @data_dir_option
 @json_option
 @handle_errors

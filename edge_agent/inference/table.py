@@ -31,7 +31,27 @@ class ScoringResult:
     columns: list[str]
 
 
+def _image_column(dataset: Dataset, record: ModelRecord, features: list[str] | None) -> str | None:
+    """The image column to feed, flattened, for an image/DICOM dataset scored by a model
+    taking [rows, pixels]; None for tables."""
+    images = [c.name for c in dataset.columns if c.type == "IMAGE"]
+    if not images or (features and features != images[:1]):
+        return None
+    inputs = record.signature.inputs
+    pixels = int(np.prod(dataset.options.get("shape", [0])))
+    if len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].shape[1] not in (-1, pixels):
+        shapes = "; ".join(s.describe() for s in inputs)
+        raise errors.InvalidArgument(
+            f"scoring the images of {dataset.name!r} needs a model with one input of shape [rows, {pixels}] "
+            f"(the pixels of each image, flattened); {record.ref} has {shapes}"
+        )
+    return images[0]
+
+
 def _feature_columns(dataset: Dataset, record: ModelRecord, features: list[str] | None) -> list[str]:
+    image = _image_column(dataset, record, features)
+    if image:
+        return [image]
     inputs = record.signature.inputs
     if len(inputs) != 1 or len(inputs[0].shape) != 2:
         shapes = "; ".join(s.describe() for s in inputs)
@@ -104,8 +124,12 @@ def score_table(
     def batches() -> Iterator[list[tuple]]:
         for batch in source.scan([key, *chosen], batch_rows=batch_rows):
             keys = batch[key].tolist()
-            # Through the catalog's reading interface: numbers arrive as arrays, empty as NaN.
-            values = np.column_stack([batch[c].astype(np.float64, copy=False) for c in chosen])
+            # Through the catalog's reading interface: numbers arrive as arrays, empty as NaN;
+            # an image column arrives as (rows, *shape) and is fed flattened.
+            if len(chosen) == 1 and batch[chosen[0]].ndim > 1:
+                values = batch[chosen[0]].reshape(len(keys), -1).astype(np.float64)
+            else:
+                values = np.column_stack([batch[c].astype(np.float64, copy=False) for c in chosen])
             if dtype.kind in "iu" and np.isnan(values).any():
                 raise errors.InvalidArgument(
                     f"{dataset_name!r} has empty values in the features and {record.ref} takes integers"

@@ -254,6 +254,11 @@ class GuardInterceptor(grpc.ServerInterceptor):
         """Abort the call with the status ``exc`` maps to (``abort`` raises)."""
         if context.code() is not None:  # the servicer already ended the call itself
             raise exc
+        if isinstance(exc, grpc.RpcError) and not context.is_active():
+            # Reading the request stream failed because the client cancelled or its deadline
+            # passed: nobody is left to answer, and nothing failed here.
+            log.info("%s by %s: the client left mid-call", method, _current_identity.get(ANONYMOUS))
+            return
         context.abort(*refusal(method, exc))
 
     def _done(self, method: str, context: grpc.ServicerContext, start: float) -> None:

@@ -73,6 +73,7 @@ def restricted_pool(service_names: Iterable[str]) -> descriptor_pool.DescriptorP
     for name in service_names:
         if name != V1:
             add(source.FindServiceByName(name).file)
+    add(reflection_pb2.DESCRIPTOR)  # the reflection services are listed, so they are described too
     _add_v1(pool)
     return pool
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .analytics import query_across_hospitals
 from .console import open_the_console
 from .exchange import exchange_sealed_file, verify_audit_chain
+from .imaging import train_on_scans_in_place
 from .inference import score_local_data
 from .registry import roll_out_a_signed_model
 from .setup import enroll_sites, start_agents, start_coordinator
@@ -25,6 +26,7 @@ STEPS = [
     roll_out_a_signed_model,
     query_across_hospitals,
     run_a_study_with_a_privacy_budget,
+    train_on_scans_in_place,
     exchange_sealed_file,
     verify_audit_chain,
     open_the_console,

@@ -78,7 +78,7 @@ def start_agents(world: DemoWorld) -> None:
     """Start each site's agent daemon; it dials out and holds a control stream."""
     for name, site in world.sites.items():
         if site["kind"] == "hospital":
-            configure_hospital(site["data_dir"], "patients")
+            configure_hospital(site["data_dir"], "patients", "scans")
         say(f"edge-agent run --data-dir {site['data_dir']}")
         world.spawn(
             f"agent-{name}",
@@ -108,8 +108,8 @@ def start_agents(world: DemoWorld) -> None:
     click.echo(indent(table(["SITE", "KIND", "STATE", "VERSION", "CPUS", "MEM FREE", "TAGS"], rows)))
 
 
-def configure_hospital(data_dir: Path, dataset: str) -> None:
-    """The site admin's policy (agent.toml): which dataset federated jobs may train on; and
+def configure_hospital(data_dir: Path, *datasets: str) -> None:
+    """The site admin's policy (agent.toml): which datasets federated jobs may train on; and
     Prometheus metrics for the site's monitoring, on a free loopback port."""
     import dataclasses
 
@@ -118,7 +118,6 @@ def configure_hospital(data_dir: Path, dataset: str) -> None:
     from silolink import config
 
     cfg = load_config(data_dir, environ={})
-    cfg = dataclasses.replace(
-        cfg, training=dataclasses.replace(cfg.training, datasets=(dataset,)), metrics_listen="127.0.0.1:0"
-    )
+    training = dataclasses.replace(cfg.training, datasets=datasets)
+    cfg = dataclasses.replace(cfg, training=training, metrics_listen="127.0.0.1:0")
     AgentLayout(data_dir).config.write_text(config.dump(cfg))

@@ -223,6 +223,9 @@ def test_start_a_job_and_watch_its_chart_fill(world, browser):
     assert len(seen - {None, "0"}) >= 2, f"the chart should fill round by round, saw {sorted(seen - {None})}"
     assert browser.find_elements(By.CSS_SELECTOR, "#job-chart canvas")  # uPlot drew it
     assert "30 of 30" in text_of(browser, "#rounds-done")
+    wait_until(browser, lambda d: d.find_elements(By.ID, "job-log"), 10, "the ServerApp log")
+    log = text_of(browser, "#job-log")
+    assert log and log != "(no output yet)", "the ServerApp's output should show on the job page"
     shot(browser, "training-job")
     go(browser, "/training")
     shot(browser, "training")

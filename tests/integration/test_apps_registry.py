@@ -112,6 +112,8 @@ def test_bad_bundles_are_refused_with_the_reason_and_leave_nothing(tmp_path):
                     client.push(path)
             with pytest.raises(errors.InvalidArgument, match="symlinks"):
                 client.push(link_dir)  # refused before building, naming the link
+            with pytest.raises(errors.InvalidArgument, match="taken by silolink's built-in app"):
+                client.push(write_app(tmp_path, "tabular", version="9.0.0"))
             assert client.list() == []
         blobs = coordinator.layout.root / "apps" / "blobs"
         assert not blobs.exists() or list(blobs.iterdir()) == []

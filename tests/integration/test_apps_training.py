@@ -163,6 +163,12 @@ def main(grid: Grid, context: Context) -> None:
         "fedavgm": lambda: flower.FedAvgM(**common),
         "dp": lambda: flower.DifferentialPrivacyServerSideFixedClipping(
             flower.FedAvg(**common), noise_multiplier=0.1, clipping_norm=10.0, num_sampled_clients=2),
+        "dpadaptive": lambda: flower.DifferentialPrivacyServerSideAdaptiveClipping(
+            flower.FedAvg(**common), noise_multiplier=0.1, num_sampled_clients=2),
+        "fedadagrad": lambda: flower.FedAdagrad(**common),
+        "krum": lambda: flower.Krum(num_malicious_nodes=0, **common),
+        "multikrum": lambda: flower.MultiKrum(num_malicious_nodes=0, num_nodes_to_select=1, **common),
+        "qfedavg": lambda: flower.QFedAvg(client_learning_rate=0.5, **common),
     }
     for name in context.run_config["strategies"].split(","):
         result = choices[name]().start(grid=grid, initial_arrays=ArrayRecord([np.zeros(2)]), num_rounds=1,
@@ -183,10 +189,12 @@ def test_custom_strategy_subclasses_and_flowers_strategies_run_as_the_app_chose(
     assert record["train_metrics"]["damping"] == 0.5  # the subclass's own aggregation ran
     assert record["server_metrics"] == {"norm": pytest.approx(0.5)}  # 0.5 * (0 + 0.5 * (1 - 0)) * 2 entries
     assert "strategy damped -> [0.25, 0.25]" in logs(coordinator, job["job"])
-    job = run(coordinator, "strategies", run_config={"strategies": "fedmedian,fedtrimmedavg,fedyogi,fedavgm,dp"})
+    others = ("fedmedian", "fedtrimmedavg", "fedyogi", "fedavgm", "fedadagrad", "krum", "multikrum", "qfedavg", "dp",
+              "dpadaptive")  # fmt: skip
+    job = run(coordinator, "strategies", run_config={"strategies": ",".join(others)})
     assert job["state"] == "completed", job["error"]
     output = logs(coordinator, job["job"])
-    for name in ("fedmedian", "fedtrimmedavg", "fedyogi", "fedavgm", "dp"):
+    for name in others:
         assert f"strategy {name} -> [" in output
 
 

@@ -183,6 +183,10 @@ def test_reflection_on_the_anonymous_port_shows_only_what_it_serves(coordinator)
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="silolink.enrollment.v1.EnrollmentService"),
     )
     assert shown.file_descriptor_response.file_descriptor_proto
+    # Every service it lists, it can describe (v1alpha was listed but not found before).
+    for name in names:
+        described = reflect(channel, reflection_pb2.ServerReflectionRequest(file_containing_symbol=name))
+        assert described.file_descriptor_response.file_descriptor_proto, name
 
 
 def test_metrics_count_rpcs_by_method_and_code(tmp_path):

@@ -10,6 +10,7 @@ from edge_agent.identity import load_identity
 from edge_agent.registry.orders import OrderStore
 from silolink import errors
 from silolink.config import RegistryConfig
+from silolink.gen.common.v1 import site_pb2
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
 from silolink.rpc.channels import mtls_channel
@@ -292,3 +293,21 @@ def test_push_file_api_for_training_jobs(coordinator, tmp_path):
     assert b'"source_job":"42"' in record.manifest
     with pytest.raises(errors.InvalidArgument, match="model name"):
         coordinator.registry.push_file(model_file(tmp_path, "x"), "bad name")
+
+
+def test_a_client_built_before_site_selectors_still_rolls_out_with_targets(coordinator, make_agent, tmp_path):
+    # Issue 15 item 10: f71ff08 deleted Target and StartRolloutRequest.targets inside v1;
+    # they are back (deprecated) and the coordinator honours them, as these old clients send.
+    make_agent("hospital-a")
+    make_agent("factory-a", kind="factory")
+    with support.operator(coordinator) as op:
+        client = RegistryClient(op)
+        client.push(model_file(tmp_path, "old"), "old")
+        stub = registry_pb2_grpc.RegistryServiceStub(op.channel)
+        request = pb.StartRolloutRequest(
+            name="old", version="1", targets=[pb.Target(kind=site_pb2.SITE_KIND_HOSPITAL), pb.Target(site="factory-a")]
+        )
+        rollout = op.call(stub.StartRollout, request).rollout
+        assert sorted(s.site for s in rollout.sites) == ["factory-a", "hospital-a"]
+        with pytest.raises(errors.InvalidArgument, match="names no kind, tag or site"):
+            op.call(stub.StartRollout, pb.StartRolloutRequest(name="old", version="1", targets=[pb.Target()]))

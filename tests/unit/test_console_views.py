@@ -109,3 +109,8 @@ def test_hostile_job_names_metric_keys_and_reasons_are_escaped():
     page = views.paginate([job], 1)
     html = render("jobs_table.html", page=page, params={})
     assert HOSTILE not in html and "&lt;script&gt;" in html
+
+
+def test_hostile_log_lines_are_escaped():
+    html = render("job_log.html", lines=[HOSTILE, "round 1 done"], cut=3, complete=False)
+    assert HOSTILE not in html and "&lt;script&gt;" in html and "3 earlier lines" in html

@@ -56,7 +56,7 @@ def open_source(dataset: Dataset, catalog_path: Path) -> Source:
 def detect_kind(source: str, name: str = "") -> str:
     """The kind of a ``--source``: a URL is a database; a path is told by its files."""
     if "://" in source:
-        raise errors.InvalidArgument(f"dataset {name!r}: database sources are not available in this version")
+        return "sql"
     path = Path(source)
     if not path.exists():
         raise errors.NotFound(
@@ -72,6 +72,15 @@ def detect_kind(source: str, name: str = "") -> str:
 
     if file_format(path):
         return "parquet"
+    if path.is_dir():
+        from .dicom import looks_like_dicom
+        from .images import IMAGE_SUFFIXES
+
+        files = [p for p in sorted(path.rglob("*")) if p.is_file()][:1000]
+        if any(looks_like_dicom(p) for p in files):
+            return "dicom"
+        if any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
+            return "images"
     raise errors.InvalidArgument(
         f"--source {source}: not a kind this agent reads in place; give a .parquet/.arrow file or folder, a folder "
         "of PNG/JPEG images or DICOM files, or a database URL (postgresql://USER@HOST/DB); CSV files go through "

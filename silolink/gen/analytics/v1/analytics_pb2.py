@@ -26,35 +26,39 @@ _sym_db = _symbol_database.Default()
 from silolink.gen.common.v1 import site_pb2 as silolink_dot_common_dot_v1_dot_site__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%silolink/analytics/v1/analytics.proto\x12\x15silolink.analytics.v1\x1a\x1dsilolink/common/v1/site.proto\"\"\n\x06\x42ounds\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"\xbd\x01\n\x05Query\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x33\n\tstatistic\x18\x02 \x01(\x0e\x32 .silolink.analytics.v1.Statistic\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\t\x12\r\n\x05where\x18\x04 \x01(\t\x12\x11\n\tbin_edges\x18\x05 \x03(\x01\x12-\n\x06\x62ounds\x18\x06 \x01(\x0b\x32\x1d.silolink.analytics.v1.Bounds\x12\r\n\x05study\x18\x1e \x01(\t\"o\n\x0fRunQueryRequest\x12+\n\x05query\x18\x01 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12/\n\x05sites\x18\x02 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\"\x97\x02\n\x10RunQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x12\n\x05\x63ount\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03sum\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\nbin_counts\x18\x07 \x03(\x03\x12\r\n\x05\x62\x65low\x18\x08 \x01(\x03\x12\r\n\x05\x61\x62ove\x18\t \x01(\x03\x12/\n\x05noise\x18\n \x03(\x0b\x32 .silolink.analytics.v1.SiteNoiseB\x08\n\x06_countB\x06\n\x04_sumB\x07\n\x05_mean\"*\n\tSiteNoise\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\"\x9d\x01\n\x15\x41nalyticsSetupCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x19\n\x11participant_count\x18\x04 \x01(\r\x12\x1b\n\x13participants_digest\x18\x05 \x01(\x0c\"~\n\x14\x41nalyticsSetupResult\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x15\n\rvector_length\x18\x04 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x05 \x01(\x01\"W\n\x07PeerKey\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\"W\n\x14\x41nalyticsMaskCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x05peers\x18\x02 \x03(\x0b\x32\x1e.silolink.analytics.v1.PeerKey\"%\n\x13\x41nalyticsMaskResult\x12\x0e\n\x06masked\x18\x01 \x03(\x06*{\n\tStatistic\x12\x19\n\x15STATISTIC_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATISTIC_COUNT\x10\x01\x12\x11\n\rSTATISTIC_SUM\x10\x02\x12\x12\n\x0eSTATISTIC_MEAN\x10\x03\x12\x17\n\x13STATISTIC_HISTOGRAM\x10\x04\x32o\n\x10\x41nalyticsService\x12[\n\x08RunQuery\x12&.silolink.analytics.v1.RunQueryRequest\x1a\'.silolink.analytics.v1.RunQueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%silolink/analytics/v1/analytics.proto\x12\x15silolink.analytics.v1\x1a\x1dsilolink/common/v1/site.proto\"\"\n\x06\x42ounds\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"\xbd\x01\n\x05Query\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x33\n\tstatistic\x18\x02 \x01(\x0e\x32 .silolink.analytics.v1.Statistic\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\t\x12\r\n\x05where\x18\x04 \x01(\t\x12\x11\n\tbin_edges\x18\x05 \x03(\x01\x12-\n\x06\x62ounds\x18\x06 \x01(\x0b\x32\x1d.silolink.analytics.v1.Bounds\x12\r\n\x05study\x18\x1e \x01(\t\"s\n\x0cSiteSelector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag:\x02\x18\x01\"o\n\x0fRunQueryRequest\x12+\n\x05query\x18\x01 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12/\n\x05sites\x18\x02 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\"\x97\x02\n\x10RunQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x12\n\x05\x63ount\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03sum\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\nbin_counts\x18\x07 \x03(\x03\x12\r\n\x05\x62\x65low\x18\x08 \x01(\x03\x12\r\n\x05\x61\x62ove\x18\t \x01(\x03\x12/\n\x05noise\x18\n \x03(\x0b\x32 .silolink.analytics.v1.SiteNoiseB\x08\n\x06_countB\x06\n\x04_sumB\x07\n\x05_mean\"*\n\tSiteNoise\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\"\x9d\x01\n\x15\x41nalyticsSetupCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x19\n\x11participant_count\x18\x04 \x01(\r\x12\x1b\n\x13participants_digest\x18\x05 \x01(\x0c\"~\n\x14\x41nalyticsSetupResult\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x15\n\rvector_length\x18\x04 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x05 \x01(\x01\"W\n\x07PeerKey\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\"W\n\x14\x41nalyticsMaskCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x05peers\x18\x02 \x03(\x0b\x32\x1e.silolink.analytics.v1.PeerKey\"%\n\x13\x41nalyticsMaskResult\x12\x0e\n\x06masked\x18\x01 \x03(\x06*{\n\tStatistic\x12\x19\n\x15STATISTIC_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATISTIC_COUNT\x10\x01\x12\x11\n\rSTATISTIC_SUM\x10\x02\x12\x12\n\x0eSTATISTIC_MEAN\x10\x03\x12\x17\n\x13STATISTIC_HISTOGRAM\x10\x04\x32o\n\x10\x41nalyticsService\x12[\n\x08RunQuery\x12&.silolink.analytics.v1.RunQueryRequest\x1a\'.silolink.analytics.v1.RunQueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'silolink.analytics.v1.analytics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATISTIC']._serialized_start=1267
-  _globals['_STATISTIC']._serialized_end=1390
+  _globals['_SITESELECTOR']._loaded_options = None
+  _globals['_SITESELECTOR']._serialized_options = b'\030\001'
+  _globals['_STATISTIC']._serialized_start=1384
+  _globals['_STATISTIC']._serialized_end=1507
   _globals['_BOUNDS']._serialized_start=95
   _globals['_BOUNDS']._serialized_end=129
   _globals['_QUERY']._serialized_start=132
   _globals['_QUERY']._serialized_end=321
-  _globals['_RUNQUERYREQUEST']._serialized_start=323
-  _globals['_RUNQUERYREQUEST']._serialized_end=434
-  _globals['_RUNQUERYRESPONSE']._serialized_start=437
-  _globals['_RUNQUERYRESPONSE']._serialized_end=716
-  _globals['_SITENOISE']._serialized_start=718
-  _globals['_SITENOISE']._serialized_end=760
-  _globals['_ANALYTICSSETUPCOMMAND']._serialized_start=763
-  _globals['_ANALYTICSSETUPCOMMAND']._serialized_end=920
-  _globals['_ANALYTICSSETUPRESULT']._serialized_start=922
-  _globals['_ANALYTICSSETUPRESULT']._serialized_end=1048
-  _globals['_PEERKEY']._serialized_start=1050
-  _globals['_PEERKEY']._serialized_end=1137
-  _globals['_ANALYTICSMASKCOMMAND']._serialized_start=1139
-  _globals['_ANALYTICSMASKCOMMAND']._serialized_end=1226
-  _globals['_ANALYTICSMASKRESULT']._serialized_start=1228
-  _globals['_ANALYTICSMASKRESULT']._serialized_end=1265
-  _globals['_ANALYTICSSERVICE']._serialized_start=1392
-  _globals['_ANALYTICSSERVICE']._serialized_end=1503
+  _globals['_SITESELECTOR']._serialized_start=323
+  _globals['_SITESELECTOR']._serialized_end=438
+  _globals['_RUNQUERYREQUEST']._serialized_start=440
+  _globals['_RUNQUERYREQUEST']._serialized_end=551
+  _globals['_RUNQUERYRESPONSE']._serialized_start=554
+  _globals['_RUNQUERYRESPONSE']._serialized_end=833
+  _globals['_SITENOISE']._serialized_start=835
+  _globals['_SITENOISE']._serialized_end=877
+  _globals['_ANALYTICSSETUPCOMMAND']._serialized_start=880
+  _globals['_ANALYTICSSETUPCOMMAND']._serialized_end=1037
+  _globals['_ANALYTICSSETUPRESULT']._serialized_start=1039
+  _globals['_ANALYTICSSETUPRESULT']._serialized_end=1165
+  _globals['_PEERKEY']._serialized_start=1167
+  _globals['_PEERKEY']._serialized_end=1254
+  _globals['_ANALYTICSMASKCOMMAND']._serialized_start=1256
+  _globals['_ANALYTICSMASKCOMMAND']._serialized_end=1343
+  _globals['_ANALYTICSMASKRESULT']._serialized_start=1345
+  _globals['_ANALYTICSMASKRESULT']._serialized_end=1382
+  _globals['_ANALYTICSSERVICE']._serialized_start=1509
+  _globals['_ANALYTICSSERVICE']._serialized_end=1620
 # @@protoc_insertion_point(module_scope)

@@ -48,6 +48,16 @@ class Query(_message.Message):
     study: str
     def __init__(self, dataset: _Optional[str] = ..., statistic: _Optional[_Union[Statistic, str]] = ..., column: _Optional[str] = ..., where: _Optional[str] = ..., bin_edges: _Optional[_Iterable[float]] = ..., bounds: _Optional[_Union[Bounds, _Mapping]] = ..., study: _Optional[str] = ...) -> None: ...
 
+class SiteSelector(_message.Message):
+    __slots__ = ("site", "kind", "tags")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    kind: _site_pb2.SiteKind
+    tags: _containers.RepeatedCompositeFieldContainer[_site_pb2.Tag]
+    def __init__(self, site: _Optional[str] = ..., kind: _Optional[_Union[_site_pb2.SiteKind, str]] = ..., tags: _Optional[_Iterable[_Union[_site_pb2.Tag, _Mapping]]] = ...) -> None: ...
+
 class RunQueryRequest(_message.Message):
     __slots__ = ("query", "sites")
     QUERY_FIELD_NUMBER: _ClassVar[int]

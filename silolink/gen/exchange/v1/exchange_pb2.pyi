@@ -387,3 +387,27 @@ class RotateKeyResponse(_message.Message):
     KEY_FIELD_NUMBER: _ClassVar[int]
     key: LocalKey
     def __init__(self, key: _Optional[_Union[LocalKey, _Mapping]] = ...) -> None: ...
+
+class ListQueuesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQueuesResponse(_message.Message):
+    __slots__ = ("queues",)
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[SiteQueue]
+    def __init__(self, queues: _Optional[_Iterable[_Union[SiteQueue, _Mapping]]] = ...) -> None: ...
+
+class SiteQueue(_message.Message):
+    __slots__ = ("site", "inbound_envelopes", "inbound_bytes", "outbound_envelopes", "outbound_bytes")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    INBOUND_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_BYTES_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    inbound_envelopes: int
+    inbound_bytes: int
+    outbound_envelopes: int
+    outbound_bytes: int
+    def __init__(self, site: _Optional[str] = ..., inbound_envelopes: _Optional[int] = ..., inbound_bytes: _Optional[int] = ..., outbound_envelopes: _Optional[int] = ..., outbound_bytes: _Optional[int] = ...) -> None: ...

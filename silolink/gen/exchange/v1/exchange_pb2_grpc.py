@@ -447,6 +447,11 @@ class ExchangeAdminServiceStub:
                 request_serializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.RevokeAgreementRequest.SerializeToString,
                 response_deserializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.RevokeAgreementResponse.FromString,
                 _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/silolink.exchange.v1.ExchangeAdminService/ListQueues',
+                request_serializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
 
 
 class ExchangeAdminServiceServicer:
@@ -475,6 +480,14 @@ class ExchangeAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueues(self, request, context):
+        """ListQueues shows, per site, how many envelopes and ciphertext bytes wait in the broker
+        (counts and sizes only, never content).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExchangeAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -492,6 +505,11 @@ def add_ExchangeAdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeAgreement,
                     request_deserializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.RevokeAgreementRequest.FromString,
                     response_serializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.RevokeAgreementResponse.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.ListQueuesRequest.FromString,
+                    response_serializer=silolink_dot_exchange_dot_v1_dot_exchange__pb2.ListQueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +594,33 @@ class ExchangeAdminService:
             '/silolink.exchange.v1.ExchangeAdminService/RevokeAgreement',
             silolink_dot_exchange_dot_v1_dot_exchange__pb2.RevokeAgreementRequest.SerializeToString,
             silolink_dot_exchange_dot_v1_dot_exchange__pb2.RevokeAgreementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.exchange.v1.ExchangeAdminService/ListQueues',
+            silolink_dot_exchange_dot_v1_dot_exchange__pb2.ListQueuesRequest.SerializeToString,
+            silolink_dot_exchange_dot_v1_dot_exchange__pb2.ListQueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -135,19 +135,31 @@ class DeprecateModelResponse(_message.Message):
     model: ModelVersion
     def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
 
+class Target(_message.Message):
+    __slots__ = ("kind", "tag", "site")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    kind: _site_pb2.SiteKind
+    tag: _site_pb2.Tag
+    site: str
+    def __init__(self, kind: _Optional[_Union[_site_pb2.SiteKind, str]] = ..., tag: _Optional[_Union[_site_pb2.Tag, _Mapping]] = ..., site: _Optional[str] = ...) -> None: ...
+
 class StartRolloutRequest(_message.Message):
-    __slots__ = ("name", "version", "canary", "sites", "study")
+    __slots__ = ("name", "version", "targets", "canary", "sites", "study")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
     STUDY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
+    targets: _containers.RepeatedCompositeFieldContainer[Target]
     canary: int
     sites: _containers.RepeatedCompositeFieldContainer[_site_pb2.SiteSelector]
     study: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., canary: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[_site_pb2.SiteSelector, _Mapping]]] = ..., study: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., canary: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[_site_pb2.SiteSelector, _Mapping]]] = ..., study: _Optional[str] = ...) -> None: ...
 
 class StartRolloutResponse(_message.Message):
     __slots__ = ("rollout",)
