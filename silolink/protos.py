@@ -6,6 +6,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from silolink.errors import InvalidArgument
 from silolink.gen.common.v1 import site_pb2
 
 
@@ -19,8 +20,14 @@ def timestamp(ts: float | None) -> Timestamp | None:
 
 
 def epoch(message: Any, field: str) -> float | None:
-    """A Timestamp field of ``message`` as epoch seconds, None when unset."""
-    return getattr(message, field).ToNanoseconds() / 1e9 if message.HasField(field) else None
+    """A Timestamp field of ``message`` as epoch seconds, None when unset; InvalidArgument
+    naming the field when a request carries one protobuf itself calls invalid (nanos out of range)."""
+    if not message.HasField(field):
+        return None
+    try:
+        return getattr(message, field).ToNanoseconds() / 1e9
+    except ValueError:
+        raise InvalidArgument(f"{field} is not a valid timestamp (nanos must be in [0, 999999999])") from None
 
 
 def resources_to_dict(report: site_pb2.ResourceReport) -> dict[str, Any]:
