@@ -41,6 +41,17 @@ def make_agent(coordinator, tmp_path):
         agent.stop(0)
 
 
+@pytest.fixture
+def flower_server_identity():
+    """Flower builds Messages from a process-wide task identity; tests that play a ServerApp set it."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server on a unix socket, for the whole session (see tests/pg_server.py)."""

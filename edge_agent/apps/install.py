@@ -53,9 +53,18 @@ def check_runnable(info: FabInfo) -> None:
         )
 
 
-def install_bundle(store: AppStore, data: bytes, source: str, limits: FabLimits) -> tuple[InstalledApp, bool]:
-    """Check and install a bundle: (the installed app, whether it was new)."""
+def install_bundle(
+    store: AppStore, data: bytes, source: str, limits: FabLimits, expect: tuple[str, str] | None = None
+) -> tuple[InstalledApp, bool]:
+    """Check and install a bundle: (the installed app, whether it was new).
+
+    ``expect`` is the (name, version) a signed manifest named: the bundle must declare them.
+    """
     info, files = read_fab(data, limits)
+    if expect is not None and (info.name, info.version) != expect:
+        raise errors.PermissionDenied(
+            f"the bundle declares {info.ref} but its signed manifest names {expect[0]}:{expect[1]}; refusing it"
+        )
     check_runnable(info)
     existing = store.check_new(info.name, info.version, info.sha256)
     if existing is not None and existing.present:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from silolink.cli_util import echo_json, handle_errors, iso, table
+from silolink.cli_util import echo_json, handle_errors, table
 
 from .options import data_dir_option, json_option
 
@@ -50,23 +50,81 @@ def install(source: Path, data_dir: Path, as_json: bool) -> None:
 
 
 @apps.command("list")
+@click.option("--local", is_flag=True, help="Only the apps installed here; do not ask the coordinator what it offers.")
 @data_dir_option
 @json_option
 @handle_errors
-def list_(data_dir: Path, as_json: bool) -> None:
-    """List the apps installed at this site, with their hash, publisher and state."""
-    _, _, store = _open(data_dir)
-    installed = store.list()
+def list_(local: bool, data_dir: Path, as_json: bool) -> None:
+    """List the apps the coordinator offers this site and those installed here.
+
+    STATE is offered (not approved here), installed (approved, files in place) or approved
+    (approved, but its files are missing: install it again).
+    """
+    from silolink import errors
+
+    layout, config, store = _open(data_dir)
+    offers = []
+    if not local:
+        try:
+            from ..apps.client import AppsClient
+
+            with AppsClient(layout, config) as client:
+                offers = client.offers()[0]
+        except errors.SiloError as e:
+            click.echo(f"note: the coordinator's offers are not shown: {e.message}", err=True)
+    entries = merge_listing(store.list(), offers)
     if as_json:
-        echo_json([a.to_dict() for a in installed])
+        echo_json(entries)
         return
     rows = [
-        [a.name, a.version, a.to_dict()["state"], a.sha256[:12], a.publisher, len(a.files),
-         ", ".join(a.dependencies), a.source, iso(a.installed_at)]
-        for a in installed
+        [e["name"], e["version"], e["state"], e["sha256"][:12], e["publisher"], len(e["files"]),
+         ", ".join(e["dependencies"]), e["source"]]
+        for e in entries
     ]  # fmt: skip
-    click.echo(table(["NAME", "VERSION", "STATE", "SHA256", "PUBLISHER", "FILES", "DEPENDENCIES", "SOURCE",
-                      "INSTALLED"], rows))  # fmt: skip
+    click.echo(table(["NAME", "VERSION", "STATE", "SHA256", "PUBLISHER", "FILES", "DEPENDENCIES", "SOURCE"], rows))
+
+
+def merge_listing(installed, offers) -> list[dict]:
+    """One entry per (name, version, sha256): offered, installed, or both."""
+    entries: dict[tuple, dict] = {}
+    for app in installed:
+        entry = app.to_dict()
+        entries[(app.name, app.version, app.sha256)] = {**entry, "offered": False}
+    for offer in offers:
+        key = (offer.name, offer.version, offer.sha256)
+        if key in entries:
+            entries[key]["offered"] = True
+        else:
+            entries[key] = {**offer.to_dict(), "state": "offered", "source": "coordinator", "offered": True}
+    return [entries[k] for k in sorted(entries)]
+
+
+@apps.command()
+@click.argument("ref", metavar="NAME:VERSION")
+@data_dir_option
+@json_option
+@handle_errors
+def approve(ref: str, data_dir: Path, as_json: bool) -> None:
+    """Approve an app the coordinator offers: download its signed bundle, verify, install.
+
+    The manifest's signature is checked against the CA this site enrolled with, the bundle
+    against the manifest's SHA-256, and every declared dependency must already be installed
+    here (the agent installs none). Jobs may then run exactly this bundle.
+    """
+    from ..apps.approve import approve as approve_app
+    from ..apps.client import AppsClient
+    from ..apps.install import limits_of
+    from ..apps.store import parse_app_ref
+
+    name, version = parse_app_ref(ref)
+    layout, config, store = _open(data_dir)
+    with AppsClient(layout, config) as client:
+        app, new = approve_app(store, client, layout.ca_cert.read_bytes(), name, version, limits_of(config.apps))  # type: ignore[arg-type]
+    if as_json:
+        echo_json({**app.to_dict(), "new": new})
+        return
+    verb = "approved and installed" if new else "already installed"
+    click.echo(f"{verb} {app.ref} (sha256 {app.sha256[:12]}, {len(app.files)} files, publisher {app.publisher})")
 
 
 @apps.command()

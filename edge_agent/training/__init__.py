@@ -19,14 +19,12 @@ def attach(agent: Agent) -> list[ServiceMount]:
         agent.config.training, agent.catalog, agent.layout.catalog_db, apps, agent.config.catalog.sensitive_for_apps
     )
     agent.dispatcher.register("flower", host.handle)
-
-    def end_job(command):
-        """The coordinator says a job ended: its ClientApp worker and Context go at once."""
-        from silolink.gen.training.v1 import training_pb2
-
-        host.workers.end(command.job_id)
-        return training_pb2.EndFlowerJobResult()
-
-    agent.dispatcher.register("end_flower_job", end_job)
+    agent.dispatcher.register("end_flower_job", host.end_job)
     agent.on_stop(host.stop)
+    if agent.config.training.datasets:  # this site allows training: have the fork server ready
+        import threading
+
+        from .workers import prewarm
+
+        threading.Thread(target=prewarm, name="clientapp-prewarm", daemon=True).start()
     return []

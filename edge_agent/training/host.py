@@ -18,13 +18,17 @@ site's data.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from silolink import errors
 from silolink.config import TrainingConfig
 from silolink.gen.training.v1 import training_pb2 as pb
+from silolink.protos import config_from_proto
 
 from ..apps.store import AppStore, InstalledApp
 from ..catalog.reading import allowed_sensitive, node_config_for
@@ -32,33 +36,51 @@ from ..catalog.store import Catalog
 from .workers import AppFailed, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
-BUILT_IN = {
-    "tabular": "edge_agent.training.tabular:app",
-    "tabular-secagg": "edge_agent.training.tabular_secagg:app",
-}
 
 
-def allowed_apps(config: TrainingConfig) -> dict[str, str]:
-    """App name -> "module:attribute" from the site's allow-list."""
+@functools.lru_cache(maxsize=1)
+def builtin_apps() -> dict[str, tuple[str, dict[str, Any]]]:
+    """silolink's built-in apps, from their Flower app directories (``silolink_apps/*/``):
+    name -> (ClientApp reference, declared run_config)."""
+    from flwr.common.config import flatten_dict
+
+    spec = importlib.util.find_spec("silolink_apps")
+    apps: dict[str, tuple[str, dict[str, Any]]] = {}
+    for root in spec.submodule_search_locations if spec and spec.submodule_search_locations else []:
+        for pyproject in sorted(Path(root).glob("*/pyproject.toml")):
+            config = tomllib.loads(pyproject.read_text())
+            app = config["tool"]["flwr"]["app"]
+            apps[config["project"]["name"]] = (app["components"]["clientapp"], flatten_dict(app.get("config", {})))
+    return apps
+
+
+def allowed_apps(config: TrainingConfig) -> dict[str, tuple[str, dict[str, Any]]]:
+    """App name -> (ClientApp "module:attribute", declared run_config) from the site's allow-list."""
+    builtin = builtin_apps()
     apps = {}
     for entry in config.apps:
         name, _, target = entry.partition("=")
         name = name.strip()
-        apps[name] = target.strip() if target else BUILT_IN.get(name, name)
+        if target:
+            apps[name] = (target.strip(), {})
+        elif name in builtin:
+            apps[name] = builtin[name]
+        else:
+            apps[name] = (name, {})  # a bare "package.module:attribute"
     return apps
 
 
-def run_config(defaults: dict[str, Any], overrides: dict[str, Any], label: str) -> dict[str, Any]:
-    """The app's declared config with the job's overrides on top (Flower's own fusing)."""
-    if not defaults:
-        return dict(overrides)
-    unknown = sorted(set(overrides) - set(defaults))
+def run_config(declared: dict[str, Any], given: dict[str, Any], label: str) -> dict[str, Any]:
+    """The job's run_config over what the app declares in [tool.flwr.app.config]."""
+    if not declared:
+        return dict(given)
+    unknown = sorted(set(given) - set(declared))
     if unknown:
         raise errors.InvalidArgument(
             f"the job sets run_config key(s) {', '.join(unknown)} that app {label} does not declare "
-            f"in [tool.flwr.app.config] (it declares {', '.join(sorted(defaults))})"
+            f"in [tool.flwr.app.config] (it declares {', '.join(sorted(declared))})"
         )
-    return {**defaults, **overrides}
+    return {**declared, **given}
 
 
 class FlowerHost:
@@ -72,12 +94,15 @@ class FlowerHost:
     ) -> None:
         self._config = config
         self._sensitive_for_apps = sensitive_for_apps
-        self._allowed = allowed_apps(config)
         self._datasets = set(config.datasets)
         self._catalog = catalog
         self._catalog_path = catalog_path
         self._apps = apps
         self.workers = WorkerPool(config.max_workers, config.worker_idle_s)
+
+    @functools.cached_property
+    def _allowed(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return allowed_apps(self._config)  # on the first message: reading the built-ins imports flwr
 
     def handle(self, task: pb.FlowerTask) -> pb.FlowerReply:
         try:
@@ -86,9 +111,8 @@ class FlowerHost:
             self.workers.end(task.job_id)  # e.g. the app was removed mid-job: it runs no further
             raise
         timeout_s = self._config.message_timeout_s
-        asked = float(getattr(task, "timeout_s", 0.0) or 0.0)
-        if asked > 0:
-            timeout_s = min(timeout_s, asked + 1.0)  # the coordinator stops waiting then; so does the site
+        if task.timeout_s > 0:
+            timeout_s = min(timeout_s, task.timeout_s + 1.0)  # the coordinator stops waiting then; so does the site
         try:
             reply = self.workers.run(task.job_id, spec, task.message, timeout_s)
         except AppFailed as e:
@@ -101,17 +125,20 @@ class FlowerHost:
     def spec(self, task: pb.FlowerTask) -> WorkerSpec:
         """What runs the task's message, once the site's policy allows it."""
         self.check_dataset(task.dataset)
-        version = str(getattr(task, "app_version", "") or "")
-        sha256 = str(getattr(task, "app_sha256", "") or "")
-        overrides = _overrides(task)
+        given = config_from_proto(task.run_config)
         allowed = allowed_sensitive(self._sensitive_for_apps, task.app, task.dataset)
         node_config = node_config_for(self._catalog_path, task.dataset, allowed)
-        if not (version or sha256) and task.app in self._allowed:
-            return WorkerSpec(task.app, self._allowed[task.app], None, task.run_id, task.node_id, node_config,
-                              run_config({}, overrides, task.app))  # fmt: skip
-        app = self.approved(task.app, version, sha256)
-        return WorkerSpec(app.ref, app.clientapp, str(app.path), task.run_id, task.node_id, node_config,
-                          run_config(app.config, overrides, app.ref))  # fmt: skip
+        ids = (task.run_id, task.node_id, node_config)
+        if not (task.app_version or task.app_sha256) and task.app in self._allowed:
+            reference, declared = self._allowed[task.app]
+            return WorkerSpec(task.app, reference, None, *ids, run_config(declared, given, task.app))
+        app = self.approved(task.app, task.app_version, task.app_sha256)
+        return WorkerSpec(app.ref, app.clientapp, str(app.path), *ids, run_config(app.config, given, app.ref))
+
+    def end_job(self, command: pb.EndFlowerJob) -> pb.EndFlowerJobResult:
+        """The coordinator says a job ended: its ClientApp worker and Context go at once."""
+        self.workers.end(command.job_id)
+        return pb.EndFlowerJobResult()
 
     def check_dataset(self, dataset: str) -> None:
         if dataset not in self._datasets:
@@ -150,18 +177,3 @@ class FlowerHost:
                 f"app {app.ref} is approved at this site but its files are missing; the site admin reinstalls it"
             )
         return app
-
-
-def _overrides(task: pb.FlowerTask) -> dict[str, Any]:
-    """The job's run_config overrides (none until the coordinator sends them)."""
-    field = getattr(task, "run_config", None)
-    if not field:
-        return {}
-    return {key: _config_value(value) for key, value in field.items()}
-
-
-def _config_value(value: Any) -> Any:
-    if hasattr(value, "WhichOneof"):  # a oneof of scalar kinds
-        kind = value.WhichOneof("value") or value.WhichOneof("kind")
-        return getattr(value, kind) if kind else None
-    return value

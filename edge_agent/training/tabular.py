@@ -44,6 +44,7 @@ class SiteData:
     y_eval: np.ndarray
 
 
+CACHE_ENTRIES = 64
 _cache: dict[tuple, SiteData] = {}
 _cache_lock = threading.Lock()
 
@@ -74,7 +75,10 @@ def load(context: Context, config) -> SiteData:
     held_out = site.row_ids % EVAL_EVERY == 0
     data = SiteData(list(site.features), site.X[~held_out], y[~held_out], site.X[held_out], y[held_out])
     with _cache_lock:
-        _cache.clear()  # one dataset per job at a time is the common case; keep memory flat
+        # One entry at a site (its worker serves one job); one per node where many nodes share
+        # a process (an in-process simulation); bounded either way.
+        while len(_cache) >= CACHE_ENTRIES:
+            _cache.pop(next(iter(_cache)))
         _cache[key] = data
     return data
 

@@ -11,6 +11,10 @@ that has Flower and numpy imported already, so a job's first message pays a fork
 second of imports; the agent's own process, with its gRPC threads, is never forked. A worker
 ends when its job has sent nothing for ``idle_s``, when a message overruns its timeout
 (its state is then unknown), when it dies, or when the agent stops.
+
+As with any use of ``multiprocessing``, a program that embeds the agent (rather than running
+``edge-agent``) must guard its entry point with ``if __name__ == "__main__":``: a worker
+imports the program's main module on start.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from typing import Any
 from silolink import errors
 
 log = logging.getLogger(__name__)
-PRELOAD = ["edge_agent.training.worker"]
+# Imported once in the fork server, so workers start with them: Flower (through the worker
+# module) and the data helper most apps read the site's data with.
+PRELOAD = ["edge_agent.training.worker", "edge_agent.apps.data", "edge_agent.catalog.reading"]
 LOAD_TIMEOUT_S = 60.0  # importing an app (torch, say) can take a while on a busy machine
 STOP_GRACE_S = 2.0
 
@@ -43,6 +49,18 @@ def _mp_context():
             _context = multiprocessing.get_context("forkserver")
             _context.set_forkserver_preload(PRELOAD)
         return _context
+
+
+def prewarm() -> None:
+    """Start the fork server now, so the first job's first message pays a fork, not the
+    second or so the fork server takes to import Flower (run on a thread of its own)."""
+    from multiprocessing import forkserver
+
+    _mp_context()
+    try:
+        forkserver.ensure_running()
+    except Exception:  # noqa: BLE001 - the first job starts it instead, and reports any failure
+        log.warning("could not start the ClientApp fork server ahead of time", exc_info=True)
 
 
 @dataclass(frozen=True)

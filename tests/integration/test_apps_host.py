@@ -23,14 +23,8 @@ from tests.flower_app_builders import fab_of, write_app
 
 
 @pytest.fixture(autouse=True)
-def flower_identity():
+def _identity(flower_server_identity):
     """The test process creates Flower Messages as a ServerApp process would."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 @pytest.fixture
@@ -123,6 +117,44 @@ def test_the_agent_survives_an_app_that_exits_or_hangs(coordinator, site, tmp_pa
         ask(coordinator, "job-2", "probe-app", "hang")
     assert probe(ask(coordinator, "job-2", "probe-app"))["messages"] == 1
     assert site.link.status.state == "connected"
+
+
+def test_jobs_must_name_the_approved_version_and_hash_and_each_runs_its_own_code(coordinator, site, tmp_path):
+    one = install(site, write_app(tmp_path / "1", marker="one"))
+    two = install(site, write_app(tmp_path / "2", version="2.0.0", marker="two"))
+    with pytest.raises(errors.FailedPrecondition, match=r"several versions \(1.0.0, 2.0.0\); the job must name one"):
+        ask(coordinator, "job-1", "probe-app")
+    first = probe(ask(coordinator, "job-1", "probe-app", app_version="1.0.0", app_sha256=one.sha256))
+    second = probe(ask(coordinator, "job-2", "probe-app", app_version="2.0.0", app_sha256=two.sha256))
+    assert (first["marker"], second["marker"]) == ("one", "two")  # same module names, each job its own process
+    assert probe(ask(coordinator, "job-1", "probe-app", app_version="1.0.0"))["marker"] == "one"
+    with pytest.raises(errors.PermissionDenied) as caught:
+        ask(coordinator, "job-3", "probe-app", app_version="1.0.0", app_sha256=two.sha256)
+    assert caught.value.message == (
+        f"the job's app probe-app:1.0.0 has sha256 {two.sha256[:12]}, which this site has not approved; it approved "
+        f"probe-app:1.0.0 (sha256 {one.sha256[:12]}). The site runs only code it approved"
+    )
+    with pytest.raises(errors.PermissionDenied, match="app 'probe-app:3.0.0' is not installed at this site"):
+        ask(coordinator, "job-3", "probe-app", app_version="3.0.0")
+
+
+def test_the_jobs_run_config_over_the_declared_one_and_the_end_of_a_job(coordinator, site, tmp_path):
+    from silolink.protos import config_to_proto
+
+    install(site, write_app(tmp_path))
+    given = probe(
+        ask(coordinator, "job-1", "probe-app", run_config=config_to_proto({"mode": "slow", "local-epochs": 5}))
+    )
+    assert (given["run.mode"], given["run.local-epochs"], given["run.learning-rate"]) == ("slow", 5, 0.1)
+    with pytest.raises(
+        errors.InvalidArgument, match="run_config key.* rounds that app probe-app:1.0.0 does not declare"
+    ):
+        ask(coordinator, "job-1", "probe-app", run_config=config_to_proto({"rounds": 3}))
+    worker = probe(ask(coordinator, "job-2", "probe-app"))["pid"]
+    coordinator.hub.request("hospital-a", end_flower_job=pb.EndFlowerJob(job_id="job-2")).result(10)
+    support.wait_for(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == "zombie", 10,
+                     "the ended job's worker to stop")  # fmt: skip
+    assert probe(ask(coordinator, "job-2", "probe-app"))["messages"] == 1  # a new Context if it comes back
 
 
 def test_data_errors_name_columns_and_pass_through(coordinator, make_agent, tmp_path):

@@ -93,3 +93,11 @@ def test_remove_withdraws_the_approval_and_the_files(store, tmp_path):
     assert everything_in(store) == ([], [])
     with pytest.raises(errors.NotFound, match="not installed at this site"):
         store.remove("probe-app", "1.0.0")
+
+
+def test_a_bundle_must_declare_the_name_and_version_its_signed_manifest_names(store, tmp_path):
+    data = fab_of(write_app(tmp_path))
+    with pytest.raises(errors.PermissionDenied, match="declares probe-app:1.0.0 but its signed manifest names x:9"):
+        install_bundle(store, data, "coordinator", LIMITS, expect=("x", "9"))
+    assert everything_in(store) == ([], [])
+    assert install_bundle(store, data, "coordinator", LIMITS, expect=("probe-app", "1.0.0"))[0].source == "coordinator"

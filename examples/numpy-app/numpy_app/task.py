@@ -27,7 +27,7 @@ def load_data(node_config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return _synthetic_data(int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=64)  # one entry at a site; one per node where many share a process
 def _site_data(catalog: str, dataset: str):
     from edge_agent.apps.data import load_dataset  # silolink's data helper, present at every site
 
@@ -39,7 +39,7 @@ def _site_data(catalog: str, dataset: str):
     return _split(data.X, data.y.astype(np.int64), test)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=64)
 def _synthetic_data(partition: int, partitions: int):
     rng = np.random.default_rng(42)
     centers = rng.normal(size=(2, 30)) * 0.6

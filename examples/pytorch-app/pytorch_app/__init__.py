@@ -1,0 +1,1 @@
+"""pytorch-app: A Flower / PyTorch app."""

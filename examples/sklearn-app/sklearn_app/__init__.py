@@ -1,0 +1,1 @@
+"""sklearn-app: A Flower / scikit-learn app."""
