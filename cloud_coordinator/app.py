@@ -31,7 +31,20 @@ from silolink.rpc.aio_server import AioServer, EventLoopThread
 from silolink.rpc.guard import certificate_authenticator
 from silolink.rpc.server import ServiceMount
 
-from . import accounts, analytics, apps, audit, bootstrap, catalog, dashboard_metrics, exchange, registry, training
+from . import (
+    accounts,
+    analytics,
+    apps,
+    audit,
+    bootstrap,
+    catalog,
+    dashboard_metrics,
+    exchange,
+    registry,
+    scheduling,
+    studies,
+    training,
+)
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
@@ -49,6 +62,8 @@ log = logging.getLogger(__name__)
 CAPABILITIES: list[Callable[[Coordinator], list[ServiceMount]]] = [
     accounts.attach,
     audit.attach,
+    studies.attach,  # before the capabilities whose work belongs to a study
+    scheduling.attach,  # the work queue (coordinator.queue), which training submits to
     catalog.attach,
     registry.attach,
     exchange.attach,

@@ -24,7 +24,7 @@ from silolink.rpc.channels import split_address
 from silolink.rpc.guard import fixed_authenticator
 from silolink.rpc.server import ServiceMount, bind, build_server, set_not_serving
 
-from . import analytics, catalog, exchange, inference, local_api, registry, training
+from . import analytics, catalog, exchange, inference, local_api, registry, studies, training
 from .catalog.store import Catalog
 from .control.commands import CommandDispatcher
 from .control.link import ControlLink
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # data directory, registers control-command handlers on ``agent.dispatcher`` and stop hooks,
 # and returns the local-API services to mount. Capabilities add themselves here.
 CAPABILITIES: list[Callable[[Agent], list[ServiceMount]]] = [
+    studies.attach,  # first: the gate every command passes, which analytics and exchange also ask
     catalog.attach,
     inference.attach,
     registry.attach,

@@ -204,6 +204,21 @@ class CoordinatorLimitsConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class SchedulingConfig(Settings):
+    """The work queue (``[scheduling]`` in coordinator.toml)."""
+
+    # Count what heartbeats say others use (load average, memory in use) against a site's
+    # room; false schedules by what sites declare alone (hosts shared with other work).
+    heartbeat_load: bool = setting(True)
+    # How often the queue looks for work to place when nothing else wakes it.
+    tick_s: float = setting(1.0, min=0.05, max=600.0)
+    # How long a site may take to answer an offer before it counts as a no.
+    offer_timeout_s: float = setting(10.0, min=0.1, max=600.0)
+    # How long a declining site is skipped for that job.
+    decline_cooldown_s: float = setting(600.0, min=0.0, max=DAY)
+
+
+@dataclasses.dataclass(frozen=True)
 class CoordinatorConfig(Settings):
     """Settings of ``cloud-coordinator serve``."""
 
@@ -247,6 +262,7 @@ class CoordinatorConfig(Settings):
     apps: CoordinatorAppsConfig = dataclasses.field(default_factory=CoordinatorAppsConfig)
     training: CoordinatorTrainingConfig = dataclasses.field(default_factory=CoordinatorTrainingConfig)
     limits: CoordinatorLimitsConfig = dataclasses.field(default_factory=CoordinatorLimitsConfig)
+    scheduling: SchedulingConfig = dataclasses.field(default_factory=SchedulingConfig)
     accounts: AccountsConfig = dataclasses.field(default_factory=AccountsConfig)
     console: ConsoleConfig = dataclasses.field(default_factory=ConsoleConfig)
     analytics: CoordinatorAnalyticsConfig = dataclasses.field(default_factory=CoordinatorAnalyticsConfig)
@@ -323,6 +339,15 @@ class AnalyticsConfig(Settings):
     epsilon: float = setting(0.0, min=0.0, max=1000.0, why="0 means no noise")
     # How long a query's round-1 state waits for round 2 before it is dropped.
     pending_ttl_s: float = setting(120.0, min=0.1, max=DAY)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteStudiesConfig(Settings):
+    """How this site takes queued work of its studies (``[studies]`` in agent.toml)."""
+
+    # Decline a job offered from the queue while the host's one-minute load average per CPU
+    # is above this (the site is busy with its own work); the scheduler places it elsewhere.
+    busy_load_per_cpu: float = setting(2.0, min=0.0, max=1000.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -438,6 +463,7 @@ class AgentConfig(Settings):
     analytics: AnalyticsConfig = dataclasses.field(default_factory=AnalyticsConfig)
     registry: RegistryConfig = dataclasses.field(default_factory=RegistryConfig)
     apps: AppsConfig = dataclasses.field(default_factory=AppsConfig)
+    studies: SiteStudiesConfig = dataclasses.field(default_factory=SiteStudiesConfig)
 
     def check(self) -> None:
         self.require_order("reconnect_initial_s", "reconnect_max_s")

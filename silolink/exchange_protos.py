@@ -113,6 +113,7 @@ def agreement_to_dict(message: exchange_pb2.Agreement) -> dict[str, Any]:
         "created_at": iso(epoch(message, "created_at")),
         "accepted_at": iso(epoch(message, "accepted_at")),
         "created_by": message.created_by,
+        "study": message.study or "default",
     }
 
 

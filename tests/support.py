@@ -11,6 +11,7 @@ from cloud_coordinator.operator_client import OperatorClient, OperatorCredential
 from edge_agent import enroll as enroll_mod
 from edge_agent.daemon import Agent
 from edge_agent.daemon import load_config as load_agent_config
+from silolink.config import SchedulingConfig
 from silolink.polling import wait_for  # noqa: F401 - re-exported for tests
 
 # Fast timings so tests see heartbeats, reconnects and staleness within a second or two.
@@ -21,6 +22,8 @@ COORDINATOR_TEST_SETTINGS = dict(
     heartbeat_interval_s=0.2,
     shutdown_grace_s=0.5,
     max_workers=64,
+    # Tests share one host: schedule by what sites declare, not by the host's load; quick passes.
+    scheduling=SchedulingConfig(heartbeat_load=False, tick_s=0.1, offer_timeout_s=5.0, decline_cooldown_s=2.0),
 )
 AGENT_TEST_SETTINGS = dict(
     local_listen="127.0.0.1:0",

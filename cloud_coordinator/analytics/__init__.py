@@ -27,6 +27,7 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
         coordinator.sites,
         coordinator.audit,
         history=history,
+        studies=getattr(coordinator, "studies", None),
         round_timeout_s=coordinator.config.limits.query_round_timeout_s,
     )
     coordinator.analytics = service  # type: ignore[attr-defined]

@@ -38,14 +38,14 @@ class AnalyticsClient:
         where: str = "",
         bins: str | None = None,
         clip: str | None = None,
+        study: str = "",
     ) -> dict[str, Any]:
         """Run ``statistic`` (``count``, ``sum COL``, ``mean COL``, ``histogram COL``) on the
         sites any of ``sites`` (selector texts) matches; the totals across them.
         """
-        request = pb.RunQueryRequest(
-            query=build_query(dataset, statistic, where, bins, clip),
-            sites=[selector_mod.parse(s) for s in sites],
-        )
+        query = build_query(dataset, statistic, where, bins, clip)
+        query.study = study
+        request = pb.RunQueryRequest(query=query, sites=[selector_mod.parse(s) for s in sites])
         try:
             reply = self._stub.RunQuery(request, timeout=self._timeout_s)
         except grpc.RpcError as e:
@@ -92,6 +92,7 @@ def result_to_dict(reply: pb.RunQueryResponse) -> dict[str, Any]:
         "statistic": STATISTIC_NAMES.get(query.statistic, "unknown"),
         "column": query.column or None,
         "where": query.where or None,
+        "study": query.study or "default",
         "sites": list(reply.sites),
         "noise": {n.site: n.epsilon for n in reply.noise},
     }

@@ -64,15 +64,18 @@ class QueryService:
         round_timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         history: QueryHistory | None = None,
+        studies: Any = None,
     ) -> None:
         self._history = history  # each finished query, with its totals (history.py)
+        self._studies = studies  # cloud_coordinator.studies.StudyService: who may ask, which sites are in
         self._hub = hub
         self._sites = sites
         self._audit = audit
         self._round_timeout_s = round_timeout_s
         self._clock = clock
 
-    def run(self, actor: str, query: pb.Query, selectors: Sequence[SiteSelector]) -> QueryResult:
+    def run(self, actor: Any, query: pb.Query, selectors: Sequence[SiteSelector]) -> QueryResult:
+        """Run ``query`` for ``actor`` (the caller's identity) on the sites ``selectors`` pick."""
         query_id = uuid.uuid4().hex
         chosen: list[str] = []
         subject = query.dataset
@@ -81,24 +84,30 @@ class QueryService:
         try:
             check_query(query)
             subject = f"{query.dataset}: {describe(query)}"
-            chosen = self._choose(selectors)
+            if self._studies is not None:
+                query.study = self._studies.authorize(query.study, actor, "analyst")
+            chosen = self._choose(selectors, query.study)
             result = self._run(query_id, query, chosen, failures)
         except errors.SiloError as e:
-            self._record(actor, query_id, query, chosen, outcome="failed", reason=e.message)
+            self._record(str(actor), query_id, query, chosen, outcome="failed", reason=e.message)
             self._keep(actor, query_id, asked_at, query, selectors, chosen, failures, error=e)
             log.warning("query %s by %s (%s) on %d sites failed: %s", query_id, actor, subject, len(chosen), e.message)
             raise
-        self._record(actor, query_id, query, chosen, outcome="ok")
+        self._record(str(actor), query_id, query, chosen, outcome="ok")
         self._keep(actor, query_id, asked_at, query, selectors, chosen, failures, result=result)
         log.info("query %s by %s (%s) on %d sites: done", query_id, actor, subject, len(chosen))
         return result
 
-    def _choose(self, selectors: Sequence[SiteSelector]) -> list[str]:
+    def _choose(self, selectors: Sequence[SiteSelector], study: str = "") -> list[str]:
         chosen = selector_mod.choose(self._sites.list_sites(), selectors)
+        outside: list[str] = []
+        if self._studies is not None:  # only sites that accepted the study are asked
+            chosen, outside = self._studies.scope(study, chosen)
         if len(chosen) < MIN_SITES:
             found = f" ({', '.join(chosen)})" if chosen else ""
+            left_out = f"; not in study {study!r}: {', '.join(outside)}" if outside else ""
             raise errors.FailedPrecondition(
-                f"the site selectors match {len(chosen)} enrolled site(s){found}; a query needs at least "
+                f"the site selectors match {len(chosen)} enrolled site(s){found}{left_out}; a query needs at least "
                 f"{MIN_SITES} so that no single site's value is revealed"
             )
         return chosen
@@ -207,6 +216,7 @@ class QueryService:
             where=query.where or None,
             bins=len(query.bin_edges) - 1 if query.bin_edges else None,
             sites=sites,
+            study=query.study or None,
             **outcome,
         )
 

@@ -29,7 +29,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._history = history
 
     def RunQuery(self, request: pb.RunQueryRequest, context: grpc.ServicerContext) -> pb.RunQueryResponse:
-        result = self._service.run(str(current_identity()), request.query, list(request.sites))
+        result = self._service.run(current_identity(), request.query, list(request.sites))
         totals = result.totals
         response = pb.RunQueryResponse(query_id=result.query_id, query=result.query, sites=result.sites)
         return with_totals(response, totals, result.epsilons)

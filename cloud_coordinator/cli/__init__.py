@@ -10,7 +10,7 @@ import click
 from silolink import __version__
 from silolink.cli_util import CommandGroup
 
-from . import apps, backup, exchange, health, models, query, server, sites, training, users
+from . import apps, backup, exchange, health, models, query, server, sites, studies, training, users
 
 
 @click.group(cls=CommandGroup)
@@ -32,3 +32,5 @@ main.add_command(query.query)
 main.add_command(models.models)
 main.add_command(apps.apps)
 main.add_command(users.users)
+main.add_command(studies.studies)
+main.add_command(studies.queue)

@@ -29,8 +29,8 @@ class ExchangeAdmin:
         self._admin = exchange_pb2_grpc.ExchangeAdminServiceStub(client.channel)
         self._audit = audit_pb2_grpc.AuditServiceStub(client.channel)
 
-    def add_agreement(self, sender: str, recipient: str, purpose: str) -> dict[str, Any]:
-        request = exchange_pb2.CreateAgreementRequest(sender=sender, recipient=recipient, purpose=purpose)
+    def add_agreement(self, sender: str, recipient: str, purpose: str, study: str = "") -> dict[str, Any]:
+        request = exchange_pb2.CreateAgreementRequest(sender=sender, recipient=recipient, purpose=purpose, study=study)
         return agreement_to_dict(self._client.call(self._admin.CreateAgreement, request).agreement)
 
     def list_agreements(self) -> list[dict[str, Any]]:
@@ -98,12 +98,13 @@ def agreements() -> None:
 @click.option("--from", "sender", required=True, help="The sending site.")
 @click.option("--to", "recipient", required=True, help="The receiving site (it must accept).")
 @click.option("--purpose", required=True, help="What the data is for, e.g. referral or second-opinion.")
+@click.option("--study", default="", help="The study the agreement belongs to; both sites must have accepted it.")
 @json_option
 @operator_options
 @handle_errors
-def add(client: OperatorClient, sender: str, recipient: str, purpose: str, as_json: bool) -> None:
+def add(client: OperatorClient, sender: str, recipient: str, purpose: str, study: str, as_json: bool) -> None:
     """Let one site send one purpose to another, once the receiving site accepts."""
-    agreement = ExchangeAdmin(client).add_agreement(sender, recipient, purpose)
+    agreement = ExchangeAdmin(client).add_agreement(sender, recipient, purpose, study)
     if as_json:
         echo_json(agreement)
         return

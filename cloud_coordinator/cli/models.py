@@ -164,6 +164,7 @@ def _echo_sites(sites: list[dict]) -> None:
     "joined by commas must all match, or all. Repeat to add more sites.",
 )
 @click.option("--canary", type=click.IntRange(min=1), help="Send it to only this many sites (first by name) for now.")
+@click.option("--study", default="", help="The study the rollout belongs to; its sites must have accepted it.")
 @click.option(
     "--continue",
     "resume",
@@ -174,7 +175,13 @@ def _echo_sites(sites: list[dict]) -> None:
 @operator_options
 @handle_errors
 def rollout(
-    client: OperatorClient, ref: str, targets: tuple[str, ...], canary: int | None, resume: bool, as_json: bool
+    client: OperatorClient,
+    ref: str,
+    targets: tuple[str, ...],
+    canary: int | None,
+    study: str,
+    resume: bool,
+    as_json: bool,
 ) -> None:
     """Order sites to install and activate a version; each reports its progress."""
     name, version = _exact(ref)
@@ -186,7 +193,7 @@ def rollout(
         return
     if not targets:
         raise click.UsageError("name the sites with --to kind=hospital, --to region=north or --to SITE")
-    _echo_rollout(registry.rollout(name, version, list(targets), canary or 0), as_json)
+    _echo_rollout(registry.rollout(name, version, list(targets), canary or 0, study), as_json)
 
 
 @models.command()

@@ -29,6 +29,7 @@ def query() -> None:
     help="Sites to ask: kind=hospital, site=NAME (or NAME), a tag such as region=north, terms joined by "
     "commas must all match, or all. Repeat to add more sites.",
 )
+@click.option("--study", default="", help="The study the query belongs to (default: the default study).")
 @click.option("--where", default="", help="A row filter: column op literal (= != < <= > >=) joined by and / or.")
 @click.option("--bins", help="Histogram bin edges: ascending values (5,10,15,20) or LO:HI:N for N equal bins.")
 @click.option(
@@ -45,6 +46,7 @@ def run(
     where: str,
     bins: str | None,
     clip: str | None,
+    study: str,
     as_json: bool,
 ) -> None:
     """Compute STATISTIC across sites: count | sum COLUMN | mean COLUMN | histogram COLUMN --bins EDGES.
@@ -53,7 +55,7 @@ def run(
     cohorts smaller than its minimum, and sends a masked contribution: the coordinator learns
     the total across the sites, never a single site's value.
     """
-    result = AnalyticsClient(client).run_query(dataset, " ".join(statistic), sites, where, bins, clip)
+    result = AnalyticsClient(client).run_query(dataset, " ".join(statistic), sites, where, bins, clip, study)
     if as_json:
         echo_json(result)
         return

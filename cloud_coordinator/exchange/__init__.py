@@ -42,6 +42,7 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
 
     store = ExchangeStore(coordinator.db)
     agreements = AgreementRegistry(store, coordinator.sites, coordinator.audit)
+    agreements.studies = getattr(coordinator, "studies", None)
     keys = SiteKeys(store, coordinator.sites, coordinator.audit)
     broker = Broker(
         store,

@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from silolink import errors, pki
 from silolink.envelope import PublishedKey, validate_purpose
@@ -34,15 +35,18 @@ class AgreementRegistry:
         self._sites = sites
         self._audit = audit
         self._clock = clock
+        self.studies: Any = None  # cloud_coordinator.studies.StudyService, set by attach
         self._lock = threading.Lock()
-        self._active: set[tuple[str, str, str]] = set()
+        self._active: dict[tuple[str, str, str], set[str]] = {}  # -> the studies of those agreements
         self._reload()
 
     def _reload(self) -> None:
         with self._lock:
-            self._active = {
-                (a.sender, a.recipient, a.purpose) for a in self._store.list_agreements() if a.state == "active"
-            }
+            active: dict[tuple[str, str, str], set[str]] = {}
+            for a in self._store.list_agreements():
+                if a.state == "active":
+                    active.setdefault((a.sender, a.recipient, a.purpose), set()).add(a.study)
+            self._active = active
 
     def _live_site(self, name: str, role: str) -> None:
         validate_site_name(name)
@@ -50,12 +54,19 @@ class AgreementRegistry:
         if site.revoked_at is not None:
             raise errors.FailedPrecondition(f"the {role} site {name} has been revoked")
 
-    def create(self, sender: str, recipient: str, purpose: str, actor: str) -> AgreementRecord:
+    def create(self, sender: str, recipient: str, purpose: str, actor: Any, study: str = "") -> AgreementRecord:
+        """A pending agreement; with studies, ``actor`` (the caller's identity) must run work in
+        ``study`` and both sites must have accepted it."""
+        if self.studies is not None:
+            study = self.studies.authorize(study, actor, "analyst")
+        actor = str(actor)
         validate_purpose(purpose)
         self._live_site(sender, "sending")
         self._live_site(recipient, "receiving")
         if sender == recipient:
             raise errors.InvalidArgument("an agreement needs two different sites")
+        if self.studies is not None:
+            self.studies.require_scope(study, [sender, recipient], f"agreement for {purpose!r}")
         for existing in self._store.list_agreements(sender):
             if (existing.sender, existing.recipient, existing.purpose) == (sender, recipient, purpose) and (
                 existing.state != "revoked"
@@ -71,12 +82,14 @@ class AgreementRegistry:
             state="pending",
             created_at=self._clock(),
             created_by=actor,
+            study=study,
         )
         with self._store.atomic():
             self._store.add_agreement(record)
             self._audit.record(
-                actor, "agreement.create", record.id, sender=sender, recipient=recipient, purpose=purpose
-            )
+                actor, "agreement.create", record.id, sender=sender, recipient=recipient, purpose=purpose,
+                study=study or None,
+            )  # fmt: skip
         log.info("agreement %s created: %s may send %s to %s once accepted", record.id, sender, purpose, recipient)
         return record
 
@@ -116,8 +129,14 @@ class AgreementRegistry:
     def check(self, sender: str, recipient: str, purpose: str) -> None:
         """Raise PermissionDenied unless an active agreement allows this exchange."""
         with self._lock:
-            if (sender, recipient, purpose) in self._active:
+            studies = self._active.get((sender, recipient, purpose))
+        if studies is not None:
+            if self.studies is None or any(self.studies.in_study(st, sender, recipient) for st in studies):
                 return
+            raise errors.PermissionDenied(
+                f"the agreement letting {sender} send {purpose!r} to {recipient} belongs to study "
+                f"{', '.join(sorted(s or 'default' for s in studies))}, which one of them has left"
+            )
         raise errors.PermissionDenied(
             f"no active agreement lets {sender} send {purpose!r} to {recipient}: an operator creates one "
             f"(`cloud-coordinator agreements add --from {sender} --to {recipient} --purpose {purpose}`) "

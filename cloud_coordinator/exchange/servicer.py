@@ -45,6 +45,7 @@ def agreement_to_proto(record: AgreementRecord) -> exchange_pb2.Agreement:
         created_at=timestamp(record.created_at),
         accepted_at=timestamp(record.accepted_at),
         created_by=record.created_by,
+        study=record.study,
     )
 
 
@@ -259,7 +260,7 @@ class ExchangeAdminServicer(exchange_pb2_grpc.ExchangeAdminServiceServicer):
 
     def CreateAgreement(self, request, context):
         record = self._agreements.create(
-            request.sender, request.recipient, request.purpose, actor=str(current_identity())
+            request.sender, request.recipient, request.purpose, actor=current_identity(), study=request.study
         )
         return exchange_pb2.CreateAgreementResponse(agreement=agreement_to_proto(record))
 

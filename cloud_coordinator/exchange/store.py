@@ -90,6 +90,12 @@ def m002_segments(db) -> None:
     db.execute("ALTER TABLE envelopes ADD COLUMN sealed_key_size INTEGER")
 
 
+@migrations()
+def m003_agreement_study(db) -> None:
+    # Every agreement belongs to a study (issue 18); older ones were the default study's.
+    db["agreements"].add_column("study", str, not_null_default="")
+
+
 @dataclass(frozen=True)
 class EnvelopeRecord:
     """An envelope as stored: ``state`` is pending, delivered or expired; only pending ones
@@ -245,6 +251,7 @@ class AgreementRecord:
     created_by: str
     accepted_at: float | None = None
     revoked_at: float | None = None
+    study: str = ""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
         slot_timeout_s=limits.rollout_slot_timeout_s,
     )
     models.rollouts = rollouts
+    rollouts.studies = getattr(coordinator, "studies", None)
     coordinator.on_stop(rollouts.stop)
     coordinator.registry = models
     coordinator.distribution = DistributionServicer(rollouts)

@@ -65,6 +65,7 @@ def rollout_to_dict(rollout: pb.Rollout) -> dict[str, Any]:
         "canary": rollout.canary,
         "created_by": rollout.created_by,
         "created_at": iso(epoch(rollout, "created_at")),
+        "study": rollout.study or "default",
         "sites": [site_to_dict(s) for s in rollout.sites],
     }
 
@@ -106,10 +107,11 @@ class RegistryClient:
         reply = self._call(self._stub.DeprecateModel, pb.DeprecateModelRequest(name=name, version=version))
         return version_to_dict(reply.model)
 
-    def rollout(self, name: str, version: str, targets: list[str], canary: int = 0) -> dict[str, Any]:
+    def rollout(self, name: str, version: str, targets: list[str], canary: int = 0, study: str = "") -> dict[str, Any]:
         request = pb.StartRolloutRequest(
-            name=name, version=version, sites=[site_selector.parse(t, "--to") for t in targets], canary=canary
-        )
+            name=name, version=version, sites=[site_selector.parse(t, "--to") for t in targets], canary=canary,
+            study=study,
+        )  # fmt: skip
         return rollout_to_dict(self._call(self._stub.StartRollout, request).rollout)
 
     def continue_rollout(self, name: str, version: str) -> dict[str, Any]:

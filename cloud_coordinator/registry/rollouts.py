@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 from silolink import errors
 from silolink.gen.common.v1.site_pb2 import SiteSelector
@@ -73,6 +74,7 @@ class Rollouts:
         # worker takes them in batches, so a reconnect storm is a few queries, not a
         # thread and a query per site.
         self._arrivals: queue.Queue[str | None] = queue.Queue()
+        self.studies: Any = None  # cloud_coordinator.studies.StudyService, set by attach
         self._redelivery = threading.Thread(target=self._redeliver, name="rollout-redelivery", daemon=True)
         self._redelivery.start()
         self.delivery = Delivery(self._send_key, concurrency, slot_timeout_s)
@@ -80,6 +82,7 @@ class Rollouts:
             self._commit_updates, REPORT_BATCH, name="rollout", what="status report"
         )
         self._commands: dict[tuple[str, str], pb.InstallModelCommand] = {}
+        self._rollout_studies: dict[str, str] = {}
         hub.on_change(self._site_changed)
 
     def stop(self) -> None:
@@ -91,17 +94,31 @@ class Rollouts:
 
     # -- operator actions ----------------------------------------------------------------
     def start(
-        self, name: str, version: str, selectors: list[SiteSelector], canary: int = 0, actor: str = "coordinator"
+        self,
+        name: str,
+        version: str,
+        selectors: list[SiteSelector],
+        canary: int = 0,
+        actor: Any = "coordinator",
+        study: str = "",
     ) -> tuple[RolloutRecord, list[OrderRecord]]:
-        """Order the sites ``selectors`` choose to install and activate ``name:version``."""
+        """Order the sites ``selectors`` choose to install and activate ``name:version``.
+
+        ``actor`` is the caller's identity; with studies, it must run work in ``study``, and
+        every chosen site must have accepted the study."""
+        if self.studies is not None:
+            study = self.studies.authorize(study, actor, "analyst")
+        actor = str(actor)
         record = self._models.get(name, version)
         if record.deprecated_at is not None:
             raise errors.FailedPrecondition(f"model {record.ref} is deprecated and cannot be rolled out")
         sites = self.resolve(selectors)
+        if self.studies is not None:
+            self.studies.require_scope(study, [s.name for s in sites], f"rollout of {name}:{version}")
         if canary < 0:
             raise errors.InvalidArgument("--canary must be a positive number of sites")
         targets = [site_selector.render(s) for s in selectors]
-        rollout = self._create(name, version, "rollout", targets, sites, canary, actor)
+        rollout = self._create(name, version, "rollout", targets, sites, canary, actor, study)
         self._audit.record(actor, "model.rollout", f"{name}:{version}", rollout_id=rollout.rollout_id,
                            targets=rollout.targets, canary=canary, sites=[s.name for s in sites])  # fmt: skip
         return rollout, self._deliver_rollout(rollout.rollout_id)
@@ -144,7 +161,9 @@ class Rollouts:
         if not sites:
             raise errors.FailedPrecondition(f"no site was sent model {name}; there is nothing to roll back")
         targets = [f"site={s.name}" for s in sites]
-        rollout = self._create(name, to_version, "rollback", targets, sites, 0, actor)
+        # A rollback belongs to the study of the name's latest rollout: its sites accepted that one.
+        latest = self.store.latest_of_name(name)
+        rollout = self._create(name, to_version, "rollback", targets, sites, 0, actor, latest.study if latest else "")
         self._audit.record(actor, "model.rollback", f"{name}:{to_version}", rollout_id=rollout.rollout_id,
                            sites=[s.name for s in sites])  # fmt: skip
         return rollout, self._deliver_rollout(rollout.rollout_id)
@@ -210,9 +229,9 @@ class Rollouts:
         return str(path), record.size_bytes
 
     # -- internals -----------------------------------------------------------------------
-    def _create(self, name, version, kind, targets, sites, canary, actor) -> RolloutRecord:
+    def _create(self, name, version, kind, targets, sites, canary, actor, study="") -> RolloutRecord:
         now = self._clock()
-        rollout = RolloutRecord(uuid.uuid4().hex[:16], name, version, kind, canary, targets, actor, now)
+        rollout = RolloutRecord(uuid.uuid4().hex[:16], name, version, kind, canary, targets, actor, now, study)
         orders = [
             OrderRecord(rollout.rollout_id, s.name, name, version, i, "held" if canary and i >= canary else "pending",
                         "waiting for `models rollout --continue`" if canary and i >= canary else "", 0, now)
@@ -302,7 +321,16 @@ class Rollouts:
         command = pb.InstallModelCommand()
         command.CopyFrom(template)
         command.rollout_id = order.rollout_id
+        command.study = self._study_of(order.rollout_id)
         return command
+
+    def _study_of(self, rollout_id: str) -> str:
+        """The study a rollout belongs to (the site checks it), remembered: rollouts never change study."""
+        study = self._rollout_studies.get(rollout_id)
+        if study is None:
+            rollout = self.store.get_rollout(rollout_id)
+            study = self._rollout_studies[rollout_id] = rollout.study if rollout else ""
+        return study
 
     def _answered(self, order: OrderRecord, future: Future) -> None:
         try:

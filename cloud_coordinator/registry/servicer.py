@@ -88,7 +88,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             request.version,
             [*request.sites, *(target_to_selector(t) for t in request.targets)],  # targets: clients before sites
             request.canary,
-            str(current_identity()),
+            current_identity(),
+            request.study,
         )
         return pb.StartRolloutResponse(rollout=self._rollout(rollout, orders))
 
@@ -118,6 +119,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             created_by=rollout.created_by,
             created_at=timestamp(rollout.created_at),
             sites=[order_to_proto(o, size) for o in orders],
+            study=rollout.study,
         )
 
 

@@ -72,6 +72,12 @@ def m001_registry(db) -> None:
     db["registry_orders"].create_index(["name", "version"])
 
 
+@migrations()
+def m002_rollout_study(db) -> None:
+    # Every rollout belongs to a study (issue 18); rollouts from before studies were the default study's.
+    db["registry_rollouts"].add_column("study", str, not_null_default="")
+
+
 @dataclass(frozen=True)
 class ModelVersion:
     name: str
@@ -119,6 +125,7 @@ class RolloutRecord:
     targets: list[str]
     created_by: str
     created_at: float
+    study: str = ""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RolloutRecord:
@@ -188,6 +195,13 @@ class RegistryStore(SqliteStore):
                 self.db["registry_rollouts"].rows_where(
                     "name = ? and version = ?", [name, version], order_by="created_at desc", limit=1
                 )
+            )
+        return RolloutRecord.from_row(rows[0]) if rows else None
+
+    def latest_of_name(self, name: str) -> RolloutRecord | None:
+        with self.lock:
+            rows = list(
+                self.db["registry_rollouts"].rows_where("name = ?", [name], order_by="created_at desc", limit=1)
             )
         return RolloutRecord.from_row(rows[0]) if rows else None
 

@@ -201,6 +201,18 @@ class Scheduler:
         self._queue_version += 1
         return None
 
+    def shrink(self, job_id: str, site: str) -> int:
+        """A running job loses ``site`` (it left the study mid-job): release it there; the job
+        goes on with the rest (or fails, the caller's call). The sites it still holds."""
+        run = self._running.get(job_id)
+        column = self.fleet.index.get(site)
+        if run is None or column is None or column not in run.columns:
+            return len(run.columns) if run is not None else 0
+        gone = run.columns == column
+        self._release(run, gone, refund_s=0.0)
+        run.columns, run.day = run.columns[~gone], run.day[~gone]
+        return len(run.columns)
+
     # --- decisions ---------------------------------------------------------------------
 
     def schedule(self, now: float) -> list[Placement]:

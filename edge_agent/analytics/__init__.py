@@ -22,6 +22,7 @@ def attach(agent: Agent) -> list[ServiceMount]:
         lambda: load_identity(agent.layout),
         agent.config.analytics,
         agent.config.catalog.share_with_coordinator,
+        terms=agent.studies.query_terms if hasattr(agent, "studies") else None,
     )
     agent.analytics = site  # type: ignore[attr-defined]
     agent.dispatcher.register("analytics_setup", site.setup)

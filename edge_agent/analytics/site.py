@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -62,8 +63,12 @@ class SiteAnalytics:
         config: AnalyticsConfig,
         share: str,
         clock: Callable[[], float] = time.monotonic,
+        terms: Callable[[pb.Query], Any] | None = None,
     ) -> None:
         self._catalog = catalog
+        # The study's terms for a query (edge_agent.studies.gate.QueryTerms): its minimum cohort,
+        # its noise, and its payment to the privacy ledger. None: [analytics] alone decides.
+        self._terms = terms
         self._catalog_db = catalog_db
         self._identity = identity  # read at each query: renewal may have replaced it
         self._config = config
@@ -84,14 +89,15 @@ class SiteAnalytics:
         check_query(query)
         dataset = self._dataset(query.dataset)
         statistic = STATISTIC_NAMES[query.statistic]
-        epsilon = self._config.epsilon
+        terms = self._terms(query) if self._terms else None
+        epsilon = terms.epsilon if terms else self._config.epsilon
         if epsilon > 0 and statistic in ("sum", "mean") and not query.HasField("bounds"):
             raise errors.FailedPrecondition(
                 f"this site adds noise (epsilon {epsilon:g}), so {statistic} needs clipping bounds: "
                 "add --clip LO:HI to bound what one row can add"
             )
         local = compute(open_source(dataset, self._catalog_db), query, self._show_schema)
-        minimum = self._config.min_cohort
+        minimum = max(self._config.min_cohort, terms.min_cohort) if terms else self._config.min_cohort
         # Say only that the cohort is too small, never how small: the size is the secret.
         if local.cohort < minimum:
             raise errors.FailedPrecondition(
@@ -109,6 +115,8 @@ class SiteAnalytics:
             raise errors.InvalidArgument(
                 f"{statistic} of {query.column!r} here is too large to add up exactly; clip it with --clip LO:HI"
             )
+        if terms:  # paid for before the noised answer exists; a refusal leaves nothing spent
+            terms.charge(command.query_id, epsilon)
         values = add_noise(local.values, query, epsilon)
         key, public_key = secagg.new_key()
         message = participants.transcript(command.query_id, query, identity.site, public_key)

@@ -10,7 +10,7 @@ import click
 from silolink import __version__
 from silolink.cli_util import CommandGroup
 
-from . import apps, daemon, data, exchange, health, models, privacy
+from . import apps, daemon, data, exchange, health, models, privacy, studies
 
 
 @click.group(cls=CommandGroup)
@@ -34,3 +34,4 @@ main.add_command(exchange.agreements)
 main.add_command(exchange.keys)
 main.add_command(exchange.audit)
 main.add_command(privacy.privacy)
+main.add_command(studies.studies)

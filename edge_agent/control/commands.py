@@ -18,11 +18,14 @@ from silolink.gen.control.v1 import control_pb2
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Message], Message]
+# Runs before every handler with the body's field name and message; raising refuses the command.
+Gate = Callable[[str, Message], None]
 
 
 class CommandDispatcher:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._gates: list[Gate] = []
         self.register("ping", lambda ping: control_pb2.PingResult(payload=ping.payload))
 
     def register(self, body_field: str, handler: Handler) -> None:
@@ -30,12 +33,18 @@ class CommandDispatcher:
             raise ValueError(f"Command has no body field {body_field!r}")
         self._handlers[body_field] = handler
 
+    def add_gate(self, gate: Gate) -> None:
+        """Check every command before its handler (studies: is this work of a study the site accepted)."""
+        self._gates.append(gate)
+
     def dispatch(self, command: control_pb2.Command) -> control_pb2.CommandResult:
         kind = command.WhichOneof("body")
         handler = self._handlers.get(kind or "")
         try:
             if handler is None:
                 raise errors.FailedPrecondition(f"this agent cannot run {kind or 'an empty'} command; upgrade it")
+            for gate in self._gates:
+                gate(kind, getattr(command, kind))  # type: ignore[arg-type]
             body = handler(getattr(command, kind))  # type: ignore[arg-type]
             result = control_pb2.CommandResult(command_id=command.command_id)
             if body is not None:

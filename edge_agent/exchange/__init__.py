@@ -90,6 +90,7 @@ def attach(agent: Agent) -> list[ServiceMount]:
         Path(agent.layout.root / cfg.inbox_dir),
         root / "published",
     )
+    exchange.studies = getattr(agent, "studies", None)
     watcher = AuditWatcher(root / "audit_head.json", remote)
     worker = ExchangeWorker(exchange, watcher, cfg.audit_poll_s)
     worker.start()

@@ -68,6 +68,7 @@ class SiteExchange:
     ) -> None:
         self.site = site
         self.config = config
+        self.studies = None  # edge_agent.studies.gate.StudyGate, set by attach: which studies the site is in
         self._remote = remote
         self.keys = keys
         self._store = store
@@ -212,6 +213,8 @@ class SiteExchange:
             raise errors.PermissionDenied(
                 f"this site has accepted no agreement to receive {header.purpose!r} from {header.sender}"
             )
+        if self.studies is not None:
+            self.studies.check_envelope(header.sender, header.purpose)
         cert = self._site_certificate(stored.sender_certificate_pem, header.sender, header.created_at_ms / 1000)
         opener = Opener(header, stored.sealed_key, self.keys.get(header.recipient_key_id))
         target_dir, final_name = self._target(envelope_id, opener.filename, output_path)
@@ -268,6 +271,10 @@ class SiteExchange:
         return self._remote.agreements()
 
     def accept(self, agreement_id: str) -> exchange_pb2.Agreement:
+        if self.studies is not None:  # the agreement's study must be one this site is in, before it accepts
+            offered = {a.id: a for a in self._remote.agreements()}.get(agreement_id)
+            if offered is not None and offered.recipient == self.site:
+                self.studies.accept_agreement(agreement_id, offered.sender, offered.purpose, offered.study)
         agreement = self._remote.accept(agreement_id)
         if agreement.recipient != self.site:
             raise errors.PermissionDenied(f"agreement {agreement_id} is not addressed to this site")

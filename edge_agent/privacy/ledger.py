@@ -192,10 +192,12 @@ class PrivacyLedger(SqliteStore):
         mechanism: str,
         epsilon: float,
         delta: float,
-        budget: Budget,
+        budget: Budget | None,
         detail: dict[str, Any] | None = None,
     ) -> Spend:
-        """Record a spend if the budget holds it; ResourceExhausted saying what is left if not."""
+        """Record a spend if the budget holds it; ResourceExhausted saying what is left if not.
+
+        With no budget (a study that keeps none here) the spend is only recorded."""
         if kind not in KINDS:
             raise errors.InvalidArgument(f"a privacy spend is for a query or a training job, not {kind!r}")
         if not (epsilon >= 0 and math.isfinite(epsilon)) or not 0 <= delta < 1:
@@ -207,7 +209,7 @@ class PrivacyLedger(SqliteStore):
                 )
             balance = self.balance(study, dataset, budget)
             left_eps, left_delta = balance.epsilon_left or 0.0, balance.delta_left or 0.0
-            if epsilon > left_eps + _SLACK or delta > left_delta + _SLACK:
+            if budget is not None and (epsilon > left_eps + _SLACK or delta > left_delta + _SLACK):
                 raise errors.ResourceExhausted(
                     f"this {kind} would overspend the privacy budget of study {study!r} for dataset {dataset!r} "
                     f"at this site: it needs epsilon {epsilon:.4g} (delta {delta:.3g}); epsilon {left_eps:.4g} "
@@ -246,7 +248,7 @@ class PrivacyLedger(SqliteStore):
         )
 
     def spend_query(
-        self, *, study: str, dataset: str, query_id: str, epsilon: float, budget: Budget, statistic: str
+        self, *, study: str, dataset: str, query_id: str, epsilon: float, budget: Budget | None, statistic: str
     ) -> Spend:
         """A noised answer of ``epsilon``: Laplace, composed by adding epsilons."""
         return self.spend(
@@ -270,7 +272,7 @@ class PrivacyLedger(SqliteStore):
         noise_multiplier: float,
         rounds: int,
         delta: float,
-        budget: Budget,
+        budget: Budget | None,
     ) -> Spend | None:
         """Let one more training round of a DP job use the dataset, or refuse saying why.
 

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from silolink.gen.common.v1 import site_pb2 as silolink_dot_common_dot_v1_dot_site__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%silolink/analytics/v1/analytics.proto\x12\x15silolink.analytics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsilolink/common/v1/site.proto\"\"\n\x06\x42ounds\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"\xae\x01\n\x05Query\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x33\n\tstatistic\x18\x02 \x01(\x0e\x32 .silolink.analytics.v1.Statistic\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\t\x12\r\n\x05where\x18\x04 \x01(\t\x12\x11\n\tbin_edges\x18\x05 \x03(\x01\x12-\n\x06\x62ounds\x18\x06 \x01(\x0b\x32\x1d.silolink.analytics.v1.Bounds\"s\n\x0cSiteSelector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag:\x02\x18\x01\"o\n\x0fRunQueryRequest\x12+\n\x05query\x18\x01 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12/\n\x05sites\x18\x02 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\"\x97\x02\n\x10RunQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x12\n\x05\x63ount\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03sum\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\nbin_counts\x18\x07 \x03(\x03\x12\r\n\x05\x62\x65low\x18\x08 \x01(\x03\x12\r\n\x05\x61\x62ove\x18\t \x01(\x03\x12/\n\x05noise\x18\n \x03(\x0b\x32 .silolink.analytics.v1.SiteNoiseB\x08\n\x06_countB\x06\n\x04_sumB\x07\n\x05_mean\"*\n\tSiteNoise\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\"\x9d\x01\n\x15\x41nalyticsSetupCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x19\n\x11participant_count\x18\x04 \x01(\r\x12\x1b\n\x13participants_digest\x18\x05 \x01(\x0c\"~\n\x14\x41nalyticsSetupResult\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x15\n\rvector_length\x18\x04 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x05 \x01(\x01\"W\n\x07PeerKey\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\"W\n\x14\x41nalyticsMaskCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x05peers\x18\x02 \x03(\x0b\x32\x1e.silolink.analytics.v1.PeerKey\"%\n\x13\x41nalyticsMaskResult\x12\x0e\n\x06masked\x18\x01 \x03(\x06\"9\n\x0bSiteRefusal\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd1\x04\n\x0bQueryRecord\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sked_by\x18\x02 \x01(\t\x12,\n\x08\x61sked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05query\x18\x05 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\x33\n\tselectors\x18\x06 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\x12\x13\n\x0bsites_asked\x18\x07 \x03(\t\x12\x34\n\x07outcome\x18\x08 \x01(\x0e\x32#.silolink.analytics.v1.QueryOutcome\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x34\n\x08refusals\x18\n \x03(\x0b\x32\".silolink.analytics.v1.SiteRefusal\x12\x15\n\rrefusal_count\x18\x0b \x01(\r\x12\x12\n\x05\x63ount\x18\x0c \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03sum\x18\r \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x0e \x01(\x01H\x02\x88\x01\x01\x12\x12\n\nbin_counts\x18\x0f \x03(\x03\x12\r\n\x05\x62\x65low\x18\x10 \x01(\x03\x12\r\n\x05\x61\x62ove\x18\x11 \x01(\x03\x12/\n\x05noise\x18\x12 \x03(\x0b\x32 .silolink.analytics.v1.SiteNoiseB\x08\n\x06_countB\x06\n\x04_sumB\x07\n\x05_mean\"\xb9\x01\n\x17ListQueryHistoryRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x10\n\x08\x61sked_by\x18\x04 \x01(\t\x12\x0c\n\x04site\x18\x05 \x01(\t\x12\x34\n\x07outcome\x18\x06 \x01(\x0e\x32#.silolink.analytics.v1.QueryOutcome\x12\x10\n\x08query_id\x18\x07 \x01(\t\"|\n\x18ListQueryHistoryResponse\x12\x33\n\x07queries\x18\x01 \x03(\x0b\x32\".silolink.analytics.v1.QueryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\r*{\n\tStatistic\x12\x19\n\x15STATISTIC_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATISTIC_COUNT\x10\x01\x12\x11\n\rSTATISTIC_SUM\x10\x02\x12\x12\n\x0eSTATISTIC_MEAN\x10\x03\x12\x17\n\x13STATISTIC_HISTOGRAM\x10\x04*~\n\x0cQueryOutcome\x12\x1d\n\x19QUERY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16QUERY_OUTCOME_ANSWERED\x10\x01\x12\x19\n\x15QUERY_OUTCOME_REFUSED\x10\x02\x12\x18\n\x14QUERY_OUTCOME_FAILED\x10\x03\x32\xe4\x01\n\x10\x41nalyticsService\x12[\n\x08RunQuery\x12&.silolink.analytics.v1.RunQueryRequest\x1a\'.silolink.analytics.v1.RunQueryResponse\x12s\n\x10ListQueryHistory\x12..silolink.analytics.v1.ListQueryHistoryRequest\x1a/.silolink.analytics.v1.ListQueryHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%silolink/analytics/v1/analytics.proto\x12\x15silolink.analytics.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsilolink/common/v1/site.proto\"\"\n\x06\x42ounds\x12\x0b\n\x03min\x18\x01 \x01(\x01\x12\x0b\n\x03max\x18\x02 \x01(\x01\"\xbd\x01\n\x05Query\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x33\n\tstatistic\x18\x02 \x01(\x0e\x32 .silolink.analytics.v1.Statistic\x12\x0e\n\x06\x63olumn\x18\x03 \x01(\t\x12\r\n\x05where\x18\x04 \x01(\t\x12\x11\n\tbin_edges\x18\x05 \x03(\x01\x12-\n\x06\x62ounds\x18\x06 \x01(\x0b\x32\x1d.silolink.analytics.v1.Bounds\x12\r\n\x05study\x18\x1e \x01(\t\"s\n\x0cSiteSelector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKind\x12%\n\x04tags\x18\x03 \x03(\x0b\x32\x17.silolink.common.v1.Tag:\x02\x18\x01\"o\n\x0fRunQueryRequest\x12+\n\x05query\x18\x01 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12/\n\x05sites\x18\x02 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\"\x97\x02\n\x10RunQueryResponse\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x12\n\x05\x63ount\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03sum\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\nbin_counts\x18\x07 \x03(\x03\x12\r\n\x05\x62\x65low\x18\x08 \x01(\x03\x12\r\n\x05\x61\x62ove\x18\t \x01(\x03\x12/\n\x05noise\x18\n \x03(\x0b\x32 .silolink.analytics.v1.SiteNoiseB\x08\n\x06_countB\x06\n\x04_sumB\x07\n\x05_mean\"*\n\tSiteNoise\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x65psilon\x18\x02 \x01(\x01\"\x9d\x01\n\x15\x41nalyticsSetupCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12+\n\x05query\x18\x02 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\r\n\x05sites\x18\x03 \x03(\t\x12\x19\n\x11participant_count\x18\x04 \x01(\r\x12\x1b\n\x13participants_digest\x18\x05 \x01(\x0c\"~\n\x14\x41nalyticsSetupResult\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x15\n\rvector_length\x18\x04 \x01(\r\x12\x0f\n\x07\x65psilon\x18\x05 \x01(\x01\"W\n\x07PeerKey\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\x0c\"W\n\x14\x41nalyticsMaskCommand\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12-\n\x05peers\x18\x02 \x03(\x0b\x32\x1e.silolink.analytics.v1.PeerKey\"%\n\x13\x41nalyticsMaskResult\x12\x0e\n\x06masked\x18\x01 \x03(\x06\"9\n\x0bSiteRefusal\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xd1\x04\n\x0bQueryRecord\x12\x10\n\x08query_id\x18\x01 \x01(\t\x12\x10\n\x08\x61sked_by\x18\x02 \x01(\t\x12,\n\x08\x61sked_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05query\x18\x05 \x01(\x0b\x32\x1c.silolink.analytics.v1.Query\x12\x33\n\tselectors\x18\x06 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\x12\x13\n\x0bsites_asked\x18\x07 \x03(\t\x12\x34\n\x07outcome\x18\x08 \x01(\x0e\x32#.silolink.analytics.v1.QueryOutcome\x12\x0e\n\x06reason\x18\t \x01(\t\x12\x34\n\x08refusals\x18\n \x03(\x0b\x32\".silolink.analytics.v1.SiteRefusal\x12\x15\n\rrefusal_count\x18\x0b \x01(\r\x12\x12\n\x05\x63ount\x18\x0c \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03sum\x18\r \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\x0e \x01(\x01H\x02\x88\x01\x01\x12\x12\n\nbin_counts\x18\x0f \x03(\x03\x12\r\n\x05\x62\x65low\x18\x10 \x01(\x03\x12\r\n\x05\x61\x62ove\x18\x11 \x01(\x03\x12/\n\x05noise\x18\x12 \x03(\x0b\x32 .silolink.analytics.v1.SiteNoiseB\x08\n\x06_countB\x06\n\x04_sumB\x07\n\x05_mean\"\xb9\x01\n\x17ListQueryHistoryRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x10\n\x08\x61sked_by\x18\x04 \x01(\t\x12\x0c\n\x04site\x18\x05 \x01(\t\x12\x34\n\x07outcome\x18\x06 \x01(\x0e\x32#.silolink.analytics.v1.QueryOutcome\x12\x10\n\x08query_id\x18\x07 \x01(\t\"|\n\x18ListQueryHistoryResponse\x12\x33\n\x07queries\x18\x01 \x03(\x0b\x32\".silolink.analytics.v1.QueryRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\r*{\n\tStatistic\x12\x19\n\x15STATISTIC_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATISTIC_COUNT\x10\x01\x12\x11\n\rSTATISTIC_SUM\x10\x02\x12\x12\n\x0eSTATISTIC_MEAN\x10\x03\x12\x17\n\x13STATISTIC_HISTOGRAM\x10\x04*~\n\x0cQueryOutcome\x12\x1d\n\x19QUERY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16QUERY_OUTCOME_ANSWERED\x10\x01\x12\x19\n\x15QUERY_OUTCOME_REFUSED\x10\x02\x12\x18\n\x14QUERY_OUTCOME_FAILED\x10\x03\x32\xe4\x01\n\x10\x41nalyticsService\x12[\n\x08RunQuery\x12&.silolink.analytics.v1.RunQueryRequest\x1a\'.silolink.analytics.v1.RunQueryResponse\x12s\n\x10ListQueryHistory\x12..silolink.analytics.v1.ListQueryHistoryRequest\x1a/.silolink.analytics.v1.ListQueryHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,40 +36,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SITESELECTOR']._loaded_options = None
   _globals['_SITESELECTOR']._serialized_options = b'\030\001'
-  _globals['_STATISTIC']._serialized_start=2371
-  _globals['_STATISTIC']._serialized_end=2494
-  _globals['_QUERYOUTCOME']._serialized_start=2496
-  _globals['_QUERYOUTCOME']._serialized_end=2622
+  _globals['_STATISTIC']._serialized_start=2386
+  _globals['_STATISTIC']._serialized_end=2509
+  _globals['_QUERYOUTCOME']._serialized_start=2511
+  _globals['_QUERYOUTCOME']._serialized_end=2637
   _globals['_BOUNDS']._serialized_start=128
   _globals['_BOUNDS']._serialized_end=162
   _globals['_QUERY']._serialized_start=165
-  _globals['_QUERY']._serialized_end=339
-  _globals['_SITESELECTOR']._serialized_start=341
-  _globals['_SITESELECTOR']._serialized_end=456
-  _globals['_RUNQUERYREQUEST']._serialized_start=458
-  _globals['_RUNQUERYREQUEST']._serialized_end=569
-  _globals['_RUNQUERYRESPONSE']._serialized_start=572
-  _globals['_RUNQUERYRESPONSE']._serialized_end=851
-  _globals['_SITENOISE']._serialized_start=853
-  _globals['_SITENOISE']._serialized_end=895
-  _globals['_ANALYTICSSETUPCOMMAND']._serialized_start=898
-  _globals['_ANALYTICSSETUPCOMMAND']._serialized_end=1055
-  _globals['_ANALYTICSSETUPRESULT']._serialized_start=1057
-  _globals['_ANALYTICSSETUPRESULT']._serialized_end=1183
-  _globals['_PEERKEY']._serialized_start=1185
-  _globals['_PEERKEY']._serialized_end=1272
-  _globals['_ANALYTICSMASKCOMMAND']._serialized_start=1274
-  _globals['_ANALYTICSMASKCOMMAND']._serialized_end=1361
-  _globals['_ANALYTICSMASKRESULT']._serialized_start=1363
-  _globals['_ANALYTICSMASKRESULT']._serialized_end=1400
-  _globals['_SITEREFUSAL']._serialized_start=1402
-  _globals['_SITEREFUSAL']._serialized_end=1459
-  _globals['_QUERYRECORD']._serialized_start=1462
-  _globals['_QUERYRECORD']._serialized_end=2055
-  _globals['_LISTQUERYHISTORYREQUEST']._serialized_start=2058
-  _globals['_LISTQUERYHISTORYREQUEST']._serialized_end=2243
-  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_start=2245
-  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_end=2369
-  _globals['_ANALYTICSSERVICE']._serialized_start=2625
-  _globals['_ANALYTICSSERVICE']._serialized_end=2853
+  _globals['_QUERY']._serialized_end=354
+  _globals['_SITESELECTOR']._serialized_start=356
+  _globals['_SITESELECTOR']._serialized_end=471
+  _globals['_RUNQUERYREQUEST']._serialized_start=473
+  _globals['_RUNQUERYREQUEST']._serialized_end=584
+  _globals['_RUNQUERYRESPONSE']._serialized_start=587
+  _globals['_RUNQUERYRESPONSE']._serialized_end=866
+  _globals['_SITENOISE']._serialized_start=868
+  _globals['_SITENOISE']._serialized_end=910
+  _globals['_ANALYTICSSETUPCOMMAND']._serialized_start=913
+  _globals['_ANALYTICSSETUPCOMMAND']._serialized_end=1070
+  _globals['_ANALYTICSSETUPRESULT']._serialized_start=1072
+  _globals['_ANALYTICSSETUPRESULT']._serialized_end=1198
+  _globals['_PEERKEY']._serialized_start=1200
+  _globals['_PEERKEY']._serialized_end=1287
+  _globals['_ANALYTICSMASKCOMMAND']._serialized_start=1289
+  _globals['_ANALYTICSMASKCOMMAND']._serialized_end=1376
+  _globals['_ANALYTICSMASKRESULT']._serialized_start=1378
+  _globals['_ANALYTICSMASKRESULT']._serialized_end=1415
+  _globals['_SITEREFUSAL']._serialized_start=1417
+  _globals['_SITEREFUSAL']._serialized_end=1474
+  _globals['_QUERYRECORD']._serialized_start=1477
+  _globals['_QUERYRECORD']._serialized_end=2070
+  _globals['_LISTQUERYHISTORYREQUEST']._serialized_start=2073
+  _globals['_LISTQUERYHISTORYREQUEST']._serialized_end=2258
+  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_start=2260
+  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_end=2384
+  _globals['_ANALYTICSSERVICE']._serialized_start=2640
+  _globals['_ANALYTICSSERVICE']._serialized_end=2868
 # @@protoc_insertion_point(module_scope)

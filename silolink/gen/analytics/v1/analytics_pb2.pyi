@@ -45,20 +45,22 @@ class Bounds(_message.Message):
     def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("dataset", "statistic", "column", "where", "bin_edges", "bounds")
+    __slots__ = ("dataset", "statistic", "column", "where", "bin_edges", "bounds", "study")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     STATISTIC_FIELD_NUMBER: _ClassVar[int]
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     WHERE_FIELD_NUMBER: _ClassVar[int]
     BIN_EDGES_FIELD_NUMBER: _ClassVar[int]
     BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     statistic: Statistic
     column: str
     where: str
     bin_edges: _containers.RepeatedScalarFieldContainer[float]
     bounds: Bounds
-    def __init__(self, dataset: _Optional[str] = ..., statistic: _Optional[_Union[Statistic, str]] = ..., column: _Optional[str] = ..., where: _Optional[str] = ..., bin_edges: _Optional[_Iterable[float]] = ..., bounds: _Optional[_Union[Bounds, _Mapping]] = ...) -> None: ...
+    study: str
+    def __init__(self, dataset: _Optional[str] = ..., statistic: _Optional[_Union[Statistic, str]] = ..., column: _Optional[str] = ..., where: _Optional[str] = ..., bin_edges: _Optional[_Iterable[float]] = ..., bounds: _Optional[_Union[Bounds, _Mapping]] = ..., study: _Optional[str] = ...) -> None: ...
 
 class SiteSelector(_message.Message):
     __slots__ = ("site", "kind", "tags")

@@ -29,33 +29,34 @@ from silolink.gen.catalog.v1 import catalog_pb2 as silolink_dot_catalog_dot_v1_d
 from silolink.gen.common.v1 import site_pb2 as silolink_dot_common_dot_v1_dot_site__pb2
 from silolink.gen.training.v1 import training_pb2 as silolink_dot_training_dot_v1_dot_training__pb2
 from silolink.gen.registry.v1 import registry_pb2 as silolink_dot_registry_dot_v1_dot_registry__pb2
+from silolink.gen.studies.v1 import studies_pb2 as silolink_dot_studies_dot_v1_dot_studies__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!silolink/control/v1/control.proto\x12\x13silolink.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%silolink/analytics/v1/analytics.proto\x1a!silolink/catalog/v1/catalog.proto\x1a\x1dsilolink/common/v1/site.proto\x1a#silolink/training/v1/training.proto\x1a#silolink/registry/v1/registry.proto\"\xb0\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.silolink.control.v1.HelloH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.silolink.control.v1.HeartbeatH\x00\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\".silolink.control.v1.CommandResultH\x00\x42\x06\n\x04kind\"{\n\x0f\x43onnectResponse\x12/\n\x07welcome\x18\x01 \x01(\x0b\x32\x1c.silolink.control.v1.WelcomeH\x00\x12/\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1c.silolink.control.v1.CommandH\x00\x42\x06\n\x04kind\">\n\x05Hello\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\"e\n\x07Welcome\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1a\n\x12reconnect_spread_s\x18\x04 \x01(\x01\"o\n\tHeartbeat\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe6\x03\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x30\n\x04ping\x18\n \x01(\x0b\x32 .silolink.control.v1.PingCommandH\x00\x12G\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32+.silolink.catalog.v1.DescribeCatalogCommandH\x00\x12\x42\n\rinstall_model\x18\x14 \x01(\x0b\x32).silolink.registry.v1.InstallModelCommandH\x00\x12\x32\n\x06\x66lower\x18( \x01(\x0b\x32 .silolink.training.v1.FlowerTaskH\x00\x12<\n\x0e\x65nd_flower_job\x18) \x01(\x0b\x32\".silolink.training.v1.EndFlowerJobH\x00\x12G\n\x0f\x61nalytics_setup\x18\x46 \x01(\x0b\x32,.silolink.analytics.v1.AnalyticsSetupCommandH\x00\x12\x45\n\x0e\x61nalytics_mask\x18G \x01(\x0b\x32+.silolink.analytics.v1.AnalyticsMaskCommandH\x00\x42\x06\n\x04\x62ody\"\x1e\n\x0bPingCommand\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1d\n\nPingResult\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x9b\x04\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\r\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12/\n\x04ping\x18\n \x01(\x0b\x32\x1f.silolink.control.v1.PingResultH\x00\x12\x46\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32*.silolink.catalog.v1.DescribeCatalogResultH\x00\x12\x41\n\rinstall_model\x18\x14 \x01(\x0b\x32(.silolink.registry.v1.InstallModelResultH\x00\x12\x33\n\x06\x66lower\x18( \x01(\x0b\x32!.silolink.training.v1.FlowerReplyH\x00\x12\x42\n\x0e\x65nd_flower_job\x18) \x01(\x0b\x32(.silolink.training.v1.EndFlowerJobResultH\x00\x12\x46\n\x0f\x61nalytics_setup\x18\x46 \x01(\x0b\x32+.silolink.analytics.v1.AnalyticsSetupResultH\x00\x12\x44\n\x0e\x61nalytics_mask\x18G \x01(\x0b\x32*.silolink.analytics.v1.AnalyticsMaskResultH\x00\x42\x06\n\x04\x62ody2j\n\x0e\x43ontrolService\x12X\n\x07\x43onnect\x12#.silolink.control.v1.ConnectRequest\x1a$.silolink.control.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!silolink/control/v1/control.proto\x12\x13silolink.control.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a%silolink/analytics/v1/analytics.proto\x1a!silolink/catalog/v1/catalog.proto\x1a\x1dsilolink/common/v1/site.proto\x1a#silolink/training/v1/training.proto\x1a#silolink/registry/v1/registry.proto\x1a!silolink/studies/v1/studies.proto\"\xb0\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.silolink.control.v1.HelloH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.silolink.control.v1.HeartbeatH\x00\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32\".silolink.control.v1.CommandResultH\x00\x42\x06\n\x04kind\"{\n\x0f\x43onnectResponse\x12/\n\x07welcome\x18\x01 \x01(\x0b\x32\x1c.silolink.control.v1.WelcomeH\x00\x12/\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x1c.silolink.control.v1.CommandH\x00\x42\x06\n\x04kind\">\n\x05Hello\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\"e\n\x07Welcome\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x1a\n\x12reconnect_spread_s\x18\x04 \x01(\x01\"o\n\tHeartbeat\x12\x35\n\tresources\x18\x01 \x01(\x0b\x32\".silolink.common.v1.ResourceReport\x12+\n\x07sent_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x04\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x30\n\x04ping\x18\n \x01(\x0b\x32 .silolink.control.v1.PingCommandH\x00\x12G\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32+.silolink.catalog.v1.DescribeCatalogCommandH\x00\x12;\n\noffer_work\x18\x0c \x01(\x0b\x32%.silolink.studies.v1.OfferWorkCommandH\x00\x12\x42\n\rinstall_model\x18\x14 \x01(\x0b\x32).silolink.registry.v1.InstallModelCommandH\x00\x12\x32\n\x06\x66lower\x18( \x01(\x0b\x32 .silolink.training.v1.FlowerTaskH\x00\x12<\n\x0e\x65nd_flower_job\x18) \x01(\x0b\x32\".silolink.training.v1.EndFlowerJobH\x00\x12G\n\x0f\x61nalytics_setup\x18\x46 \x01(\x0b\x32,.silolink.analytics.v1.AnalyticsSetupCommandH\x00\x12\x45\n\x0e\x61nalytics_mask\x18G \x01(\x0b\x32+.silolink.analytics.v1.AnalyticsMaskCommandH\x00\x42\x06\n\x04\x62ody\"\x1e\n\x0bPingCommand\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\x1d\n\nPingResult\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\xd7\x04\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\r\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12/\n\x04ping\x18\n \x01(\x0b\x32\x1f.silolink.control.v1.PingResultH\x00\x12\x46\n\x10\x64\x65scribe_catalog\x18\x0b \x01(\x0b\x32*.silolink.catalog.v1.DescribeCatalogResultH\x00\x12:\n\noffer_work\x18\x0c \x01(\x0b\x32$.silolink.studies.v1.OfferWorkResultH\x00\x12\x41\n\rinstall_model\x18\x14 \x01(\x0b\x32(.silolink.registry.v1.InstallModelResultH\x00\x12\x33\n\x06\x66lower\x18( \x01(\x0b\x32!.silolink.training.v1.FlowerReplyH\x00\x12\x42\n\x0e\x65nd_flower_job\x18) \x01(\x0b\x32(.silolink.training.v1.EndFlowerJobResultH\x00\x12\x46\n\x0f\x61nalytics_setup\x18\x46 \x01(\x0b\x32+.silolink.analytics.v1.AnalyticsSetupResultH\x00\x12\x44\n\x0e\x61nalytics_mask\x18G \x01(\x0b\x32*.silolink.analytics.v1.AnalyticsMaskResultH\x00\x42\x06\n\x04\x62ody2j\n\x0e\x43ontrolService\x12X\n\x07\x43onnect\x12#.silolink.control.v1.ConnectRequest\x1a$.silolink.control.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'silolink.control.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONNECTREQUEST']._serialized_start=271
-  _globals['_CONNECTREQUEST']._serialized_end=447
-  _globals['_CONNECTRESPONSE']._serialized_start=449
-  _globals['_CONNECTRESPONSE']._serialized_end=572
-  _globals['_HELLO']._serialized_start=574
-  _globals['_HELLO']._serialized_end=636
-  _globals['_WELCOME']._serialized_start=638
-  _globals['_WELCOME']._serialized_end=739
-  _globals['_HEARTBEAT']._serialized_start=741
-  _globals['_HEARTBEAT']._serialized_end=852
-  _globals['_COMMAND']._serialized_start=855
-  _globals['_COMMAND']._serialized_end=1341
-  _globals['_PINGCOMMAND']._serialized_start=1343
-  _globals['_PINGCOMMAND']._serialized_end=1373
-  _globals['_PINGRESULT']._serialized_start=1375
-  _globals['_PINGRESULT']._serialized_end=1404
-  _globals['_COMMANDRESULT']._serialized_start=1407
-  _globals['_COMMANDRESULT']._serialized_end=1946
-  _globals['_CONTROLSERVICE']._serialized_start=1948
-  _globals['_CONTROLSERVICE']._serialized_end=2054
+  _globals['_CONNECTREQUEST']._serialized_start=306
+  _globals['_CONNECTREQUEST']._serialized_end=482
+  _globals['_CONNECTRESPONSE']._serialized_start=484
+  _globals['_CONNECTRESPONSE']._serialized_end=607
+  _globals['_HELLO']._serialized_start=609
+  _globals['_HELLO']._serialized_end=671
+  _globals['_WELCOME']._serialized_start=673
+  _globals['_WELCOME']._serialized_end=774
+  _globals['_HEARTBEAT']._serialized_start=776
+  _globals['_HEARTBEAT']._serialized_end=887
+  _globals['_COMMAND']._serialized_start=890
+  _globals['_COMMAND']._serialized_end=1437
+  _globals['_PINGCOMMAND']._serialized_start=1439
+  _globals['_PINGCOMMAND']._serialized_end=1469
+  _globals['_PINGRESULT']._serialized_start=1471
+  _globals['_PINGRESULT']._serialized_end=1500
+  _globals['_COMMANDRESULT']._serialized_start=1503
+  _globals['_COMMANDRESULT']._serialized_end=2102
+  _globals['_CONTROLSERVICE']._serialized_start=2104
+  _globals['_CONTROLSERVICE']._serialized_end=2210
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from silolink.gen.catalog.v1 import catalog_pb2 as _catalog_pb2
 from silolink.gen.common.v1 import site_pb2 as _site_pb2
 from silolink.gen.training.v1 import training_pb2 as _training_pb2
 from silolink.gen.registry.v1 import registry_pb2 as _registry_pb2
+from silolink.gen.studies.v1 import studies_pb2 as _studies_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
@@ -59,10 +60,11 @@ class Heartbeat(_message.Message):
     def __init__(self, resources: _Optional[_Union[_site_pb2.ResourceReport, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("command_id", "ping", "describe_catalog", "install_model", "flower", "end_flower_job", "analytics_setup", "analytics_mask")
+    __slots__ = ("command_id", "ping", "describe_catalog", "offer_work", "install_model", "flower", "end_flower_job", "analytics_setup", "analytics_mask")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_CATALOG_FIELD_NUMBER: _ClassVar[int]
+    OFFER_WORK_FIELD_NUMBER: _ClassVar[int]
     INSTALL_MODEL_FIELD_NUMBER: _ClassVar[int]
     FLOWER_FIELD_NUMBER: _ClassVar[int]
     END_FLOWER_JOB_FIELD_NUMBER: _ClassVar[int]
@@ -71,12 +73,13 @@ class Command(_message.Message):
     command_id: str
     ping: PingCommand
     describe_catalog: _catalog_pb2.DescribeCatalogCommand
+    offer_work: _studies_pb2.OfferWorkCommand
     install_model: _registry_pb2.InstallModelCommand
     flower: _training_pb2.FlowerTask
     end_flower_job: _training_pb2.EndFlowerJob
     analytics_setup: _analytics_pb2.AnalyticsSetupCommand
     analytics_mask: _analytics_pb2.AnalyticsMaskCommand
-    def __init__(self, command_id: _Optional[str] = ..., ping: _Optional[_Union[PingCommand, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogCommand, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelCommand, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerTask, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJob, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupCommand, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskCommand, _Mapping]] = ...) -> None: ...
+    def __init__(self, command_id: _Optional[str] = ..., ping: _Optional[_Union[PingCommand, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogCommand, _Mapping]] = ..., offer_work: _Optional[_Union[_studies_pb2.OfferWorkCommand, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelCommand, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerTask, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJob, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupCommand, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskCommand, _Mapping]] = ...) -> None: ...
 
 class PingCommand(_message.Message):
     __slots__ = ("payload",)
@@ -91,12 +94,13 @@ class PingResult(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
 
 class CommandResult(_message.Message):
-    __slots__ = ("command_id", "status_code", "status_message", "ping", "describe_catalog", "install_model", "flower", "end_flower_job", "analytics_setup", "analytics_mask")
+    __slots__ = ("command_id", "status_code", "status_message", "ping", "describe_catalog", "offer_work", "install_model", "flower", "end_flower_job", "analytics_setup", "analytics_mask")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_CATALOG_FIELD_NUMBER: _ClassVar[int]
+    OFFER_WORK_FIELD_NUMBER: _ClassVar[int]
     INSTALL_MODEL_FIELD_NUMBER: _ClassVar[int]
     FLOWER_FIELD_NUMBER: _ClassVar[int]
     END_FLOWER_JOB_FIELD_NUMBER: _ClassVar[int]
@@ -107,9 +111,10 @@ class CommandResult(_message.Message):
     status_message: str
     ping: PingResult
     describe_catalog: _catalog_pb2.DescribeCatalogResult
+    offer_work: _studies_pb2.OfferWorkResult
     install_model: _registry_pb2.InstallModelResult
     flower: _training_pb2.FlowerReply
     end_flower_job: _training_pb2.EndFlowerJobResult
     analytics_setup: _analytics_pb2.AnalyticsSetupResult
     analytics_mask: _analytics_pb2.AnalyticsMaskResult
-    def __init__(self, command_id: _Optional[str] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ..., ping: _Optional[_Union[PingResult, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogResult, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelResult, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerReply, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJobResult, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupResult, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, command_id: _Optional[str] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ..., ping: _Optional[_Union[PingResult, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogResult, _Mapping]] = ..., offer_work: _Optional[_Union[_studies_pb2.OfferWorkResult, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelResult, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerReply, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJobResult, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupResult, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskResult, _Mapping]] = ...) -> None: ...

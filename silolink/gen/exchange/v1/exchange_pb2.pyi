@@ -187,7 +187,7 @@ class AckEnvelopeResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Agreement(_message.Message):
-    __slots__ = ("id", "sender", "recipient", "purpose", "state", "created_at", "accepted_at", "created_by")
+    __slots__ = ("id", "sender", "recipient", "purpose", "state", "created_at", "accepted_at", "created_by", "study")
     ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class Agreement(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
     id: str
     sender: str
     recipient: str
@@ -204,7 +205,8 @@ class Agreement(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     accepted_at: _timestamp_pb2.Timestamp
     created_by: str
-    def __init__(self, id: _Optional[str] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., purpose: _Optional[str] = ..., state: _Optional[_Union[AgreementState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+    study: str
+    def __init__(self, id: _Optional[str] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., purpose: _Optional[str] = ..., state: _Optional[_Union[AgreementState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., study: _Optional[str] = ...) -> None: ...
 
 class ListSiteAgreementsRequest(_message.Message):
     __slots__ = ()
@@ -229,14 +231,16 @@ class AcceptAgreementResponse(_message.Message):
     def __init__(self, agreement: _Optional[_Union[Agreement, _Mapping]] = ...) -> None: ...
 
 class CreateAgreementRequest(_message.Message):
-    __slots__ = ("sender", "recipient", "purpose")
+    __slots__ = ("sender", "recipient", "purpose", "study")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
     sender: str
     recipient: str
     purpose: str
-    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+    study: str
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., purpose: _Optional[str] = ..., study: _Optional[str] = ...) -> None: ...
 
 class CreateAgreementResponse(_message.Message):
     __slots__ = ("agreement",)

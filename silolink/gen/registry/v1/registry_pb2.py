@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from silolink.gen.common.v1 import site_pb2 as silolink_dot_common_dot_v1_dot_site__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#silolink/registry/v1/registry.proto\x12\x14silolink.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsilolink/common/v1/site.proto\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xe2\x02\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x30\n\x06inputs\x18\x05 \x03(\x0b\x32 .silolink.registry.v1.TensorSpec\x12\x31\n\x07outputs\x18\x06 \x03(\x0b\x32 .silolink.registry.v1.TensorSpec\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x0f\n\x07\x63reator\x18\x08 \x01(\t\x12\x12\n\nsource_job\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeprecated\x18\x0b \x01(\x08\x12\x10\n\x08manifest\x18\x0c \x01(\x0c\x12\x1a\n\x12manifest_signature\x18\r \x01(\x0c\"E\n\x0fPushModelHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"d\n\x10PushModelRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.silolink.registry.v1.PushModelHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"F\n\x11PushModelResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".silolink.registry.v1.ModelVersion\"\x13\n\x11ListModelsRequest\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".silolink.registry.v1.ModelVersion\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"H\n\x10GetModelResponse\x12\x34\n\x08versions\x18\x01 \x03(\x0b\x32\".silolink.registry.v1.ModelVersion\"6\n\x15\x44\x65precateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"K\n\x16\x44\x65precateModelResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".silolink.registry.v1.ModelVersion\"~\n\x06Target\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKindH\x00\x12&\n\x03tag\x18\x02 \x01(\x0b\x32\x17.silolink.common.v1.TagH\x00\x12\x0e\n\x04site\x18\x03 \x01(\tH\x00:\x02\x18\x01\x42\n\n\x08selector\"\xa8\x01\n\x13StartRolloutRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x31\n\x07targets\x18\x03 \x03(\x0b\x32\x1c.silolink.registry.v1.TargetB\x02\x18\x01\x12\x0e\n\x06\x63\x61nary\x18\x04 \x01(\r\x12/\n\x05sites\x18\x05 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\"F\n\x14StartRolloutResponse\x12.\n\x07rollout\x18\x01 \x01(\x0b\x32\x1d.silolink.registry.v1.Rollout\"7\n\x16\x43ontinueRolloutRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"I\n\x17\x43ontinueRolloutResponse\x12.\n\x07rollout\x18\x01 \x01(\x0b\x32\x1d.silolink.registry.v1.Rollout\"8\n\x17GetRolloutStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"k\n\x18GetRolloutStatusResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x30\n\x05sites\x18\x03 \x03(\x0b\x32!.silolink.registry.v1.SiteRollout\"8\n\x14RollbackModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nto_version\x18\x02 \x01(\t\"G\n\x15RollbackModelResponse\x12.\n\x07rollout\x18\x01 \x01(\x0b\x32\x1d.silolink.registry.v1.Rollout\"\xd0\x01\n\x07Rollout\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0e\n\x06\x63\x61nary\x18\x05 \x01(\r\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x05sites\x18\x08 \x03(\x0b\x32!.silolink.registry.v1.SiteRollout\"\xce\x01\n\x0bSiteRollout\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".silolink.registry.v1.RolloutState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrollout_id\x18\x04 \x01(\t\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62ytes_received\x18\x06 \x01(\x03\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\"\x96\x01\n\x13InstallModelCommand\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\x0c\x12\x1a\n\x12manifest_signature\x18\x05 \x01(\x0c\x12\x1e\n\x16signer_certificate_pem\x18\x06 \x01(\x0c\"W\n\x12InstallModelResult\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\".silolink.registry.v1.RolloutState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"E\n\x14\x44ownloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"5\n\x15\x44ownloadModelResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x8b\x01\n\x1aReportRolloutStatusRequest\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".silolink.registry.v1.RolloutState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x03\"\x1d\n\x1bReportRolloutStatusResponse*\x92\x02\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ROLLOUT_STATE_HELD\x10\x01\x12\x19\n\x15ROLLOUT_STATE_PENDING\x10\x02\x12\x1d\n\x19ROLLOUT_STATE_DOWNLOADING\x10\x03\x12\x1a\n\x16ROLLOUT_STATE_VERIFIED\x10\x04\x12#\n\x1fROLLOUT_STATE_AWAITING_APPROVAL\x10\x05\x12\x18\n\x14ROLLOUT_STATE_ACTIVE\x10\x06\x12\x18\n\x14ROLLOUT_STATE_FAILED\x10\x07\x12\x1c\n\x18ROLLOUT_STATE_SUPERSEDED\x10\x08\x32\xce\x06\n\x0fRegistryService\x12^\n\tPushModel\x12&.silolink.registry.v1.PushModelRequest\x1a\'.silolink.registry.v1.PushModelResponse(\x01\x12_\n\nListModels\x12\'.silolink.registry.v1.ListModelsRequest\x1a(.silolink.registry.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.silolink.registry.v1.GetModelRequest\x1a&.silolink.registry.v1.GetModelResponse\x12k\n\x0e\x44\x65precateModel\x12+.silolink.registry.v1.DeprecateModelRequest\x1a,.silolink.registry.v1.DeprecateModelResponse\x12\x65\n\x0cStartRollout\x12).silolink.registry.v1.StartRolloutRequest\x1a*.silolink.registry.v1.StartRolloutResponse\x12n\n\x0f\x43ontinueRollout\x12,.silolink.registry.v1.ContinueRolloutRequest\x1a-.silolink.registry.v1.ContinueRolloutResponse\x12q\n\x10GetRolloutStatus\x12-.silolink.registry.v1.GetRolloutStatusRequest\x1a..silolink.registry.v1.GetRolloutStatusResponse\x12h\n\rRollbackModel\x12*.silolink.registry.v1.RollbackModelRequest\x1a+.silolink.registry.v1.RollbackModelResponse2\xfd\x01\n\x13\x44istributionService\x12j\n\rDownloadModel\x12*.silolink.registry.v1.DownloadModelRequest\x1a+.silolink.registry.v1.DownloadModelResponse0\x01\x12z\n\x13ReportRolloutStatus\x12\x30.silolink.registry.v1.ReportRolloutStatusRequest\x1a\x31.silolink.registry.v1.ReportRolloutStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#silolink/registry/v1/registry.proto\x12\x14silolink.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsilolink/common/v1/site.proto\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xe2\x02\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x30\n\x06inputs\x18\x05 \x03(\x0b\x32 .silolink.registry.v1.TensorSpec\x12\x31\n\x07outputs\x18\x06 \x03(\x0b\x32 .silolink.registry.v1.TensorSpec\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x0f\n\x07\x63reator\x18\x08 \x01(\t\x12\x12\n\nsource_job\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndeprecated\x18\x0b \x01(\x08\x12\x10\n\x08manifest\x18\x0c \x01(\x0c\x12\x1a\n\x12manifest_signature\x18\r \x01(\x0c\"E\n\x0fPushModelHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"d\n\x10PushModelRequest\x12\x37\n\x06header\x18\x01 \x01(\x0b\x32%.silolink.registry.v1.PushModelHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"F\n\x11PushModelResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".silolink.registry.v1.ModelVersion\"\x13\n\x11ListModelsRequest\"H\n\x12ListModelsResponse\x12\x32\n\x06models\x18\x01 \x03(\x0b\x32\".silolink.registry.v1.ModelVersion\"0\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"H\n\x10GetModelResponse\x12\x34\n\x08versions\x18\x01 \x03(\x0b\x32\".silolink.registry.v1.ModelVersion\"6\n\x15\x44\x65precateModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"K\n\x16\x44\x65precateModelResponse\x12\x31\n\x05model\x18\x01 \x01(\x0b\x32\".silolink.registry.v1.ModelVersion\"~\n\x06Target\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.silolink.common.v1.SiteKindH\x00\x12&\n\x03tag\x18\x02 \x01(\x0b\x32\x17.silolink.common.v1.TagH\x00\x12\x0e\n\x04site\x18\x03 \x01(\tH\x00:\x02\x18\x01\x42\n\n\x08selector\"\xb7\x01\n\x13StartRolloutRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x31\n\x07targets\x18\x03 \x03(\x0b\x32\x1c.silolink.registry.v1.TargetB\x02\x18\x01\x12\x0e\n\x06\x63\x61nary\x18\x04 \x01(\r\x12/\n\x05sites\x18\x05 \x03(\x0b\x32 .silolink.common.v1.SiteSelector\x12\r\n\x05study\x18\x1e \x01(\t\"F\n\x14StartRolloutResponse\x12.\n\x07rollout\x18\x01 \x01(\x0b\x32\x1d.silolink.registry.v1.Rollout\"7\n\x16\x43ontinueRolloutRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"I\n\x17\x43ontinueRolloutResponse\x12.\n\x07rollout\x18\x01 \x01(\x0b\x32\x1d.silolink.registry.v1.Rollout\"8\n\x17GetRolloutStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"k\n\x18GetRolloutStatusResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x30\n\x05sites\x18\x03 \x03(\x0b\x32!.silolink.registry.v1.SiteRollout\"8\n\x14RollbackModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nto_version\x18\x02 \x01(\t\"G\n\x15RollbackModelResponse\x12.\n\x07rollout\x18\x01 \x01(\x0b\x32\x1d.silolink.registry.v1.Rollout\"\xdf\x01\n\x07Rollout\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0e\n\x06\x63\x61nary\x18\x05 \x01(\r\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x05sites\x18\x08 \x03(\x0b\x32!.silolink.registry.v1.SiteRollout\x12\r\n\x05study\x18\x1e \x01(\t\"\xce\x01\n\x0bSiteRollout\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".silolink.registry.v1.RolloutState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrollout_id\x18\x04 \x01(\t\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62ytes_received\x18\x06 \x01(\x03\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\"\xa5\x01\n\x13InstallModelCommand\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08manifest\x18\x04 \x01(\x0c\x12\x1a\n\x12manifest_signature\x18\x05 \x01(\x0c\x12\x1e\n\x16signer_certificate_pem\x18\x06 \x01(\x0c\x12\r\n\x05study\x18\x1e \x01(\t\"W\n\x12InstallModelResult\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\".silolink.registry.v1.RolloutState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"E\n\x14\x44ownloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"5\n\x15\x44ownloadModelResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x8b\x01\n\x1aReportRolloutStatusRequest\x12\x12\n\nrollout_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".silolink.registry.v1.RolloutState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0e\x62ytes_received\x18\x04 \x01(\x03\"\x1d\n\x1bReportRolloutStatusResponse*\x92\x02\n\x0cRolloutState\x12\x1d\n\x19ROLLOUT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ROLLOUT_STATE_HELD\x10\x01\x12\x19\n\x15ROLLOUT_STATE_PENDING\x10\x02\x12\x1d\n\x19ROLLOUT_STATE_DOWNLOADING\x10\x03\x12\x1a\n\x16ROLLOUT_STATE_VERIFIED\x10\x04\x12#\n\x1fROLLOUT_STATE_AWAITING_APPROVAL\x10\x05\x12\x18\n\x14ROLLOUT_STATE_ACTIVE\x10\x06\x12\x18\n\x14ROLLOUT_STATE_FAILED\x10\x07\x12\x1c\n\x18ROLLOUT_STATE_SUPERSEDED\x10\x08\x32\xce\x06\n\x0fRegistryService\x12^\n\tPushModel\x12&.silolink.registry.v1.PushModelRequest\x1a\'.silolink.registry.v1.PushModelResponse(\x01\x12_\n\nListModels\x12\'.silolink.registry.v1.ListModelsRequest\x1a(.silolink.registry.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.silolink.registry.v1.GetModelRequest\x1a&.silolink.registry.v1.GetModelResponse\x12k\n\x0e\x44\x65precateModel\x12+.silolink.registry.v1.DeprecateModelRequest\x1a,.silolink.registry.v1.DeprecateModelResponse\x12\x65\n\x0cStartRollout\x12).silolink.registry.v1.StartRolloutRequest\x1a*.silolink.registry.v1.StartRolloutResponse\x12n\n\x0f\x43ontinueRollout\x12,.silolink.registry.v1.ContinueRolloutRequest\x1a-.silolink.registry.v1.ContinueRolloutResponse\x12q\n\x10GetRolloutStatus\x12-.silolink.registry.v1.GetRolloutStatusRequest\x1a..silolink.registry.v1.GetRolloutStatusResponse\x12h\n\rRollbackModel\x12*.silolink.registry.v1.RollbackModelRequest\x1a+.silolink.registry.v1.RollbackModelResponse2\xfd\x01\n\x13\x44istributionService\x12j\n\rDownloadModel\x12*.silolink.registry.v1.DownloadModelRequest\x1a+.silolink.registry.v1.DownloadModelResponse0\x01\x12z\n\x13ReportRolloutStatus\x12\x30.silolink.registry.v1.ReportRolloutStatusRequest\x1a\x31.silolink.registry.v1.ReportRolloutStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TARGET']._serialized_options = b'\030\001'
   _globals['_STARTROLLOUTREQUEST'].fields_by_name['targets']._loaded_options = None
   _globals['_STARTROLLOUTREQUEST'].fields_by_name['targets']._serialized_options = b'\030\001'
-  _globals['_ROLLOUTSTATE']._serialized_start=2900
-  _globals['_ROLLOUTSTATE']._serialized_end=3174
+  _globals['_ROLLOUTSTATE']._serialized_start=2945
+  _globals['_ROLLOUTSTATE']._serialized_end=3219
   _globals['_TENSORSPEC']._serialized_start=125
   _globals['_TENSORSPEC']._serialized_end=181
   _globals['_MODELVERSION']._serialized_start=184
@@ -65,39 +65,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TARGET']._serialized_start=1137
   _globals['_TARGET']._serialized_end=1263
   _globals['_STARTROLLOUTREQUEST']._serialized_start=1266
-  _globals['_STARTROLLOUTREQUEST']._serialized_end=1434
-  _globals['_STARTROLLOUTRESPONSE']._serialized_start=1436
-  _globals['_STARTROLLOUTRESPONSE']._serialized_end=1506
-  _globals['_CONTINUEROLLOUTREQUEST']._serialized_start=1508
-  _globals['_CONTINUEROLLOUTREQUEST']._serialized_end=1563
-  _globals['_CONTINUEROLLOUTRESPONSE']._serialized_start=1565
-  _globals['_CONTINUEROLLOUTRESPONSE']._serialized_end=1638
-  _globals['_GETROLLOUTSTATUSREQUEST']._serialized_start=1640
-  _globals['_GETROLLOUTSTATUSREQUEST']._serialized_end=1696
-  _globals['_GETROLLOUTSTATUSRESPONSE']._serialized_start=1698
-  _globals['_GETROLLOUTSTATUSRESPONSE']._serialized_end=1805
-  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1807
-  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1863
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1865
-  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1936
-  _globals['_ROLLOUT']._serialized_start=1939
-  _globals['_ROLLOUT']._serialized_end=2147
-  _globals['_SITEROLLOUT']._serialized_start=2150
-  _globals['_SITEROLLOUT']._serialized_end=2356
-  _globals['_INSTALLMODELCOMMAND']._serialized_start=2359
-  _globals['_INSTALLMODELCOMMAND']._serialized_end=2509
-  _globals['_INSTALLMODELRESULT']._serialized_start=2511
-  _globals['_INSTALLMODELRESULT']._serialized_end=2598
-  _globals['_DOWNLOADMODELREQUEST']._serialized_start=2600
-  _globals['_DOWNLOADMODELREQUEST']._serialized_end=2669
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=2671
-  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=2724
-  _globals['_REPORTROLLOUTSTATUSREQUEST']._serialized_start=2727
-  _globals['_REPORTROLLOUTSTATUSREQUEST']._serialized_end=2866
-  _globals['_REPORTROLLOUTSTATUSRESPONSE']._serialized_start=2868
-  _globals['_REPORTROLLOUTSTATUSRESPONSE']._serialized_end=2897
-  _globals['_REGISTRYSERVICE']._serialized_start=3177
-  _globals['_REGISTRYSERVICE']._serialized_end=4023
-  _globals['_DISTRIBUTIONSERVICE']._serialized_start=4026
-  _globals['_DISTRIBUTIONSERVICE']._serialized_end=4279
+  _globals['_STARTROLLOUTREQUEST']._serialized_end=1449
+  _globals['_STARTROLLOUTRESPONSE']._serialized_start=1451
+  _globals['_STARTROLLOUTRESPONSE']._serialized_end=1521
+  _globals['_CONTINUEROLLOUTREQUEST']._serialized_start=1523
+  _globals['_CONTINUEROLLOUTREQUEST']._serialized_end=1578
+  _globals['_CONTINUEROLLOUTRESPONSE']._serialized_start=1580
+  _globals['_CONTINUEROLLOUTRESPONSE']._serialized_end=1653
+  _globals['_GETROLLOUTSTATUSREQUEST']._serialized_start=1655
+  _globals['_GETROLLOUTSTATUSREQUEST']._serialized_end=1711
+  _globals['_GETROLLOUTSTATUSRESPONSE']._serialized_start=1713
+  _globals['_GETROLLOUTSTATUSRESPONSE']._serialized_end=1820
+  _globals['_ROLLBACKMODELREQUEST']._serialized_start=1822
+  _globals['_ROLLBACKMODELREQUEST']._serialized_end=1878
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_start=1880
+  _globals['_ROLLBACKMODELRESPONSE']._serialized_end=1951
+  _globals['_ROLLOUT']._serialized_start=1954
+  _globals['_ROLLOUT']._serialized_end=2177
+  _globals['_SITEROLLOUT']._serialized_start=2180
+  _globals['_SITEROLLOUT']._serialized_end=2386
+  _globals['_INSTALLMODELCOMMAND']._serialized_start=2389
+  _globals['_INSTALLMODELCOMMAND']._serialized_end=2554
+  _globals['_INSTALLMODELRESULT']._serialized_start=2556
+  _globals['_INSTALLMODELRESULT']._serialized_end=2643
+  _globals['_DOWNLOADMODELREQUEST']._serialized_start=2645
+  _globals['_DOWNLOADMODELREQUEST']._serialized_end=2714
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_start=2716
+  _globals['_DOWNLOADMODELRESPONSE']._serialized_end=2769
+  _globals['_REPORTROLLOUTSTATUSREQUEST']._serialized_start=2772
+  _globals['_REPORTROLLOUTSTATUSREQUEST']._serialized_end=2911
+  _globals['_REPORTROLLOUTSTATUSRESPONSE']._serialized_start=2913
+  _globals['_REPORTROLLOUTSTATUSRESPONSE']._serialized_end=2942
+  _globals['_REGISTRYSERVICE']._serialized_start=3222
+  _globals['_REGISTRYSERVICE']._serialized_end=4068
+  _globals['_DISTRIBUTIONSERVICE']._serialized_start=4071
+  _globals['_DISTRIBUTIONSERVICE']._serialized_end=4324
 # @@protoc_insertion_point(module_scope)

@@ -146,18 +146,20 @@ class Target(_message.Message):
     def __init__(self, kind: _Optional[_Union[_site_pb2.SiteKind, str]] = ..., tag: _Optional[_Union[_site_pb2.Tag, _Mapping]] = ..., site: _Optional[str] = ...) -> None: ...
 
 class StartRolloutRequest(_message.Message):
-    __slots__ = ("name", "version", "targets", "canary", "sites")
+    __slots__ = ("name", "version", "targets", "canary", "sites", "study")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     CANARY_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     targets: _containers.RepeatedCompositeFieldContainer[Target]
     canary: int
     sites: _containers.RepeatedCompositeFieldContainer[_site_pb2.SiteSelector]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., canary: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[_site_pb2.SiteSelector, _Mapping]]] = ...) -> None: ...
+    study: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ..., canary: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[_site_pb2.SiteSelector, _Mapping]]] = ..., study: _Optional[str] = ...) -> None: ...
 
 class StartRolloutResponse(_message.Message):
     __slots__ = ("rollout",)
@@ -212,7 +214,7 @@ class RollbackModelResponse(_message.Message):
     def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
 
 class Rollout(_message.Message):
-    __slots__ = ("rollout_id", "name", "version", "kind", "canary", "created_by", "created_at", "sites")
+    __slots__ = ("rollout_id", "name", "version", "kind", "canary", "created_by", "created_at", "sites", "study")
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +223,7 @@ class Rollout(_message.Message):
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     name: str
     version: str
@@ -229,7 +232,8 @@ class Rollout(_message.Message):
     created_by: str
     created_at: _timestamp_pb2.Timestamp
     sites: _containers.RepeatedCompositeFieldContainer[SiteRollout]
-    def __init__(self, rollout_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., canary: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sites: _Optional[_Iterable[_Union[SiteRollout, _Mapping]]] = ...) -> None: ...
+    study: str
+    def __init__(self, rollout_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., canary: _Optional[int] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sites: _Optional[_Iterable[_Union[SiteRollout, _Mapping]]] = ..., study: _Optional[str] = ...) -> None: ...
 
 class SiteRollout(_message.Message):
     __slots__ = ("site", "state", "reason", "rollout_id", "updated_at", "bytes_received", "size_bytes")
@@ -250,20 +254,22 @@ class SiteRollout(_message.Message):
     def __init__(self, site: _Optional[str] = ..., state: _Optional[_Union[RolloutState, str]] = ..., reason: _Optional[str] = ..., rollout_id: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_received: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class InstallModelCommand(_message.Message):
-    __slots__ = ("rollout_id", "name", "version", "manifest", "manifest_signature", "signer_certificate_pem")
+    __slots__ = ("rollout_id", "name", "version", "manifest", "manifest_signature", "signer_certificate_pem", "study")
     ROLLOUT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     SIGNER_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
     rollout_id: str
     name: str
     version: str
     manifest: bytes
     manifest_signature: bytes
     signer_certificate_pem: bytes
-    def __init__(self, rollout_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ..., signer_certificate_pem: _Optional[bytes] = ...) -> None: ...
+    study: str
+    def __init__(self, rollout_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., manifest: _Optional[bytes] = ..., manifest_signature: _Optional[bytes] = ..., signer_certificate_pem: _Optional[bytes] = ..., study: _Optional[str] = ...) -> None: ...
 
 class InstallModelResult(_message.Message):
     __slots__ = ("state", "reason")

@@ -19,14 +19,16 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_COMPLETED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_STOPPED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_STOPPED: JobState
+JOB_STATE_QUEUED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units", "app_version", "run_config", "timeout_s")
+    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units", "app_version", "run_config", "timeout_s", "study", "cpu", "memory_bytes", "gpus", "expected_duration_s", "priority", "max_sites")
     class RunConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +55,13 @@ class JobSpec(_message.Message):
     APP_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_SITES_FIELD_NUMBER: _ClassVar[int]
     app: str
     dataset: str
     sites: _containers.RepeatedScalarFieldContainer[str]
@@ -72,7 +81,14 @@ class JobSpec(_message.Message):
     app_version: str
     run_config: _containers.MessageMap[str, _apps_pb2.ConfigValue]
     timeout_s: float
-    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ..., app_version: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    study: str
+    cpu: float
+    memory_bytes: int
+    gpus: int
+    expected_duration_s: float
+    priority: int
+    max_sites: int
+    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ..., app_version: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ..., study: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., expected_duration_s: _Optional[float] = ..., priority: _Optional[int] = ..., max_sites: _Optional[int] = ...) -> None: ...
 
 class RoundRecord(_message.Message):
     __slots__ = ("round", "participants", "excluded", "train_metrics", "eval_metrics", "duration_s", "server_metrics", "dp_epsilon", "dp_delta")
@@ -128,7 +144,7 @@ class Exclusion(_message.Message):
     def __init__(self, site: _Optional[str] = ..., reason: _Optional[str] = ..., message_type: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "rounds", "error", "model", "dp_epsilon", "dp_delta", "created_by", "created_at", "updated_at", "resumed", "app_version", "app_sha256", "run_config", "resumed_from_round", "published_models")
+    __slots__ = ("id", "spec", "state", "rounds", "error", "model", "dp_epsilon", "dp_delta", "created_by", "created_at", "updated_at", "resumed", "app_version", "app_sha256", "run_config", "resumed_from_round", "published_models", "queue_position", "queue_reason", "placed_sites")
     class RunConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +169,9 @@ class Job(_message.Message):
     RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_ROUND_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PLACED_SITES_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -170,7 +189,10 @@ class Job(_message.Message):
     run_config: _containers.MessageMap[str, _apps_pb2.ConfigValue]
     resumed_from_round: int
     published_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resumed: _Optional[int] = ..., app_version: _Optional[str] = ..., app_sha256: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., resumed_from_round: _Optional[int] = ..., published_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    queue_position: int
+    queue_reason: str
+    placed_sites: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ..., error: _Optional[str] = ..., model: _Optional[str] = ..., dp_epsilon: _Optional[float] = ..., dp_delta: _Optional[float] = ..., created_by: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resumed: _Optional[int] = ..., app_version: _Optional[str] = ..., app_sha256: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., resumed_from_round: _Optional[int] = ..., published_models: _Optional[_Iterable[str]] = ..., queue_position: _Optional[int] = ..., queue_reason: _Optional[str] = ..., placed_sites: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -389,7 +411,7 @@ class FailJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class FlowerTask(_message.Message):
-    __slots__ = ("job_id", "app", "dataset", "message", "run_id", "node_id", "app_version", "app_sha256", "run_config", "timeout_s")
+    __slots__ = ("job_id", "app", "dataset", "message", "run_id", "node_id", "app_version", "app_sha256", "run_config", "timeout_s", "study", "dp_noise_multiplier", "dp_rounds", "dp_delta")
     class RunConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -407,6 +429,10 @@ class FlowerTask(_message.Message):
     APP_SHA256_FIELD_NUMBER: _ClassVar[int]
     RUN_CONFIG_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    DP_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    DP_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    DP_DELTA_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     app: str
     dataset: str
@@ -417,7 +443,11 @@ class FlowerTask(_message.Message):
     app_sha256: str
     run_config: _containers.MessageMap[str, _apps_pb2.ConfigValue]
     timeout_s: float
-    def __init__(self, job_id: _Optional[str] = ..., app: _Optional[str] = ..., dataset: _Optional[str] = ..., message: _Optional[bytes] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ..., app_version: _Optional[str] = ..., app_sha256: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    study: str
+    dp_noise_multiplier: float
+    dp_rounds: int
+    dp_delta: float
+    def __init__(self, job_id: _Optional[str] = ..., app: _Optional[str] = ..., dataset: _Optional[str] = ..., message: _Optional[bytes] = ..., run_id: _Optional[int] = ..., node_id: _Optional[int] = ..., app_version: _Optional[str] = ..., app_sha256: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ..., study: _Optional[str] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_rounds: _Optional[int] = ..., dp_delta: _Optional[float] = ...) -> None: ...
 
 class FlowerReply(_message.Message):
     __slots__ = ("message",)
