@@ -134,7 +134,9 @@ def run_silolink(work: Path, catalogs: dict[str, Path], rounds: int) -> dict:
             AppsClient(client).push(APP)
             overrides = {"num-server-rounds": rounds, "min-nodes": len(catalogs)}
             job = client.start_training(app="numpy-app", dataset=DATASET, sites=["kind=hospital"], run_config=overrides)
-            support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", 600, "the silolink job")
+            support.wait_for(
+                lambda: client.get_job(job["job"])["state"] not in ("queued", "running"), 600, "the silolink job"
+            )
             record = client.get_job(job["job"])
             output, offset = b"", 0
             while True:

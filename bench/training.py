@@ -175,15 +175,21 @@ def round_overhead(work: Path, agents: int, rounds: int) -> dict:
             # A first job warms up each agent (it imports Flower on its first message).
             warm = client.start_training(app="tabular", dataset="data", sites=["kind=hospital"], rounds=1,
                                          min_sites=agents, round_timeout_s=60)  # fmt: skip
-            support.wait_for(lambda: client.get_job(warm["job"])["state"] != "running", 120, "warm-up job")
+            support.wait_for(
+                lambda: client.get_job(warm["job"])["state"] not in ("queued", "running"), 120, "warm-up job"
+            )
             job = client.start_training(app="tabular", dataset="data", sites=["kind=hospital"], rounds=rounds,
                                         min_sites=agents, round_timeout_s=60)  # fmt: skip
-            support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", 300, "benchmark job")
+            support.wait_for(
+                lambda: client.get_job(job["job"])["state"] not in ("queued", "running"), 300, "benchmark job"
+            )
             record = client.get_job(job["job"])
             secure = client.start_training(app="tabular-secagg", dataset="data", sites=["kind=hospital"],
                                            rounds=3, min_sites=agents, round_timeout_s=60,
                                            secure_aggregation=True)  # fmt: skip
-            support.wait_for(lambda: client.get_job(secure["job"])["state"] != "running", 300, "SecAgg+ job")
+            support.wait_for(
+                lambda: client.get_job(secure["job"])["state"] not in ("queued", "running"), 300, "SecAgg+ job"
+            )
             secure_record = client.get_job(secure["job"])
         for done in (record, secure_record):
             if done["state"] != "completed":

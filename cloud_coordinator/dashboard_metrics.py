@@ -48,7 +48,7 @@ def register(coordinator: Coordinator) -> None:
             return set(coordinator.db.table_names())
 
     def jobs_by_state() -> dict[tuple[str, ...], float]:
-        counts = {(state,): 0.0 for state in ("running", "completed", "failed", "stopped")}
+        counts = {(state,): 0.0 for state in ("queued", "running", "completed", "failed", "stopped")}
         if "training_jobs" in tables():
             for state, count in query("SELECT state, COUNT(*) FROM training_jobs GROUP BY state"):
                 counts[(state,)] = float(count)

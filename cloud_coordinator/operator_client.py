@@ -345,4 +345,9 @@ def job_to_dict(job: training_pb2.Job) -> dict[str, Any]:
         "app_sha256": job.app_sha256,
         "run_config": config_from_proto(job.run_config),
         "published_models": list(job.published_models),
+        "study": job.spec.study or "default",
+        # While queued: its place (1 is next) and why it waits; once placed, the sites it runs on.
+        "position": job.queue_position or None,
+        "reason": job.queue_reason or None,
+        "placed_sites": list(job.placed_sites),
     }

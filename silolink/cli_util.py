@@ -121,6 +121,19 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?$", re.IGNORECASE)
+_UNITS = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+          "tb": 10**12}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """``8GiB``, ``512MiB``, ``4096`` (bytes) into bytes; InvalidArgument otherwise."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise errors.InvalidArgument(f"{text!r} is not a size such as 8GiB or 512MiB")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 
 

@@ -345,8 +345,9 @@ class AnalyticsConfig(Settings):
 class SiteStudiesConfig(Settings):
     """How this site takes queued work of its studies (``[studies]`` in agent.toml)."""
 
-    # Decline a job offered from the queue while the host's one-minute load average per CPU
-    # is above this (the site is busy with its own work); the scheduler places it elsewhere.
+    # Decline a job offered from the queue that asks for room here (CPU, memory or GPUs) while
+    # the host's one-minute load average per CPU is above this (the site is busy with its own
+    # work); the scheduler places it elsewhere or waits.
     busy_load_per_cpu: float = setting(2.0, min=0.0, max=1000.0)
 
 

@@ -16,8 +16,15 @@ import click
 from cloud_coordinator.operator_client import OperatorClient, OperatorCredentials
 from silolink.polling import wait_for
 
-# Quick heartbeats so the demo shows live state within a second.
-DEMO_ENV = {"SILOLINK_COORDINATOR_HEARTBEAT_INTERVAL_S": "1", "SILOLINK_AGENT_RECONNECT_MAX_S": "2"}
+# Quick heartbeats so the demo shows live state within a second. Every demo site shares this
+# one host: the work queue places jobs by what sites declare, not by the host's load average.
+DEMO_ENV = {
+    "SILOLINK_COORDINATOR_HEARTBEAT_INTERVAL_S": "1",
+    "SILOLINK_AGENT_RECONNECT_MAX_S": "2",
+    "SILOLINK_COORDINATOR_SCHEDULING__HEARTBEAT_LOAD": "false",
+    "SILOLINK_COORDINATOR_SCHEDULING__TICK_S": "0.2",
+    "SILOLINK_AGENT_STUDIES__BUSY_LOAD_PER_CPU": "1000",
+}
 
 
 def say(command: str) -> None:

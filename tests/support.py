@@ -11,7 +11,7 @@ from cloud_coordinator.operator_client import OperatorClient, OperatorCredential
 from edge_agent import enroll as enroll_mod
 from edge_agent.daemon import Agent
 from edge_agent.daemon import load_config as load_agent_config
-from silolink.config import SchedulingConfig
+from silolink.config import SchedulingConfig, SiteStudiesConfig
 from silolink.polling import wait_for  # noqa: F401 - re-exported for tests
 
 # Fast timings so tests see heartbeats, reconnects and staleness within a second or two.
@@ -30,6 +30,8 @@ AGENT_TEST_SETTINGS = dict(
     reconnect_initial_s=0.05,
     reconnect_max_s=0.5,
     shutdown_grace_s=0.5,
+    # Tests share one busy host: its load average says nothing about a site's room.
+    studies=SiteStudiesConfig(busy_load_per_cpu=1000.0),
 )
 
 

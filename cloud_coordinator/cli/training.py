@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from silolink.cli_util import echo_json, handle_errors, table
+from silolink.cli_util import echo_json, handle_errors, parse_duration_s, parse_size, table
 
 from ..operator_client import OperatorClient
 from .options import json_option, operator_options
@@ -93,14 +93,31 @@ def train() -> None:
 @click.option(
     "--hidden", type=HiddenLayers(), default=None, help="Sets hidden: the tabular model's layers, e.g. 64,32."
 )
+@click.option("--study", default="", help="The study the job belongs to (default: the default study).")
+@click.option("--cpu", type=click.FloatRange(min=0.0), help="CPUs the job needs at each site (reserved while it runs).")
+@click.option("--memory", help="Memory the job needs at each site, e.g. 4GiB (reserved while it runs).")
+@click.option("--gpus", type=click.IntRange(0, 1024), help="GPUs the job needs at each site (reserved while it runs).")
+@click.option("--duration", help="How long the job expects to run, e.g. 90m or 2h (default 1h): sites' time "
+              "windows and daily budgets are checked against it.")  # fmt: skip
+@click.option("--priority", type=int, help="Priority within the study: higher goes first.")
+@click.option("--max-sites", type=click.IntRange(1), help="The most sites the job takes (default: all with room).")
+@click.option("--privacy-noise", type=click.FloatRange(min=0.0, min_open=True),
+              help="An app of your own that adds Gaussian noise: its noise multiplier, declared to the sites, "
+              "which spend the job's epsilon from their privacy budgets.")  # fmt: skip
+@click.option("--privacy-rounds", type=click.IntRange(1, 100_000),
+              help="With --privacy-noise: how many noised rounds the app releases.")  # fmt: skip
+@click.option("--privacy-delta", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              help="With --privacy-noise: the delta its epsilon is stated at (default 1e-5).")  # fmt: skip
 @click.option("--watch", is_flag=True, help="Follow the job until it ends; exit non-zero if it fails.")
 @json_option
 @operator_options
 @handle_errors
 def start(client: OperatorClient, app_ref, dataset, sites, run_config, timeout, rounds, strategy, min_sites,
           round_timeout, local_epochs, lr, proximal_mu, server_lr, dp_noise, dp_clip, model_name, secagg, hidden,
+          study, cpu, memory, gpus, duration, priority, max_sites, privacy_noise, privacy_rounds, privacy_delta,
           watch, as_json) -> None:  # fmt: skip
-    """Start a federated training job: the app's ServerApp runs here, unchanged, against the sites."""
+    """Queue a federated training job: once its sites have room, the app's ServerApp runs here, unchanged,
+    against the sites that took it."""
     name, _, version = app_ref.partition(":")
     flags = dict(
         rounds=rounds,
@@ -116,12 +133,22 @@ def start(client: OperatorClient, app_ref, dataset, sites, run_config, timeout, 
         secure_aggregation=secagg or None,
         hidden_units=hidden or None,
         timeout_s=timeout,
+        cpu=cpu,
+        memory_bytes=parse_size(memory) if memory else None,
+        gpus=gpus,
+        expected_duration_s=parse_duration_s(duration) if duration else None,
+        priority=priority,
+        max_sites=max_sites,
+        privacy_noise_multiplier=privacy_noise,
+        privacy_rounds=privacy_rounds,
+        privacy_delta=privacy_delta,
     )
     job = client.start_training(
         app=name,
         app_version=version,
         dataset=dataset,
         sites=list(sites),
+        study=study,
         model_name=model_name,
         run_config=dict(run_config),
         **{k: v for k, v in flags.items() if v is not None},  # only what was given: the app's defaults stand
@@ -131,8 +158,8 @@ def start(client: OperatorClient, app_ref, dataset, sites, run_config, timeout, 
     if as_json:
         echo_json(job)
     elif not watch:
-        click.echo(f"job {job['job']} started: app {job['spec']['app']}:{job['app_version']}; "
-                   f"follow it with: cloud-coordinator train status {job['job']} --watch")  # fmt: skip
+        click.echo(f"job {job['job']} {placement(job)}: app {job['spec']['app']}:{job['app_version']}, study "
+                   f"{job['study']}; follow it with: cloud-coordinator train status {job['job']} --watch")  # fmt: skip
     if watch:
         _final(job, as_json)
 
@@ -185,9 +212,10 @@ def list_(client: OperatorClient, as_json: bool) -> None:
     if as_json:
         echo_json(jobs)
         return
-    rows = [[j["job"], j["state"], f"{j['spec']['app']}:{j['app_version']}", j["spec"]["dataset"], j["model"],
-             j["created_at"]] for j in jobs]  # fmt: skip
-    click.echo(table(["JOB", "STATE", "APP", "DATASET", "MODEL", "STARTED"], rows))
+    rows = [[j["job"], j["state"] + (f" ({j['position']})" if j.get("position") else ""), j["study"],
+             f"{j['spec']['app']}:{j['app_version']}", j["spec"]["dataset"], j["model"], j["created_at"]]
+            for j in jobs]  # fmt: skip
+    click.echo(table(["JOB", "STATE", "STUDY", "APP", "DATASET", "MODEL", "SUBMITTED"], rows))
 
 
 @train.command()
@@ -196,12 +224,22 @@ def list_(client: OperatorClient, as_json: bool) -> None:
 @operator_options
 @handle_errors
 def stop(client: OperatorClient, job_id: str, as_json: bool) -> None:
-    """Stop a running job."""
+    """Stop a running job, or take a queued one out of the queue."""
     job = client.stop_job(job_id)
     if as_json:
         echo_json(job)
         return
     click.echo(f"job {job['job']} {job['state']}")
+
+
+def placement(job: dict) -> str:
+    """Where a job is: "queued (position 2): why it waits", or "running on a, b"."""
+    if job["state"] == "queued":
+        where = f" (position {job['position']})" if job.get("position") else ""
+        return f"queued{where}: {job['reason']}" if job.get("reason") else f"queued{where}"
+    if job["state"] == "running" and job.get("placed_sites"):
+        return f"running on {', '.join(job['placed_sites'])}"
+    return job["state"]
 
 
 def planned_rounds(job: dict) -> int | None:
@@ -216,8 +254,13 @@ def follow(client: OperatorClient, job_id: str, quiet: bool = False, interval_s:
     shown = 0
     with click.progressbar(length=planned_rounds(job) or 0, label=f"job {job_id}", file=sys.stderr,
                            hidden=quiet or not planned_rounds(job)) as bar:  # fmt: skip
+        waiting = ""
         while True:
-            done = [r for r in job["rounds"] if _complete(r)] if job["state"] == "running" else job["rounds"]
+            if job["state"] == "queued" and not quiet and placement(job) != waiting:
+                waiting = placement(job)
+                click.echo(f"\njob {job_id} {waiting}", err=True)
+            active = job["state"] in ("queued", "running")
+            done = [r for r in job["rounds"] if _complete(r)] if active else job["rounds"]
             for record in done[shown:]:
                 if not quiet:
                     click.echo("\n" + round_line(record), err=True)
@@ -262,7 +305,10 @@ def show(job: dict) -> None:
     planned = planned_rounds(job)
     version = f":{job['app_version']}" if job.get("app_version") else ""
     click.echo(f"job {job['job']}: {job['state']}  app {spec['app']}{version} on {spec['dataset']}{strategy}{layers}, "
-               f"{len(job['rounds'])}/{planned or '?'} rounds, sites {', '.join(spec['sites'])}")  # fmt: skip
+               f"{len(job['rounds'])}/{planned or '?'} rounds, sites {', '.join(spec['sites'])}, "
+               f"study {job.get('study') or 'default'}")  # fmt: skip
+    if job["state"] in ("queued", "running"):
+        click.echo(placement(job))
     if job.get("run_config"):
         click.echo("run_config: " + ", ".join(f"{k}={v!r}" for k, v in sorted(job["run_config"].items())))
     if job.get("resumed"):

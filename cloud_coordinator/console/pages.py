@@ -18,11 +18,11 @@ from silolink.cli_util import parse_tags
 from ..analytics.client import OUTCOMES, AnalyticsClient
 from ..cli.exchange import ExchangeAdmin
 from ..registry.client import RegistryClient
-from . import views
+from . import queue_page, views
 from .web import Console, Context
 
 SITE_STATES = ("online", "offline", "pending", "revoked")
-JOB_STATES = ("running", "completed", "failed", "stopped")
+JOB_STATES = ("queued", "running", "completed", "failed", "stopped")
 ACTIVE_ROLLOUT_STATES = {"held", "pending", "downloading", "verified", "awaiting_approval"}
 
 
@@ -386,6 +386,8 @@ def routes(console: Console) -> list[Route]:
         Route("/training/{job}/rounds.json", page(job_rounds)),
         Route("/training/{job}/log", page(job_log)),
         Route("/training/{job}/stop", action(stop_job), methods=["POST"]),
+        Route("/queue", page(queue_page.queue)),
+        Route("/live/queue", page(queue_page.queue_fragment)),
         Route("/models", page(models)),
         Route("/models/{name}/{version}", page(model_detail)),
         Route("/models/{name}/{version}/live", page(rollout_live)),

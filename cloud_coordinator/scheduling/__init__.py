@@ -33,7 +33,8 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
         decline_cooldown_s=cfg.decline_cooldown_s,
     )  # fmt: skip
     coordinator.queue = queue  # type: ignore[attr-defined]
-    queue.start()
+    # The loop starts when the first capability registers its launcher (queue.register), so
+    # work restored from the database is never placed before something can launch it.
     coordinator.on_stopping(queue.stop)
 
     def by_study(state: str) -> dict[str, float]:

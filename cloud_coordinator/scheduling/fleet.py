@@ -180,11 +180,21 @@ class Fleet:
         spent = np.where(self.spent_day[row, :n] == today, self.spent_s[row, :n], 0.0)
         free = Free(
             usable=self.online[:n] & self.active[:n] & (self.st_jobs[row, :n] + 1 <= self.sh_jobs[row, :n]),
-            cpu=np.minimum(
-                self.sh_cpu[row, :n] - self.st_cpu[row, :n], self.total_cpu[:n] - self.used_cpu[:n] - self.ext_cpu[:n]
+            # Never below zero: a host loaded past its CPUs still has room for a job that
+            # reserves nothing (one that declares no needs in the default study).
+            cpu=np.maximum(
+                np.minimum(
+                    self.sh_cpu[row, :n] - self.st_cpu[row, :n],
+                    self.total_cpu[:n] - self.used_cpu[:n] - self.ext_cpu[:n],
+                ),
+                0.0,
             ),
-            memory=np.minimum(
-                self.sh_mem[row, :n] - self.st_mem[row, :n], self.total_mem[:n] - self.used_mem[:n] - self.ext_mem[:n]
+            memory=np.maximum(
+                np.minimum(
+                    self.sh_mem[row, :n] - self.st_mem[row, :n],
+                    self.total_mem[:n] - self.used_mem[:n] - self.ext_mem[:n],
+                ),
+                0.0,
             ),
             gpus=np.minimum(self.sh_gpu[row, :n] - self.st_gpu[row, :n], self.total_gpu[:n] - self.used_gpu[:n]),
             open_s=self.open_for(t)[self.win_id[row, :n]],

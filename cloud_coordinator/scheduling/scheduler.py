@@ -201,6 +201,16 @@ class Scheduler:
         self._queue_version += 1
         return None
 
+    def requeue(self, job_id: str) -> bool:
+        """Put a placed job back in the queue, in its old place (its launcher is not there yet)."""
+        run = self._running.pop(job_id, None)
+        if run is None:
+            return False
+        self._release(run, np.ones(len(run.columns), dtype=bool), refund_s=run.charged_s)
+        self._queued[job_id] = run.queued or _Queued(run.needs, run.seq)
+        self._queue_version += 1
+        return True
+
     def shrink(self, job_id: str, site: str) -> int:
         """A running job loses ``site`` (it left the study mid-job): release it there; the job
         goes on with the rest (or fails, the caller's call). The sites it still holds."""

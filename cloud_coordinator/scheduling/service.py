@@ -87,7 +87,12 @@ class WorkQueue:
     # --- capabilities ------------------------------------------------------------------
 
     def register(self, kind: str, launcher: Launcher) -> None:
+        """Launch ``kind`` work with ``launcher``; restored jobs nobody can hold fail now."""
         self._launchers[kind] = launcher
+        self.fail_orphans()
+        if self._thread is None:  # the first capability is ready: place work from now on
+            self.start()
+        self._wake.set()
 
     def submit(self, kind: str, needs: JobNeeds, offer: Offer = Offer()) -> int:
         """Queue a job; its position. FailedPrecondition at once if no sites could ever hold it."""
@@ -112,13 +117,17 @@ class WorkQueue:
 
     def position(self, job_id: str) -> tuple[int, str] | None:
         """A queued job's place and why it waits; None once it is placed or unknown."""
+        return self.positions([job_id]).get(job_id)
+
+    def positions(self, job_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """Of ``job_ids``, each queued job's place and why it waits (one look at the queue)."""
         with self._lock:
-            if not self.scheduler.is_queued(job_id):
-                return None
-            for waiting in self.scheduler.waiting(self._clock()):
-                if waiting.job_id == job_id:
-                    return waiting.position, waiting.reason
-        return None
+            if not any(self.scheduler.is_queued(job_id) for job_id in job_ids):
+                return {}
+            wanted = set(job_ids)
+            return {
+                w.job_id: (w.position, w.reason) for w in self.scheduler.waiting(self._clock()) if w.job_id in wanted
+            }
 
     def snapshot(self) -> tuple[list[Waiting], list[Placement], dict[str, float]]:
         with self._lock:
@@ -127,6 +136,19 @@ class WorkQueue:
             waiting, running = self.scheduler.waiting(now), self.scheduler.running()
             shares = {s: self.scheduler.dominant_share(s) for s in self._studies.weights()}
         return waiting, running, shares
+
+    def known(self) -> set[str]:
+        """Every job the queue holds, queued or placed."""
+        with self._lock:
+            return {entry.job_id for entry in self._store.entries()}
+
+    def placement(self, job_id: str) -> tuple[str, ...] | None:
+        """The sites a placed job holds now (fewer once a site left its study); None if not placed."""
+        with self._lock:
+            for placement in self.scheduler.running():
+                if placement.job_id == job_id:
+                    return placement.sites
+        return None
 
     def needs_of(self, job_id: str) -> JobNeeds | None:
         with self._lock:
@@ -181,6 +203,12 @@ class WorkQueue:
             cpu=needs.cpu if needs else 0, memory_bytes=needs.memory_bytes if needs else 0,
             gpus=needs.gpus if needs else 0, expected_duration_s=needs.duration_s if needs else 0,
         )  # fmt: skip
+        kind = self._kinds.get(placement.job_id, "")
+        if kind not in self._launchers:  # restored before its capability registered: wait for it
+            with self._lock:
+                self.scheduler.requeue(placement.job_id)
+            log.debug("job %s waits for a launcher of %s work", placement.job_id, kind or "its")
+            return None
         futures: dict[str, concurrent.futures.Future | None] = {}
         for site in placement.sites:
             try:
@@ -210,7 +238,6 @@ class WorkQueue:
             if current is None:
                 return None  # back in the queue, in its place
             self._store.placed(current.job_id, list(current.sites), now)
-            kind = self._kinds.get(current.job_id, "")
         launcher = self._launchers.get(kind)
         try:
             if launcher is None:
@@ -228,7 +255,10 @@ class WorkQueue:
     # --- the fleet ---------------------------------------------------------------------
 
     def _changed(self, site: str, study: str) -> None:
-        """A site accepted, re-declared or left a study: new capacity; jobs there lose it."""
+        """A site accepted, re-declared or left a study: new capacity; jobs there lose it.
+
+        A job left with fewer than its minimum of sites fails, saying which site left."""
+        too_few: list[tuple[str, str]] = []
         with self._lock:
             self._refreshed_at = -1e18
             if self._studies.in_study(study, site):
@@ -237,9 +267,22 @@ class WorkQueue:
                 if placement.study == study and site in placement.sites:
                     left = self.scheduler.shrink(placement.job_id, site)
                     self._store.placed(placement.job_id, [s for s in placement.sites if s != site], self._clock())
+                    needs = self.needs_of(placement.job_id)
+                    minimum = needs.min_sites if needs else 1
+                    if left < minimum:
+                        too_few.append((placement.job_id, f"site {site} left study {study!r} mid-job; {left} site(s) "
+                                        f"remain and the job needs at least {minimum}"))  # fmt: skip
+                        continue
                     log.info(
                         "site %s left study %s: job %s goes on with %d site(s)", site, study, placement.job_id, left
                     )
+        for job_id, reason in too_few:
+            log.info("job %s fails: %s", job_id, reason)
+            kind = self._kinds.get(job_id, "")
+            self.finish(job_id)
+            launcher = self._launchers.get(kind)
+            if launcher is not None:
+                launcher.fail(job_id, reason)
         self._wake.set()
 
     def _refresh(self, force: bool = False) -> None:

@@ -19,7 +19,7 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     from silolink.rpc.guard import fixed_authenticator
     from silolink.rpc.server import bind, build_server
 
-    from .jobs import JobService
+    from .jobs import KIND, JobService
     from .servicer import JobRunnerServicer, TrainingServicer, operator_mount, runner_mount
     from .store import JobStore
 
@@ -49,6 +49,8 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
         register,
         getattr(coordinator, "apps", None),
         coordinator.config.training,
+        queue=getattr(coordinator, "queue", None),
+        studies=getattr(coordinator, "studies", None),
     )
     runner_server, _ = build_server(
         [runner_mount(JobRunnerServicer(jobs))],
@@ -61,6 +63,8 @@ def attach(coordinator: Coordinator) -> list[ServiceMount]:
     jobs.runner_address = f"127.0.0.1:{port}"
     coordinator.training = jobs
     jobs.resume_all()
+    if jobs.queue is not None:  # from now on the queue places training jobs
+        jobs.queue.register(KIND, jobs.launcher())
 
     # Job processes stop before the agents' streams close, so no job mistakes the
     # coordinator's own shutdown for its sites failing; their jobs resume on the next start.

@@ -7,9 +7,15 @@ and reports its rounds, models and end through the coordinator's JobRunnerServic
 loopback, authenticated by a one-time token per process; only the coordinator writes the
 job's state. The process's stdout, stderr and logging go to the job's ``server.log``.
 
+A job belongs to a study and goes through the coordinator's work queue
+(``cloud_coordinator.scheduling``): ``start`` authorizes the caller in the study, submits
+what the job needs at each site and returns the job ``queued``; when the queue places it,
+the sites that accepted the offer are the job's nodes, exactly, and the job process starts.
+When the job ends the queue releases its sites.
+
 A coordinator restart resumes running jobs: the job process starts again and the
 ServerApp continues from its last checkpointed round (see ``observe`` and
-``silolink.serverapp``).
+``silolink.serverapp``); the queue keeps their reservations and the queued jobs.
 """
 
 from __future__ import annotations
@@ -28,23 +34,28 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from silolink import errors
 from silolink.config import CoordinatorTrainingConfig
 from silolink.gen.training.v1 import training_pb2 as pb
+from silolink.identity import Identity
 from silolink.protos import config_to_proto
 
 from ..control.hub import ControlHub
+from ..scheduling.model import GIB, JobNeeds
+from ..scheduling.service import Launcher, Offer
 from ..sites import selector as site_selector
 from ..sites.service import SiteService
 from . import checkpoints, runconfig
-from .store import Job, JobSpec, JobStore, RoundRecord
+from .store import FINAL, Job, JobSpec, JobStore, RoundRecord
 
 if TYPE_CHECKING:
     from ..apps.registry import AppRegistry
+    from ..scheduling.service import WorkQueue
+    from ..studies.service import StudyService
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
@@ -54,6 +65,10 @@ LOG_FILE = "server.log"
 MAX_LOG_READ = 1 << 20
 LOGS_COMMAND = "cloud-coordinator train logs"
 EXIT_ORPHANED = 75  # the job process found its coordinator gone (it wrote nothing)
+KIND = "training"  # the work queue's name for this capability's jobs
+DEFAULT_STUDY = "default"
+DEFAULT_DURATION_S = 3600.0
+DEFAULT_DP_DELTA = 1e-5  # the built-in tabular app's accountant states its epsilon at this delta
 
 
 def node_id(site: str) -> int:
@@ -83,6 +98,8 @@ class JobService:
         register_model: RegisterModel | None,
         apps: AppRegistry | None = None,
         config: CoordinatorTrainingConfig | None = None,
+        queue: WorkQueue | None = None,
+        studies: StudyService | None = None,
     ) -> None:
         self._store = store
         self._sites = sites
@@ -92,15 +109,22 @@ class JobService:
         self._register_model = register_model
         self._apps = apps
         self._config = config or CoordinatorTrainingConfig()
+        self.queue = queue  # the work queue: jobs wait there until their sites have room
+        self._studies = studies
         self._processes: dict[str, _Process] = {}
         self._tasks: dict[str, pb.FlowerTask] = {}  # job id -> what every FlowerTask of the job carries
         self._lock = threading.Lock()
+        self._admission = threading.Lock()
         self._shutting_down = False
         self.runner_address = ""  # set once the runner service listens
 
     # --- operator side ---------------------------------------------------------------
 
-    def start(self, spec: JobSpec, actor: str) -> Job:
+    def start(self, spec: JobSpec, caller: Identity | str) -> Job:
+        """Check the job, authorize ``caller`` in its study and queue it: the job as queued,
+        with its place. FailedPrecondition at once if too few sites match or no sites could
+        ever hold it."""
+        actor = str(caller)
         self._check(spec)
         if self._apps is None:
             raise errors.FailedPrecondition("this coordinator runs without the app registry; no job can start")
@@ -108,39 +132,119 @@ class JobService:
         config = runconfig.effective(app.ref, app.config, spec)
         if app.builtin:
             runconfig.check_tabular(config)
+            if spec.privacy_noise_multiplier:
+                raise errors.InvalidArgument(
+                    f"app {app.ref} declares its differential privacy itself (--dp-noise, --dp-clip and --rounds); "
+                    "--privacy-noise is for apps of your own"
+                )
+        study = DEFAULT_STUDY
+        if self._studies is not None and not isinstance(caller, str):
+            study = self._studies.authorize(spec.study, caller, "analyst")
+        elif spec.study and spec.study != DEFAULT_STUDY:
+            raise errors.FailedPrecondition("this coordinator runs without studies; leave --study out")
         min_sites = spec.min_sites or config.get("min-sites", 1)
+        min_sites = max(1, min_sites if isinstance(min_sites, int) else 1)
         matched = self._chosen(spec)
-        if len(matched) < max(1, min_sites if isinstance(min_sites, int) else 1):
-            which = ", ".join(matched) or "none"
+        inside, outside = self._studies.scope(study, matched) if self._studies is not None else (matched, [])
+        if len(inside) < min_sites:
+            which = ", ".join(inside) or "none"
+            left_out = f"; not in study {study!r}: {', '.join(outside)}" if outside else ""
             raise errors.FailedPrecondition(
-                f"only {len(matched)} enrolled site(s) match {', '.join(spec.sites)} ({which}); "
+                f"only {len(inside)} enrolled site(s) match {', '.join(spec.sites)} ({which}){left_out}; "
                 f"the job needs at least {min_sites} (--min-sites)"
             )
         job_id = uuid.uuid4().hex[:12]
+        spec = replace(spec, study=study)
         job = self._store.create(job_id, spec, actor, app.version, app.sha256, config)
-        self._audit(actor, "training.start", job_id, app=app.ref, sha256=app.sha256, dataset=spec.dataset,
-                    sites=list(spec.sites), run_config=sorted(config))  # fmt: skip
+        # Held until the job is audited as started, so its placement is never recorded first.
+        with self._admission:
+            if self.queue is None:  # a coordinator built without the work queue: start at once
+                self._store.placed(job_id, inside)
+                self._spawn(job_id)
+            else:
+                needs = self.needs(job_id, spec, min_sites, inside)
+                try:
+                    self.queue.submit(KIND, needs, Offer(spec.dataset, spec.app))
+                except errors.SiloError:
+                    self._store.delete_unstarted(job_id)  # refused at once: the job never existed
+                    raise
+            self._audit(actor, "training.start", job_id, app=app.ref, sha256=app.sha256, dataset=spec.dataset,
+                        sites=list(spec.sites), run_config=sorted(config), study=study)  # fmt: skip
+        return self.get(job.id)
+
+    @staticmethod
+    def needs(job_id: str, spec: JobSpec, min_sites: int, sites: list[str]) -> JobNeeds:
+        """What the queue reserves for the job at each site it runs on.
+
+        A job that declares no CPU, memory or GPUs: in the default study it reserves none
+        (it starts as soon as its sites are online, as before studies existed); in any other
+        study it reserves 1 CPU and 1 GiB, so a site's share for the study is kept.
+        """
+        declared = bool(spec.cpu or spec.memory_bytes or spec.gpus)
+        default = spec.study in ("", DEFAULT_STUDY)
+        cpu = spec.cpu or (0.0 if default and not declared else 1.0)
+        memory = spec.memory_bytes or (0 if default and not declared else GIB)
+        return JobNeeds(
+            job_id, spec.study or DEFAULT_STUDY, cpu=cpu, memory_bytes=memory, gpus=spec.gpus,
+            duration_s=spec.expected_duration_s or DEFAULT_DURATION_S, min_sites=min_sites,
+            max_sites=spec.max_sites, priority=spec.priority, sites=tuple(sites),
+        )  # fmt: skip
+
+    def launcher(self) -> Launcher:
+        """How the work queue starts a placed training job and fails one it cannot keep."""
+        return Launcher(self._launch, self._queue_failed)
+
+    def _launch(self, job_id: str, sites: list[str]) -> None:
+        """The queue placed the job on ``sites`` (each said yes): run its process against them."""
+        with self._admission:
+            job = self._store.placed(job_id, sites)
+        self._audit("coordinator", "training.place", job_id, study=job.spec.study, sites=sites)
+        log.info("training job %s placed on %s", job_id, ", ".join(sites))
         self._spawn(job_id)
-        return job
+
+    def _queue_failed(self, job_id: str, reason: str) -> None:
+        """The queue gave up on the job (its sites left the study, or none can hold it any more)."""
+        threading.Thread(target=self._terminate, args=(job_id,), name=f"stop-{job_id}", daemon=True).start()
+        self._fail(job_id, reason)
 
     def stop(self, job_id: str, actor: str) -> Job:
         job = self._store.get(job_id, with_rounds=False)
-        if job.state != "running":
+        if job.state in FINAL:
             raise errors.FailedPrecondition(f"job {job_id} is already {job.state}")
         job = self._store.finish(job_id, "stopped", error=f"stopped by {actor}")
         self._audit(actor, "training.stop", job_id)
         self._terminate(job_id)
-        self._ended(job)
-        return job
+        return self._ended(job)
 
     def get(self, job_id: str) -> Job:
-        return self._store.get(job_id)
+        return self._with_queue([self._store.get(job_id)])[0]
 
     def list(self) -> list[Job]:
-        return self._store.list()
+        return self._with_queue(self._store.list())
 
     def page(self, state: str, dataset: str, offset: int, limit: int | None) -> tuple[list[Job], int, dict[str, int]]:
-        return self._store.page(state, dataset, offset, limit)
+        jobs, total, counts = self._store.page(state, dataset, offset, limit)
+        return self._with_queue(jobs), total, counts
+
+    def _with_queue(self, jobs: list[Job]) -> list[Job]:
+        """Queued jobs with their place in the queue and why they wait; running ones with the
+        sites they hold now."""
+        if self.queue is None:
+            return jobs
+        places = self.queue.positions([job.id for job in jobs if job.state == "queued"])
+        return [self._placed(job, places) for job in jobs]
+
+    def _placed(self, job: Job, places: dict[str, tuple[int, str]]) -> Job:
+        if job.state == "queued":
+            found = places.get(job.id)
+            if found is not None:
+                return replace(job, queue_position=found[0], queue_reason=found[1])
+            return replace(job, queue_reason="its sites are being asked whether they take it")
+        if job.state == "running":
+            held = self.queue.placement(job.id)
+            if held is not None and list(held) != job.placed_sites:
+                return replace(job, placed_sites=list(held))
+        return job
 
     def read_logs(self, job_id: str, offset: int, max_bytes: int = 0) -> tuple[bytes, int, bool]:
         """(output from ``offset``, the next offset, whether the job ended and all was read)."""
@@ -157,10 +261,17 @@ class JobService:
         except FileNotFoundError:
             data, size = b"", 0
         next_offset = min(offset, size) + len(data)
-        return data, next_offset, job.state != "running" and next_offset >= size
+        return data, next_offset, job.state in FINAL and next_offset >= size
 
     def resume_all(self) -> None:
-        """After a restart: resume each job that was running, or fail it with the reason."""
+        """After a restart: queued jobs wait on (the queue kept them); resume each job that was
+        running, or fail it with the reason."""
+        kept = self.queue.known() if self.queue is not None else set()
+        for job in self._store.queued():
+            if job.id not in kept:
+                self._fail(
+                    job.id, "the work queue lost this job (the coordinator stopped as it was queued); start it again"
+                )
         for job in self._store.running():
             count = self._store.mark_resumed(job.id)
             if count > MAX_RESUMES:
@@ -209,15 +320,23 @@ class JobService:
         return str(self._apps.blob_path(app.sha256).relative_to(self._root)), app.serverapp
 
     def nodes(self, job: Job) -> list[tuple[int, str]]:
-        return [(node_id(name), name) for name in self._chosen(job.spec) if self._hub.is_connected(name)]
+        """The job's connected sites: those the queue placed it on (and still holds)."""
+        return [(node_id(name), name) for name in self._sites_of(job) if self._hub.is_connected(name)]
+
+    def _sites_of(self, job: Job) -> list[str]:
+        held = self.queue.placement(job.id) if self.queue is not None else None
+        if held is not None:
+            return list(held)
+        if not job.spec.study:  # started before the work queue existed: every site it selects
+            return self._chosen(job.spec)
+        return job.placed_sites
 
     def _chosen(self, spec: JobSpec) -> list[str]:
         """The enrolled, unrevoked sites the job's selectors pick (the same syntax as queries)."""
         return site_selector.choose(self._sites.list_sites(), [site_selector.parse(s) for s in spec.sites])
 
     def exchange(self, job: Job, site: str, message: bytes, timeout_s: float) -> bytes:
-        chosen = site_selector.choose([self._sites.get_site(site)], [site_selector.parse(s) for s in job.spec.sites])
-        if not chosen or not self._hub.is_connected(site):
+        if site not in self._sites_of(job) or not self._hub.is_connected(site):
             raise errors.FailedPrecondition(f"site {site} is not a connected site of job {job.id}")
         task = pb.FlowerTask()
         task.CopyFrom(self._task_template(job))
@@ -242,7 +361,11 @@ class JobService:
                 app_version="" if builtin else job.app_version,
                 app_sha256="" if builtin else job.app_sha256,
                 run_config=config_to_proto(job.run_config),
+                study=job.spec.study or DEFAULT_STUDY,
             )
+            noise, rounds, delta = privacy_declared(job, builtin)
+            if noise > 0:
+                template.dp_noise_multiplier, template.dp_rounds, template.dp_delta = noise, rounds, delta
             with self._lock:
                 self._tasks[job.id] = template
         return template
@@ -272,8 +395,7 @@ class JobService:
             model = self.publish(job, model_path, "", "")
         done = self._store.finish(job.id, "completed", model=model)
         self._audit("coordinator", "training.complete", job.id, model=done.model, rounds=len(done.rounds))
-        self._ended(done)
-        return done
+        return replace(done, placed_sites=self._ended(done).placed_sites)
 
     def _job_file(self, job: Job, relative: str) -> Path:
         path = (self._root / relative).resolve()
@@ -286,17 +408,23 @@ class JobService:
         if job.error == reason:  # not already ended otherwise
             self._audit("coordinator", "training.fail", job_id, reason=reason[:500])
             log.info("training job %s failed: %s", job_id, reason)
-        self._ended(job)
-        return job
+        return self._ended(job)
 
-    def _ended(self, job: Job) -> None:
-        """Tell the job's sites it ended (best effort), so they drop its ClientApp state."""
+    def _ended(self, job: Job) -> Job:
+        """Release the job's place in the queue; tell its sites it ended (best effort), so they
+        drop its ClientApp state. The job as it ended, with the sites it held last."""
         with self._lock:
             self._tasks.pop(job.id, None)
         try:
-            sites = [s for s in self._chosen(job.spec) if self._hub.is_connected(s)]
+            sites = self._sites_of(job)
         except errors.SiloError:
-            return
+            sites = []
+        if self.queue is not None and not self._shutting_down:
+            if job.spec.study and sites != job.placed_sites:  # a site left its study mid-job
+                self._store.set_placed_sites(job.id, sites)
+                job = replace(job, placed_sites=sites)
+            self.queue.finish(job.id)
+        sites = [s for s in sites if self._hub.is_connected(s)]
         for site in sites:
             try:
                 self._hub.request(site, end_flower_job=pb.EndFlowerJob(job_id=job.id)).add_done_callback(
@@ -304,6 +432,7 @@ class JobService:
                 )
             except errors.SiloError:
                 pass
+        return job
 
     # --- processes ---------------------------------------------------------------------
 
@@ -400,3 +529,34 @@ class JobService:
             raise errors.InvalidArgument("--timeout must be between 1 s and 30 days")
         if spec.rounds and not 1 <= spec.rounds <= 10_000:
             raise errors.InvalidArgument("rounds must be between 1 and 10000")
+        if not (0 <= spec.cpu <= 100_000 and 0 <= spec.gpus <= 1024 and 0 <= spec.memory_bytes <= 1 << 50):
+            raise errors.InvalidArgument("--cpu, --memory and --gpus must be >= 0 (and at most one big host's)")
+        if not 0 <= spec.expected_duration_s <= 30 * 24 * 3600:
+            raise errors.InvalidArgument("--duration must be between 0 (one hour) and 30 days")
+        if spec.max_sites and spec.min_sites and spec.max_sites < spec.min_sites:
+            raise errors.InvalidArgument(f"--max-sites {spec.max_sites} is below --min-sites {spec.min_sites}")
+        if spec.privacy_noise_multiplier or spec.privacy_rounds:
+            if not (spec.privacy_noise_multiplier > 0 and 1 <= spec.privacy_rounds <= 100_000):
+                raise errors.InvalidArgument(
+                    "a job that declares differential privacy gives both --privacy-noise (> 0) and "
+                    "--privacy-rounds (1 to 100000)"
+                )
+            if not 0 <= spec.privacy_delta < 1:
+                raise errors.InvalidArgument("--privacy-delta must be between 0 (1e-5) and 1")
+
+
+def privacy_declared(job: Job, builtin: bool) -> tuple[float, int, float]:
+    """(noise multiplier, rounds, delta) of the job's differential privacy; noise 0 without DP.
+
+    The built-in tabular app adds Gaussian noise when its run_config's ``dp-noise`` is above
+    0, once per round (``num-server-rounds``), its accountant stating epsilon at 1e-5; an app
+    of the user's declares its own (``--privacy-noise``, ``--privacy-rounds``)."""
+    spec = job.spec
+    if spec.privacy_noise_multiplier > 0:
+        return spec.privacy_noise_multiplier, spec.privacy_rounds, spec.privacy_delta or DEFAULT_DP_DELTA
+    if builtin:
+        noise = job.run_config.get("dp-noise", 0.0)
+        rounds = job.run_config.get("num-server-rounds", 0)
+        if isinstance(noise, int | float) and noise > 0 and isinstance(rounds, int) and rounds > 0:
+            return float(noise), rounds, DEFAULT_DP_DELTA
+    return 0.0, 0, 0.0

@@ -19,6 +19,7 @@ from .jobs import JobService, node_id
 from .store import Job, JobSpec, RoundRecord
 
 STATE_TO_PROTO = {
+    "queued": pb.JOB_STATE_QUEUED,
     "running": pb.JOB_STATE_RUNNING,
     "completed": pb.JOB_STATE_COMPLETED,
     "failed": pb.JOB_STATE_FAILED,
@@ -27,13 +28,15 @@ STATE_TO_PROTO = {
 STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
 SPEC_FIELDS = ("rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu",
                "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation",
-               "app_version", "timeout_s")  # fmt: skip
+               "app_version", "timeout_s", "study", "cpu", "memory_bytes", "gpus", "expected_duration_s", "priority",
+               "max_sites", "privacy_noise_multiplier", "privacy_rounds", "privacy_delta")  # fmt: skip
 
 
 def spec_from_proto(spec: pb.JobSpec) -> JobSpec:
     """The request as given: zero or empty settings mean "the app's default"."""
     for field in ("round_timeout_s", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier",
-                  "dp_clipping_norm", "timeout_s"):  # fmt: skip
+                  "dp_clipping_norm", "timeout_s", "cpu", "expected_duration_s", "privacy_noise_multiplier",
+                  "privacy_delta"):  # fmt: skip
         if not math.isfinite(getattr(spec, field)):
             raise errors.InvalidArgument(f"{field} must be a finite number")
     return JobSpec(
@@ -102,6 +105,9 @@ def job_to_proto(job: Job) -> pb.Job:
         run_config=config_to_proto(job.run_config),
         resumed_from_round=job.resumed_from_round,
         published_models=job.published_models,
+        queue_position=job.queue_position,
+        queue_reason=job.queue_reason,
+        placed_sites=job.placed_sites,
     )
 
 
@@ -110,7 +116,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         self._jobs = jobs
 
     def StartJob(self, request: pb.StartJobRequest, context: grpc.ServicerContext):
-        job = self._jobs.start(spec_from_proto(request.spec), actor=str(current_identity()))
+        job = self._jobs.start(spec_from_proto(request.spec), current_identity())
         return pb.StartJobResponse(job=job_to_proto(job))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext):

@@ -16,7 +16,8 @@ from silolink import errors
 from silolink.db import Database, Migrations, SqliteStore
 
 migrations = Migrations("coordinator.training")
-STATES = ("running", "completed", "failed", "stopped")
+STATES = ("queued", "running", "completed", "failed", "stopped")
+FINAL = ("completed", "failed", "stopped")
 
 
 @migrations()
@@ -66,6 +67,12 @@ def m002_apps(db: Database) -> None:
     db["training_rounds"].add_column("server_metrics", str, not_null_default="{}")
 
 
+@migrations()
+def m003_queue(db: Database) -> None:
+    """Jobs wait in the work queue first; a placed job runs on exactly the sites it was given."""
+    db["training_jobs"].add_column("placed_sites", str, not_null_default="[]")
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What the operator asked for. The settings from ``rounds`` to ``hidden_units`` are
@@ -91,6 +98,18 @@ class JobSpec:
     app_version: str = ""
     run_config: dict[str, Any] = field(default_factory=dict)  # the operator's overrides
     timeout_s: float = 0.0  # 0: the coordinator's default
+    # The study, and what the job needs at each site (zero: not declared; see JobService.needs).
+    study: str = ""
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    gpus: int = 0
+    expected_duration_s: float = 0.0
+    priority: int = 0
+    max_sites: int = 0
+    # DP declared by an app of the user's (the built-in tabular app declares its own).
+    privacy_noise_multiplier: float = 0.0
+    privacy_rounds: int = 0
+    privacy_delta: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
@@ -130,6 +149,10 @@ class Job:
     run_config: dict[str, Any] = field(default_factory=dict)  # effective: defaults + overrides
     resumed_from_round: int = 0
     published_models: list[str] = field(default_factory=list)
+    placed_sites: list[str] = field(default_factory=list)  # where the queue placed it
+    # While queued (from the work queue, not stored here): its place, 1 next, and why it waits.
+    queue_position: int = 0
+    queue_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -150,7 +173,7 @@ class JobStore(SqliteStore):
                 {
                     "id": job_id,
                     "spec": json.dumps(asdict(spec)),
-                    "state": "running",
+                    "state": "queued",
                     "created_by": created_by,
                     "created_at": now,
                     "updated_at": now,
@@ -197,6 +220,31 @@ class JobStore(SqliteStore):
     def running(self) -> list[Job]:
         with self.lock:
             return [_job(r, []) for r in self.db["training_jobs"].rows_where("state = 'running'")]
+
+    def queued(self) -> list[Job]:
+        with self.lock:
+            return [_job(r, []) for r in self.db["training_jobs"].rows_where("state = 'queued'")]
+
+    def placed(self, job_id: str, sites: list[str]) -> Job:
+        """The queue placed a queued job on ``sites``: it runs now. FailedPrecondition if it is
+        no longer queued (stopped while its sites were being asked)."""
+        with self.atomic():
+            job = self.get(job_id, with_rounds=False)
+            if job.state != "queued":
+                raise errors.FailedPrecondition(f"job {job_id} is {job.state}, not queued")
+            self.db["training_jobs"].update(
+                job_id, {"state": "running", "placed_sites": json.dumps(sites), "updated_at": time.time()}
+            )
+        return self.get(job_id, with_rounds=False)
+
+    def set_placed_sites(self, job_id: str, sites: list[str]) -> None:
+        with self.atomic():
+            self.db["training_jobs"].update(job_id, {"placed_sites": json.dumps(sites)})
+
+    def delete_unstarted(self, job_id: str) -> None:
+        """Forget a job the queue refused at once (it never ran: no rounds, no files)."""
+        with self.atomic():
+            self.db.execute("DELETE FROM training_jobs WHERE id = ? AND state = 'queued'", [job_id])
 
     def rounds(self, job_id: str) -> list[RoundRecord]:
         with self.lock:
@@ -258,7 +306,7 @@ class JobStore(SqliteStore):
             self.db["training_jobs"].update(job_id, {"dp_epsilon": epsilon, "dp_delta": delta})
 
     def finish(self, job_id: str, state: str, error: str = "", model: str = "") -> Job:
-        """Move a running job to its final state; a job already ended keeps its state.
+        """Move a queued or running job to its final state; a job already ended keeps its state.
 
         ``model`` (when given) becomes the job's model; otherwise it keeps the last model
         its ServerApp published.
@@ -266,7 +314,7 @@ class JobStore(SqliteStore):
         assert state in STATES
         with self.atomic():
             job = self.get(job_id, with_rounds=False)
-            if job.state == "running":
+            if job.state not in FINAL:
                 values = {"state": state, "error": error, "updated_at": time.time()}
                 if model:
                     values["model"] = model
@@ -308,4 +356,5 @@ def _job(row: dict[str, Any], rounds: list[RoundRecord]) -> Job:
         run_config=json.loads(row.get("run_config") or "{}"),
         resumed_from_round=row.get("resumed_from_round") or 0,
         published_models=json.loads(row.get("published_models") or "[]"),
+        placed_sites=json.loads(row.get("placed_sites") or "[]"),
     )

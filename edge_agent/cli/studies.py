@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 import click
 
-from silolink import errors
-from silolink.cli_util import echo_json, handle_errors, table
+from silolink.cli_util import echo_json, handle_errors, parse_size, table
 from silolink.gen.studies.v1 import studies_pb2 as pb
 
 from ..client import LocalClient
 from ..studies.client import LocalStudiesClient
 from .options import data_dir_option, json_option
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?$", re.IGNORECASE)
-_UNITS = {"b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6, "gb": 10**9,
-          "tb": 10**12}  # fmt: skip
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise errors.InvalidArgument(f"{text!r} is not a size such as 8GiB or 512MiB")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
 
 
 def _csv(values: tuple[str, ...]) -> list[str]:

@@ -12,13 +12,16 @@ if TYPE_CHECKING:
 
 
 def offers(busy_load_per_cpu: float, load=None):
-    """The answer to a job offered from the queue (after the gate let it in): yes, unless busy."""
+    """The answer to a job offered from the queue (after the gate let it in): yes, unless busy
+    and the job asks for room here."""
     import os
 
     from silolink import errors
     from silolink.gen.studies.v1 import studies_pb2 as pb
 
     def answer(offer: pb.OfferWorkCommand) -> pb.OfferWorkResult:
+        if not (offer.cpu or offer.memory_bytes or offer.gpus):
+            return pb.OfferWorkResult()  # reserves nothing here (the default study's undeclared job): as before
         per_cpu = (load or os.getloadavg)()[0] / (os.cpu_count() or 1)
         if per_cpu > busy_load_per_cpu:
             raise errors.Unavailable(

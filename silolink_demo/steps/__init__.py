@@ -14,7 +14,7 @@ from .inference import score_local_data
 from .registry import roll_out_a_signed_model
 from .setup import enroll_sites, start_agents, start_coordinator
 from .sites import revoke_a_site
-from .studies import run_a_study_with_a_privacy_budget
+from .studies import queue_training_in_a_study, run_a_study_with_a_privacy_budget
 from .training import train_together
 
 STEPS = [
@@ -26,6 +26,7 @@ STEPS = [
     roll_out_a_signed_model,
     query_across_hospitals,
     run_a_study_with_a_privacy_budget,
+    queue_training_in_a_study,
     train_on_scans_in_place,
     exchange_sealed_file,
     verify_audit_chain,

@@ -63,7 +63,9 @@ def train_on_scans_in_place(world: DemoWorld) -> None:
         app="imaging", dataset="scans", sites=["kind=hospital"], model_name="digit-scans",
         run_config={"num-server-rounds": 2, "local-epochs": 5},
     )  # fmt: skip
-    world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
+    world.wait_until(
+        lambda: operator.get_job(job["job"])["state"] not in ("queued", "running"), 120, f"training job {job['job']}"
+    )
     job = operator.get_job(job["job"])
     if job["state"] != "completed":
         raise RuntimeError(f"imaging job {job['job']} {job['state']}: {job['error']}")

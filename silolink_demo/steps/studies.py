@@ -63,3 +63,53 @@ def run_a_study_with_a_privacy_budget(world: DemoWorld) -> None:
         for s in shown["sites"]
     ]  # fmt: skip
     click.echo(indent(table(["SITE", "STATE", "EPSILON SPENT (shared by the site)"], rows)))
+
+
+def queue_training_in_a_study(world: DemoWorld) -> None:
+    """Jobs of a study wait in the work queue until the hospitals have room: the second starts when the first ends."""
+    from cloud_coordinator.cli.training import placement
+    from cloud_coordinator.studies.client import QueueClient, StudiesClient
+    from edge_agent.client import LocalClient
+    from edge_agent.studies.client import LocalStudiesClient
+    from silolink.gen.studies.v1 import studies_pb2 as pb
+
+    operator = world.operator()
+    studies = StudiesClient(operator)
+    say(
+        "cloud-coordinator studies create ecg-model && cloud-coordinator studies invite ecg-model --sites kind=hospital"
+    )
+    studies.create("ecg-model", description="a risk model from ECG features")
+    invited = studies.invite("ecg-model", ["kind=hospital"])["invited"]
+    for name in invited:
+        say(f"edge-agent studies accept ecg-model --datasets patients --apps tabular --max-jobs 1 --cpu 1 "
+            f"--memory 1GiB --data-dir {name}/")  # fmt: skip
+        allowance = pb.Allowance(
+            datasets=["patients"], apps=["tabular"], share=pb.ComputeShare(max_jobs=1, cpu=1, memory_bytes=2**30)
+        )
+        with LocalClient.for_data_dir(world.site_dir(name)) as local:
+            LocalStudiesClient(local).accept("ecg-model", allowance)
+    spec = dict(app="tabular", dataset="patients", sites=["kind=hospital"], study="ecg-model", cpu=1,
+                memory_bytes=2**30, min_sites=len(invited), rounds=2)  # fmt: skip
+    jobs = []
+    for _ in range(2):
+        say("cloud-coordinator train start --study ecg-model --app tabular --dataset patients --sites kind=hospital "
+            f"--cpu 1 --memory 1GiB --min-sites {len(invited)} --rounds 2")  # fmt: skip
+        job = operator.start_training(**spec)
+        click.echo(f"  job {job['job']} {placement(job)}")
+        jobs.append(job)
+    first, second = jobs
+    world.wait_until(lambda: operator.get_job(first["job"])["state"] == "running", 20, "the first job to be placed")
+    say("cloud-coordinator queue")
+    listed = QueueClient(operator).list()
+    for work in listed["work"]:
+        where = f"waits: {work['reason']}" if work["state"] == "queued" else f"runs on {', '.join(work['sites'])}"
+        click.echo(f"  {work['job']} ({work['study']}) {where}")
+    final = ("completed", "failed", "stopped")
+    done = world.wait_until(lambda: (j := operator.get_job(second["job"]))["state"] in final and j, 90,
+                            "the second job to run once the first released the hospitals")  # fmt: skip
+    first = operator.get_job(first["job"])
+    for job in (first, done):
+        if job["state"] != "completed":
+            raise RuntimeError(f"training job {job['job']} {job['state']}: {job['error']}")
+    click.echo(f"  job {first['job']} completed and released the hospitals; job {done['job']} then ran on "
+               f"{', '.join(done['placed_sites'])} and completed")  # fmt: skip

@@ -26,7 +26,9 @@ def train_together(world: DemoWorld) -> None:
         app="tabular", dataset="patients", sites=["kind=hospital"], rounds=5, local_epochs=2,
         model_name="breast-cancer-federated",
     )  # fmt: skip
-    world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
+    world.wait_until(
+        lambda: operator.get_job(job["job"])["state"] not in ("queued", "running"), 120, f"training job {job['job']}"
+    )
     job = operator.get_job(job["job"])
     for record in job["rounds"]:
         click.echo("  " + round_line(record).replace("\n", "\n  "))
@@ -62,7 +64,9 @@ def run_a_flower_app(world: DemoWorld) -> None:
         "--run-config num-server-rounds=3 --watch")  # fmt: skip
     job = operator.start_training(app="numpy-app", dataset="patients", sites=["kind=hospital"],
                                   run_config={"num-server-rounds": 3})  # fmt: skip
-    world.wait_until(lambda: operator.get_job(job["job"])["state"] != "running", 120, f"training job {job['job']}")
+    world.wait_until(
+        lambda: operator.get_job(job["job"])["state"] not in ("queued", "running"), 120, f"training job {job['job']}"
+    )
     job = operator.get_job(job["job"])
     for record in job["rounds"]:
         click.echo("  " + round_line(record).replace("\n", "\n  "))

@@ -253,6 +253,61 @@ def test_roll_out_the_model_and_watch_each_site_turn_active(world, browser):
     shot(browser, "model-rollout")
 
 
+def test_the_queue_page_shows_who_waits_why_what_runs_where_and_each_studys_share(world, browser):
+    """Two jobs of study cardio, each needing all three hospitals, which give cardio one job at a time."""
+    from selenium.webdriver.common.by import By
+
+    from cloud_coordinator.studies.client import StudiesClient
+    from edge_agent.client import LocalClient
+    from edge_agent.studies.client import LocalStudiesClient
+    from silolink.gen.studies.v1 import studies_pb2 as pb
+
+    coordinator, admin, _ = world
+    studies = StudiesClient(admin)
+    studies.create("cardio", description="ECG risk", weight=2)
+    studies.invite("cardio", ["kind=hospital"])
+    share = pb.ComputeShare(max_jobs=1, cpu=1, memory_bytes=2**30)
+    for name in HOSPITALS:
+        with LocalClient.for_data_dir(coordinator.layout.root.parent / name) as local:
+            LocalStudiesClient(local).accept(
+                "cardio", pb.Allowance(datasets=["patients"], apps=["tabular"], share=share)
+            )
+    spec = dict(app="tabular", dataset="patients", sites=["kind=hospital"], study="cardio", cpu=1, min_sites=3)
+    first = admin.start_training(**spec, rounds=10_000)
+    support.wait_for(lambda: admin.get_job(first["job"])["state"] == "running", 30, "the first job to start")
+    second = admin.start_training(**spec, rounds=1)
+    try:
+        go(browser, "/queue")
+        waiting = wait_until(
+            browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"#queue-waiting tr[data-job='{second['job']}']"),
+            10, "the waiting job",
+        )[0]  # fmt: skip
+        assert waiting.find_element(By.CSS_SELECTOR, ".position").text == "1"
+        assert "3 of 3 sites already run as many jobs of study 'cardio' as they allow" in waiting.text
+        placed = browser.find_element(By.CSS_SELECTOR, f"#queue-running tr[data-job='{first['job']}'] .sites")
+        assert placed.text == "hospital-a, hospital-b, hospital-c"
+        share = browser.find_element(By.CSS_SELECTOR, "#queue-shares tr[data-study='cardio']")
+        assert float(share.find_element(By.CSS_SELECTOR, ".share").text.rstrip("%")) > 0
+        assert share.text.split()[1] == "2"  # its weight
+        shot(browser, "queue")
+        # The jobs page shows the queued job's place; its own page says why it waits.
+        go(browser, "/training")
+        assert "#1" in text_of(browser, f"tr[data-job='{second['job']}']")
+        go(browser, f"/training/{second['job']}")
+        assert "position 1: needs 3 of 3 site(s), 0 have room now" in text_of(browser, "#job-queue")
+        # Stopping the first job frees the hospitals: the second leaves the queue and runs.
+        admin.stop_job(first["job"])
+        go(browser, "/queue")
+        wait_until(
+            browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"#queue-running tr[data-job='{second['job']}']")
+            or admin.get_job(second["job"])["state"] in ("completed", "failed"), 30, "the second job to be placed",
+        )  # fmt: skip
+    finally:
+        for job in (first, second):
+            if admin.get_job(job["job"])["state"] in ("queued", "running"):
+                admin.stop_job(job["job"])
+
+
 def test_every_page_renders_for_the_screenshots(world, browser):
     coordinator, admin, _ = world
     from selenium.webdriver.common.by import By

@@ -50,7 +50,9 @@ def run_example(coordinator, agents, example: str, timeout_s: float = 120, **run
     with support.operator(coordinator) as client:
         job = client.start_training(app=pushed["name"], dataset="patients", sites=["kind=hospital"],
                                     run_config=run_config)  # fmt: skip
-        support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", timeout_s, f"{example} to end")
+        support.wait_for(
+            lambda: client.get_job(job["job"])["state"] not in ("queued", "running"), timeout_s, f"{example} to end"
+        )
         return client.get_job(job["job"])
 
 

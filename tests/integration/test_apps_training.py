@@ -52,7 +52,9 @@ def push(coordinator, app_dir):
 def run(coordinator, app: str, timeout_s: float = 60, **spec):
     with support.operator(coordinator) as client:
         job = client.start_training(app=app, dataset="rows", sites=["kind=hospital"], **spec)
-        support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", timeout_s, "the job to end")
+        support.wait_for(
+            lambda: client.get_job(job["job"])["state"] not in ("queued", "running"), timeout_s, "the job to end"
+        )
         return client.get_job(job["job"])
 
 
@@ -297,7 +299,9 @@ def test_a_failing_serverapp_fails_its_job_with_the_reason_and_nothing_else(coor
                                         timeout_s=3 if case == "hang" else 120)  # fmt: skip
             jobs[case] = job["job"]
         for case, job_id in jobs.items():
-            support.wait_for(lambda j=job_id: client.get_job(j)["state"] != "running", 30, f"the {case} job to end")
+            support.wait_for(
+                lambda j=job_id: client.get_job(j)["state"] not in ("queued", "running"), 30, f"the {case} job to end"
+            )
             job = client.get_job(job_id)
             assert job["state"] == "failed" and FAULTY_SERVERS[case][1] in job["error"], (case, job["error"])
     assert "about to fail" in logs(coordinator, jobs["raise"])

@@ -47,7 +47,9 @@ def test_dicom_scans_train_roll_out_and_score_at_two_hospitals(coordinator, make
             app="imaging", dataset="scans", sites=["kind=hospital"], model_name="digit-scans",
             run_config={"num-server-rounds": 4, "local-epochs": 3},
         )  # fmt: skip
-        support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", 120, "the imaging job")
+        support.wait_for(
+            lambda: client.get_job(job["job"])["state"] not in ("queued", "running"), 120, "the imaging job"
+        )
         job = client.get_job(job["job"])
         assert job["state"] == "completed", job["error"]
         assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.85

@@ -66,13 +66,15 @@ def test_a_training_job_of_one_study_cannot_read_another_studys_dataset(two_stud
     offer = pb.OfferWorkCommand(job_id="j", study="onco", dataset="ecg", app="tabular")
     code, message = refused(site, offer_work=offer)
     assert code == 7 and "study 'onco' may not use dataset 'ecg'" in message
-    cardio = pb.OfferWorkCommand(job_id="j", study="cardio", dataset="ecg")
+    cardio = pb.OfferWorkCommand(job_id="j", study="cardio", dataset="ecg", cpu=1)
     site.dispatcher.register("offer_work", offers(2.0, load=lambda: (0.0, 0.0, 0.0)))
     assert refused(site, offer_work=cardio) == (0, "")
     # A site suddenly busy with its own work declines (UNAVAILABLE): the scheduler goes elsewhere.
     site.dispatcher.register("offer_work", offers(2.0, load=lambda: (64.0, 0.0, 0.0)))
     code, message = refused(site, offer_work=cardio)
     assert code == 14 and "this site is busy" in message
+    # Work that asks for no room here (the default study's undeclared job) is never declined for load.
+    assert refused(site, offer_work=pb.OfferWorkCommand(job_id="j", study="cardio", dataset="ecg")) == (0, "")
 
 
 def test_a_rollout_of_one_study_reaches_only_sites_that_let_that_study_install_models(

@@ -32,7 +32,9 @@ def run_job(coordinator, timeout_s: float = 90, **spec):
     with support.operator(coordinator) as client:
         job = client.start_training(**{"app": "tabular", "dataset": "patients", "sites": ["kind=hospital"], **spec})
         support.wait_for(
-            lambda: client.get_job(job["job"])["state"] != "running", timeout_s, f"job {job['job']} to end"
+            lambda: client.get_job(job["job"])["state"] not in ("queued", "running"),
+            timeout_s,
+            f"job {job['job']} to end",
         )
         return client.get_job(job["job"])
 

@@ -94,7 +94,9 @@ def test_kill_9_mid_job_then_restart_resumes_from_the_checkpoint(tmp_path):
 
         process, endpoints = spawn(data, listen=endpoints["address"])  # the agents reconnect to the same port
         with OperatorClient(OperatorCredentials.resolve(data_dir=data)) as op:
-            support.wait_for(lambda: op.get_job(job_id)["state"] != "running", 60, "the resumed job to end")
+            support.wait_for(
+                lambda: op.get_job(job_id)["state"] not in ("queued", "running"), 60, "the resumed job to end"
+            )
             job = op.get_job(job_id)
         assert job["state"] == "completed", job["error"]
         assert job["resumed"] == 1 and job["resumed_from_round"] >= 2, job

@@ -47,7 +47,9 @@ def test_markers_in_site_rows_never_reach_the_coordinator(coordinator, make_agen
             job = client.start_training(
                 app="tabular", dataset="patients", sites=["kind=hospital"], rounds=2, round_timeout_s=20
             )
-            support.wait_for(lambda: client.get_job(job["job"])["state"] != "running", 60, "the job to end")
+            support.wait_for(
+                lambda: client.get_job(job["job"])["state"] not in ("queued", "running"), 60, "the job to end"
+            )
             assert client.get_job(job["job"])["state"] == "completed"
         assert "note" in [c["name"] for c in described["datasets"][0]["columns"]]
     finally:

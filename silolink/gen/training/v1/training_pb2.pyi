@@ -28,7 +28,7 @@ JOB_STATE_STOPPED: JobState
 JOB_STATE_QUEUED: JobState
 
 class JobSpec(_message.Message):
-    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units", "app_version", "run_config", "timeout_s", "study", "cpu", "memory_bytes", "gpus", "expected_duration_s", "priority", "max_sites")
+    __slots__ = ("app", "dataset", "sites", "rounds", "strategy", "min_sites", "round_timeout_s", "local_epochs", "learning_rate", "proximal_mu", "server_learning_rate", "dp_noise_multiplier", "dp_clipping_norm", "model_name", "secure_aggregation", "hidden_units", "app_version", "run_config", "timeout_s", "study", "cpu", "memory_bytes", "gpus", "expected_duration_s", "priority", "max_sites", "privacy_noise_multiplier", "privacy_rounds", "privacy_delta")
     class RunConfigEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,9 @@ class JobSpec(_message.Message):
     EXPECTED_DURATION_S_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_SITES_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_DELTA_FIELD_NUMBER: _ClassVar[int]
     app: str
     dataset: str
     sites: _containers.RepeatedScalarFieldContainer[str]
@@ -88,7 +91,10 @@ class JobSpec(_message.Message):
     expected_duration_s: float
     priority: int
     max_sites: int
-    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ..., app_version: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ..., study: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., expected_duration_s: _Optional[float] = ..., priority: _Optional[int] = ..., max_sites: _Optional[int] = ...) -> None: ...
+    privacy_noise_multiplier: float
+    privacy_rounds: int
+    privacy_delta: float
+    def __init__(self, app: _Optional[str] = ..., dataset: _Optional[str] = ..., sites: _Optional[_Iterable[str]] = ..., rounds: _Optional[int] = ..., strategy: _Optional[str] = ..., min_sites: _Optional[int] = ..., round_timeout_s: _Optional[float] = ..., local_epochs: _Optional[int] = ..., learning_rate: _Optional[float] = ..., proximal_mu: _Optional[float] = ..., server_learning_rate: _Optional[float] = ..., dp_noise_multiplier: _Optional[float] = ..., dp_clipping_norm: _Optional[float] = ..., model_name: _Optional[str] = ..., secure_aggregation: _Optional[bool] = ..., hidden_units: _Optional[_Iterable[int]] = ..., app_version: _Optional[str] = ..., run_config: _Optional[_Mapping[str, _apps_pb2.ConfigValue]] = ..., timeout_s: _Optional[float] = ..., study: _Optional[str] = ..., cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., expected_duration_s: _Optional[float] = ..., priority: _Optional[int] = ..., max_sites: _Optional[int] = ..., privacy_noise_multiplier: _Optional[float] = ..., privacy_rounds: _Optional[int] = ..., privacy_delta: _Optional[float] = ...) -> None: ...
 
 class RoundRecord(_message.Message):
     __slots__ = ("round", "participants", "excluded", "train_metrics", "eval_metrics", "duration_s", "server_metrics", "dp_epsilon", "dp_delta")
