@@ -89,11 +89,11 @@ def queue_training_in_a_study(world: DemoWorld) -> None:
         with LocalClient.for_data_dir(world.site_dir(name)) as local:
             LocalStudiesClient(local).accept("ecg-model", allowance)
     spec = dict(app="tabular", dataset="patients", sites=["kind=hospital"], study="ecg-model", cpu=1,
-                memory_bytes=2**30, min_sites=len(invited), rounds=2)  # fmt: skip
+                memory_bytes=2**30, min_sites=len(invited), rounds=1)  # fmt: skip
     jobs = []
     for _ in range(2):
         say("cloud-coordinator train start --study ecg-model --app tabular --dataset patients --sites kind=hospital "
-            f"--cpu 1 --memory 1GiB --min-sites {len(invited)} --rounds 2")  # fmt: skip
+            f"--cpu 1 --memory 1GiB --min-sites {len(invited)} --rounds 1")  # fmt: skip
         job = operator.start_training(**spec)
         click.echo(f"  job {job['job']} {placement(job)}")
         jobs.append(job)
