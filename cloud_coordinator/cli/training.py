@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-import tomllib
 from typing import Any
 
 import click
@@ -12,6 +11,7 @@ import click
 from silolink.cli_util import echo_json, handle_errors, table
 
 from ..operator_client import OperatorClient
+from ..training.runconfig import value_from_text
 from .options import json_option, operator_options
 
 FINAL = ("completed", "failed", "stopped")
@@ -45,13 +45,7 @@ class RunConfigItem(click.ParamType):
         key = key.strip()
         if not sep or not key:
             self.fail(f"{value!r} is not KEY=VALUE (e.g. num-server-rounds=5)", param, ctx)
-        try:
-            parsed = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = text.strip()
-        if not isinstance(parsed, bool | int | float | str):
-            self.fail(f"{key}: run_config values are numbers, booleans or text", param, ctx)
-        return key, parsed
+        return key, value_from_text(text)
 
 
 @click.group()

@@ -18,7 +18,7 @@ from silolink.cli_util import parse_tags
 from ..analytics.client import OUTCOMES, AnalyticsClient
 from ..cli.exchange import ExchangeAdmin
 from ..registry.client import RegistryClient
-from . import views
+from . import start_form, views
 from .web import Console, Context
 
 SITE_STATES = ("online", "offline", "pending", "revoked")
@@ -200,23 +200,6 @@ def _int(form: dict[str, str], key: str, default: int, low: int, high: int) -> i
     return value
 
 
-def start_job(console: Console, ctx: Context, form: dict[str, str]) -> Response:
-    sites = [s.strip() for s in form.get("sites", "").split(";") if s.strip()]
-    spec: dict[str, Any] = {
-        "app": form.get("app", "tabular").strip() or "tabular",
-        "dataset": form.get("dataset", "").strip(),
-        "sites": sites,
-        "rounds": _int(form, "rounds", 3, 1, 10_000),
-        "strategy": form.get("strategy", "fedavg"),
-        "min_sites": _int(form, "min_sites", 0, 0, 100_000),
-        "round_timeout_s": _int(form, "round_timeout_s", 0, 0, 86_400),
-    }
-    if form.get("model_name", "").strip():
-        spec["model_name"] = form["model_name"].strip()
-    job = ctx.client.start_training(**spec)
-    return _back(f"/training/{job['job']}")
-
-
 def stop_job(console: Console, ctx: Context, form: dict[str, str]) -> Response:
     job = ctx.client.stop_job(ctx.request.path_params["job"])
     return _back(f"/training/{job['job']}")
@@ -379,7 +362,8 @@ def routes(console: Console) -> list[Route]:
         Route("/sites/{name}/datasets", page(site_datasets)),
         Route("/sites/{name}/revoke", action(revoke_site), methods=["POST"]),
         Route("/training", page(training)),
-        Route("/training", action(start_job), methods=["POST"]),
+        Route("/training", action(start_form.start_job), methods=["POST"]),
+        Route("/training/new", page(start_form.start_form)),
         Route("/live/training", page(training_fragment)),
         Route("/training/{job}", page(job_detail)),
         Route("/training/{job}/live", page(job_live)),

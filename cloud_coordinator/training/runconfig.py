@@ -10,6 +10,7 @@ becomes a float; anything else of the wrong type is refused).
 from __future__ import annotations
 
 import math
+import tomllib
 from typing import Any
 
 from silolink import errors, softmax
@@ -35,6 +36,18 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam")
 MAX_KEYS = 256
 MAX_ROUND_TIMEOUT_S = 7 * 24 * 3600
 MAX_STRING = 4096
+
+
+def value_from_text(text: str) -> bool | int | float | str:
+    """A run_config value typed by hand, read as ``flwr run --run-config`` reads it: TOML
+    (``5``, ``0.1``, ``true``, ``"text"``); anything else (``64,32``, ``fast``) is text. The
+    coordinator then checks it against the type the app declares."""
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return value if isinstance(value, bool | int | float | str) else text
 
 
 def overrides(spec: JobSpec) -> dict[str, tuple[Any, str]]:
