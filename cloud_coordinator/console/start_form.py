@@ -90,6 +90,26 @@ def run_config_overrides(form: dict[str, str], declared: dict[str, Any]) -> dict
     return out
 
 
+# Where and when the job runs (issue 18's work queue): form field -> (StartJob field, type,
+# scale to the API's unit, what it is called in a message). Ranges are the coordinator's to check.
+SCHEDULING = {
+    "cpu": ("cpu", float, 1, "CPUs per site"),
+    "memory_gib": ("memory_bytes", float, 1 << 30, "memory per site (GiB)"),
+    "gpus": ("gpus", int, 1, "GPUs per site"),
+    "expected_duration_s": ("expected_duration_s", float, 1, "the expected duration (s)"),
+    "priority": ("priority", int, 1, "the priority"),
+    "max_sites": ("max_sites", int, 1, "the most sites"),
+}
+
+
+def _number(text: str, kind: type, what: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        whole = "a whole number" if kind is int else "a number"
+        raise errors.InvalidArgument(f"{what} must be {whole}, not {text!r}") from None
+
+
 def job_spec(form: dict[str, str], declared: dict[str, Any]) -> dict[str, Any]:
     """The StartJob fields the form filled in, and nothing else."""
     name, _, version = form.get("app", "").strip().partition(":")  # the coordinator checks them
@@ -101,16 +121,19 @@ def job_spec(form: dict[str, str], declared: dict[str, Any]) -> dict[str, Any]:
         "sites": [s.strip() for s in form.get("sites", "").replace("\n", ";").split(";") if s.strip()],
         "run_config": run_config_overrides(form, declared),
     }
-    if form.get("model_name", "").strip():
-        spec["model_name"] = form["model_name"].strip()
+    for field in ("model_name", "study"):
+        if form.get(field, "").strip():
+            spec[field] = form[field].strip()
     timeout = form.get("timeout_s", "").strip()
     if timeout:
-        try:
-            spec["timeout_s"] = float(timeout)
-        except ValueError:
-            raise errors.InvalidArgument(f"the job timeout must be a number of seconds, not {timeout!r}") from None
+        spec["timeout_s"] = _number(timeout, float, "the job timeout (s)")
         if not 1 <= spec["timeout_s"] <= MAX_TIMEOUT_S:
             raise errors.InvalidArgument(f"the job timeout must be between 1 and {MAX_TIMEOUT_S:.0f} seconds")
+    for field, (target, kind, scale, what) in SCHEDULING.items():
+        text = form.get(field, "").strip()
+        if text:
+            value = _number(text, kind, what) * scale
+            spec[target] = int(value) if target == "memory_bytes" else value
     return spec
 
 

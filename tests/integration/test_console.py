@@ -284,7 +284,7 @@ def test_the_form_starts_a_pushed_app_with_its_own_run_config(hospitals_with_num
             ),
             ({"rc.num-server-rounds": "2.5"}, "num-server-rounds is declared as int"),
             ({"app": "numpy-app:9.9"}, "app &#39;numpy-app&#39; has no version &#39;9.9&#39;"),
-            ({"timeout_s": "soon"}, "the job timeout must be a number of seconds, not &#39;soon&#39;"),
+            ({"timeout_s": "soon"}, "the job timeout (s) must be a number, not &#39;soon&#39;"),
             ({"sites": "kind=factory"}, "only 0 enrolled site(s) match kind=factory"),
             ({"dataset": "<b>x</b>"}, "dataset &#39;&lt;b&gt;x&lt;/b&gt;&#39; is not a valid dataset name"),
         ]:
