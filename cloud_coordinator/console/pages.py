@@ -14,6 +14,7 @@ from starlette.routing import Route
 from silolink import errors
 from silolink.audit.remote import check_chain, fetch_all
 from silolink.cli_util import parse_tags
+from silolink.exchange_protos import AGREEMENT_STATES
 
 from ..analytics.client import OUTCOMES, AnalyticsClient
 from ..cli.exchange import ExchangeAdmin
@@ -63,7 +64,7 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
         "site_counts": {state: expiring["state_counts"].get(state, 0) for state in SITE_STATES},
         "job_counts": {state: recent["state_counts"].get(state, 0) for state in JOB_STATES},
         "rollouts": rollouts,
-        "agreements": sum(1 for a in agreements if a["state"] == "accepted"),
+        "agreements": sum(1 for a in agreements if a["state"] == "active"),
         "backlog": sum(q["inbound_envelopes"] for q in queues),
         "backlog_bytes": sum(q["inbound_bytes"] for q in queues),
         "alerts": alerts + views.job_alerts(failed["jobs"]),
@@ -171,15 +172,24 @@ def job_live(console: Console, ctx: Context) -> Response:
 
 
 LOG_TAIL_LINES = 200
+LOG_TAIL_BYTES = 64 * 1024  # enough for 200 lines of a ServerApp's log
 ANSI_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Flower's coloured log levels
 
 
 def job_log(console: Console, ctx: Context) -> Response:
-    """The tail of the job's ServerApp output (stdout, stderr, logging), as text in a <pre>."""
-    data, _, complete = ctx.client.read_job_logs(ctx.request.path_params["job"])
+    """The tail of the job's ServerApp output (stdout, stderr, logging), as text in a <pre>.
+
+    Only the last 64 KiB are fetched: a long job's log can be many megabytes, and reading it
+    from the start would show its first lines (one read returns at most 1 MiB)."""
+    job_id = ctx.request.path_params["job"]
+    _, size, _ = ctx.client.read_job_logs(job_id, offset=1 << 62, max_bytes=1)  # where the log ends now
+    start = max(0, size - LOG_TAIL_BYTES)
+    data, _, complete = ctx.client.read_job_logs(job_id, offset=start, max_bytes=LOG_TAIL_BYTES)
     lines = ANSI_ESCAPES.sub("", data.decode("utf-8", errors="replace")).splitlines()
+    if start and lines:
+        lines = lines[1:]  # the first line was cut by the 64 KiB boundary
     cut = max(0, len(lines) - LOG_TAIL_LINES)
-    return console.render("job_log.html", ctx, lines=lines[cut:], cut=cut, complete=complete)
+    return console.render("job_log.html", ctx, lines=lines[cut:], cut=cut, skipped=start, complete=complete)
 
 
 def job_rounds(console: Console, ctx: Context) -> Response:
@@ -260,13 +270,15 @@ def exchange(console: Console, ctx: Context) -> Response:
     agreements = [
         a
         for a in ExchangeAdmin(ctx.client).list_agreements()
-        if (not params["site"] or params["site"] in (a["sender"], a["recipient"]))
+        if (not params["site"] or params["site"] in (a["from"], a["to"]))
         and (not params["state"] or a["state"] == params["state"])
     ]
     page = views.paginate(agreements, views.page_number(ctx.request.query_params.get("page")))
     queues = [q for q in ExchangeAdmin(ctx.client).list_queues() if not params["site"] or q["site"] == params["site"]]
     queues.sort(key=lambda q: -(q["inbound_bytes"] + q["outbound_bytes"]))
-    return console.render("exchange.html", ctx, params=params, page=page, queues=queues[: views.PAGE_SIZE])
+    return console.render(
+        "exchange.html", ctx, params=params, page=page, queues=queues[: views.PAGE_SIZE], states=AGREEMENT_STATES
+    )
 
 
 def propose_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Response:

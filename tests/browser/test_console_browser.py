@@ -190,9 +190,16 @@ def csrf_on_page(driver) -> str:
 def choose_app(driver, ref: str) -> None:
     """Pick NAME or NAME:VERSION in the start form; htmx swaps in that app's run_config fields."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import Select
 
-    Select(driver.find_element(By.ID, "start-app")).select_by_value(ref)
+    select = Select(driver.find_element(By.ID, "start-app"))
+    if select.first_selected_option.get_attribute("value") == ref:
+        return
+    before = driver.find_element(By.ID, "app-fields")
+    select.select_by_value(ref)
+    # htmx replaces the whole #app-fields: wait for the old one to go, so no field read is stale.
+    wait_until(driver, expected_conditions.staleness_of(before), 10, f"the fields of {ref} swapped in")
     name = ref.partition(":")[0]
     wait_until(driver, lambda d: text_of(d, "#app-about").startswith(f"{name}:"), 10, f"the fields of {ref}")
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cloud_coordinator.accounts.client import AccountsClient
+from cloud_coordinator.cli.exchange import ExchangeAdmin
 from silolink.config import AccountsConfig, ConsoleConfig
 from tests import support
 from tests.integration.test_accounts import PASSWORD, new_account
@@ -314,3 +315,33 @@ def test_the_form_starts_a_pushed_app_with_its_own_run_config(hospitals_with_num
     assert (job["app_version"], job["app_sha256"]) == ("1.0.0", pushed["sha256"])
     assert [r["round"] for r in job["rounds"]] == [1, 2]
     assert all(r["participants"] == ["hospital-a", "hospital-b"] for r in job["rounds"])
+    # The job page's log shows the END of a long log (one read returns at most 1 MiB from where it starts).
+    with (coordinator.training.job_dir(job_id) / "server.log").open("a") as log:
+        log.writelines(f"line {i} of a long log\n" for i in range(100_000))  # ~2.3 MB
+    with browser(coordinator) as client:
+        login(client, "admin")
+        tail = client.get(f"/training/{job_id}/log").text
+    assert "line 99999 of a long log" in tail and "line 99800 of a long log" in tail
+    assert "line 99799 of" not in tail and re.search(r"Only the end of the log is shown \(2\.\d MiB before it\)", tail)
+
+
+def test_the_exchange_page_shows_who_may_send_to_whom_and_filters_by_site_and_state(world):
+    with support.operator(world) as admin:
+        admin.add_site("calm-clinic", "hospital", {})
+        exchange = ExchangeAdmin(admin)
+        pending = exchange.add_agreement("evil-tags", "calm-clinic", "referral")
+        accepted = exchange.add_agreement("calm-clinic", "evil-tags", "second-opinion")
+    world.exchange._agreements.accept("evil-tags", accepted["id"])  # what the recipient site's agent does
+    with browser(world) as client:
+        login(client, "vera")
+        page = client.get("/exchange").text
+        row = re.search(rf'<tr data-agreement="{pending["id"]}">(.*?)</tr>', page, re.S).group(1)
+        assert "<td>evil-tags</td><td>calm-clinic</td><td>referral</td>" in row and "pending" in row
+        by_site = client.get("/exchange", params={"site": "calm-clinic"})  # was a 500 (wrong keys)
+        assert by_site.status_code == 200 and by_site.text.count("<tr data-agreement=") == 2
+        assert client.get("/exchange", params={"site": "nobody"}).text.count("<tr data-agreement=") == 0
+        active = client.get("/exchange", params={"state": "active"}).text
+        assert f'data-agreement="{accepted["id"]}"' in active and f'data-agreement="{pending["id"]}"' not in active
+        assert "<option selected>active</option>" in active
+        overview = client.get("/").text
+        assert re.search(r'<span class="big">1</span> agreements in force', overview)
