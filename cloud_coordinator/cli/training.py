@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from silolink import errors
 from silolink.cli_util import echo_json, handle_errors, table
 
 from ..operator_client import OperatorClient
@@ -45,7 +46,10 @@ class RunConfigItem(click.ParamType):
         key = key.strip()
         if not sep or not key:
             self.fail(f"{value!r} is not KEY=VALUE (e.g. num-server-rounds=5)", param, ctx)
-        return key, value_from_text(text)
+        try:
+            return key, value_from_text(text)
+        except errors.InvalidArgument as e:
+            self.fail(f"{key}: {e.message}", param, ctx)
 
 
 @click.group()

@@ -40,14 +40,17 @@ MAX_STRING = 4096
 
 def value_from_text(text: str) -> bool | int | float | str:
     """A run_config value typed by hand, read as ``flwr run --run-config`` reads it: TOML
-    (``5``, ``0.1``, ``true``, ``"text"``); anything else (``64,32``, ``fast``) is text. The
-    coordinator then checks it against the type the app declares."""
+    (``5``, ``0.1``, ``true``, ``"text"``); anything else that is not TOML (``64,32``,
+    ``fast``) is text. A TOML array or table is refused (InvalidArgument): Flower's run_config
+    holds no such values. The coordinator then checks the value against the declared type."""
     text = text.strip()
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-    return value if isinstance(value, bool | int | float | str) else text
+    if not isinstance(value, bool | int | float | str):
+        raise errors.InvalidArgument(f"run_config values are numbers, booleans or text, not {text!r}")
+    return value
 
 
 def overrides(spec: JobSpec) -> dict[str, tuple[Any, str]]:

@@ -25,6 +25,8 @@ def test_only_what_was_filled_in_is_sent_typed_as_flwr_run_reads_it():
     }
     # A key the app declares as text keeps exactly what was typed, even when it looks like a number.
     assert job_spec({"app": "a", "rc.mode": "5"}, DECLARED)["run_config"] == {"mode": "5"}
+    with pytest.raises(errors.InvalidArgument, match="numbers, booleans or text, not '\\[1, 2\\]'"):
+        job_spec({"app": "a", "rc.lr": "[1, 2]"}, DECLARED)
     # A value of the wrong type, or an undeclared key, goes to the coordinator as typed: it refuses it.
     assert job_spec({"app": "a", "rc.num-server-rounds": "many", "rc.nope": "1"}, DECLARED)["run_config"] == {
         "num-server-rounds": "many",
