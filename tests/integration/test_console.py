@@ -303,7 +303,7 @@ def test_the_form_starts_a_pushed_app_with_its_own_run_config(hospitals_with_num
         assert started.status_code == 303 and started.headers["location"].startswith("/training/")
         job_id = started.headers["location"].rsplit("/", 1)[1]
     with support.operator(coordinator) as op:
-        support.wait_for(lambda: op.get_job(job_id)["state"] != "running", 120, "the numpy job to end")
+        support.wait_for(lambda: op.get_job(job_id)["state"] not in ("queued", "running"), 120, "the numpy job to end")
         job = op.get_job(job_id)
     assert job["state"] == "completed", job["error"]
     # Only what the form filled in was sent: the app's defaults stand for the rest.
