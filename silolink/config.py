@@ -51,6 +51,7 @@ SITE_NAME = Kind(lambda t: SITE_NAME_RE.fullmatch(t) is not None, "a site name (
 SITE_NAME_OR_EMPTY = Kind(lambda t: t == "" or SITE_NAME.test(t), 'a site name or "" before enrollment')
 PURPOSE = Kind(lambda t: PURPOSE_RE.fullmatch(t) is not None, "a purpose (lowercase letters, digits, '.', '_', '-')")
 # Catalog dataset names, as edge_agent/catalog names them.
+ENV_NAME = pattern(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "an environment variable's name")
 DATASET = pattern(r"[A-Za-z][A-Za-z0-9_]{0,62}", "a dataset name (a letter, then letters, digits, '_')")
 DATASET_OR_ALL = pattern(r"\*|[A-Za-z][A-Za-z0-9_]{0,62}", '"*" (every dataset) or a dataset name')
 SENSITIVE_FOR_APP = pattern(
@@ -393,6 +394,10 @@ class TrainingConfig(Settings):
     worker_idle_s: float = setting(900.0, min=10, max=DAY)
     # ClientApp worker processes at once; one per running job.
     max_workers: int = setting(8, min=1, max=64)
+    # Environment variables a ClientApp keeps beyond the built-in few (locale, PATH, HOME,
+    # temp dir, thread and GPU settings): the rest of the agent's environment, where its
+    # secrets may be, is removed before an app's code runs.
+    app_environment: tuple[str, ...] = setting((), kind=ENV_NAME, max_items=100)
 
 
 @dataclasses.dataclass(frozen=True)
