@@ -67,6 +67,8 @@ class DataService:
             answer = self._handle(_parse(request_bytes))
             return b"A" + pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         except errors.SiloError as e:
+            if e.site_detail:  # for this site's log only: the app (and so the coordinator) gets the message
+                log.warning("app %s: %s [%s]", self._label, e.message, e.site_detail)
             return b"E" + json.dumps({"code": e.code.value, "message": e.message}).encode()
         except Exception:  # noqa: BLE001 - a source's own failure: details stay in the site's log
             ref = uuid.uuid4().hex[:12]
