@@ -24,6 +24,7 @@ from silolink.rpc.server import ServiceMount
 
 from ..sites.presence import Presence
 from .admission import AdmissionRate
+from .gc_policy import StreamFreezer
 from .hub import ControlHub, Session
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,12 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         admission: AdmissionRate,
         clock: Callable[[], float] = time.time,
         heartbeat_delay: Callable[[float], None] | None = None,
+        freezer: StreamFreezer | None = None,
     ):
         """``heartbeat_delay(seconds)`` receives each heartbeat's delay from the agent's
-        send (its own timestamp) to the coordinator's record."""
+        send (its own timestamp) to the coordinator's record; ``freezer`` keeps garbage
+        collections short once many streams have settled (gc_policy.py)."""
+        self._freezer = freezer
         self._hub = hub
         self._presence = presence
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -143,6 +147,8 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
                 log.warning("the coordinator fell %.1f s behind; staleness checks wait a round", lag)
                 continue
             self.sweep()
+            if self._freezer is not None:
+                self._freezer.maybe_freeze()  # on the loop: a collection stops it anyway
 
     def sweep(self) -> int:
         """Close the sessions silent for longer than ``stale_after_s``; how many."""
