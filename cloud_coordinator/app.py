@@ -327,6 +327,7 @@ class Coordinator:
             hook()
         started = time.monotonic()
         streams = self.hub.connected_count()
+        self.control.refuse_new_streams()
         self.hub.close_all(errors.ShuttingDown("the coordinator is shutting down; reconnect later"))
         stop_servers([self.enroll_server, self.server], grace)
         log.info("stopping: %d agent streams ended, servers stopped in %.1f s", streams, time.monotonic() - started)

@@ -27,7 +27,7 @@ class StreamFreezer:
         streams: Callable[[], int],
         min_changes: int,
         clock: Callable[[], float] = time.monotonic,
-        settle_s: float = 10.0,
+        settle_s: float = 5.0,
         share: float = 0.1,
     ) -> None:
         """Freeze after ``max(min_changes, share * streams at the last freeze)`` streams

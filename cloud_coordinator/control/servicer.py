@@ -51,6 +51,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         send (its own timestamp) to the coordinator's record; ``freezer`` keeps garbage
         collections short once many streams have settled (gc_policy.py)."""
         self._freezer = freezer
+        self._closing = False
         self._hub = hub
         self._presence = presence
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -69,6 +70,8 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         if first is None or not first.HasField("hello"):
             raise errors.InvalidArgument("a control stream must start with Hello")
         await self._admission.admit()
+        if self._closing:  # a stream opened now would only hold the stop up for its grace
+            raise errors.ShuttingDown("the coordinator is shutting down; reconnect later")
         self._ensure_sweeper()
         self._presence.record(site, first.hello.resources)
         session = self._hub.open(site)
@@ -162,6 +165,10 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             self.dropped_stale += dropped
             log.warning("closed %d silent control stream(s) (no heartbeat for %.0f s)", dropped, self._stale_after_s)
         return dropped
+
+    def refuse_new_streams(self) -> None:
+        """From now on a new stream is told to come back later (the coordinator is stopping)."""
+        self._closing = True
 
     def stop(self) -> None:
         if self._sweeper is not None:
