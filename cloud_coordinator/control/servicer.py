@@ -150,7 +150,7 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
                 log.warning("the coordinator fell %.1f s behind; staleness checks wait a round", lag)
                 continue
             self.sweep()
-            if self._freezer is not None:
+            if self._freezer is not None and not self._closing:
                 self._freezer.maybe_freeze()  # on the loop: a collection stops it anyway
 
     def sweep(self) -> int:
