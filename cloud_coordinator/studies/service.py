@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -72,6 +73,8 @@ class StudyService:
         self._clock = clock
         self._listeners: list[Callable[[str, str], None]] = []
         self._members: dict[str, set[str]] | None = None  # study -> sites accepted (default: sites that left)
+        self._members_version = 0  # bumped by every answer, so a rebuild that raced one is not kept
+        self._members_lock = threading.Lock()
         if not store.exists(DEFAULT):
             store.create(DEFAULT, "work that names no study", 1.0, "", clock())
 
@@ -183,11 +186,14 @@ class StudyService:
         """Whether every one of ``sites`` is in ``study`` now (from memory: a hot path)."""
         members = self._members
         if members is None:
+            version = self._members_version
             members = {}
             for m in self._store.all_memberships():
                 if (m.study == DEFAULT and m.state == "left") or (m.study != DEFAULT and m.state == "accepted"):
                     members.setdefault(m.study, set()).add(m.site)
-            self._members = members
+            with self._members_lock:
+                if version == self._members_version:  # no answer landed while the store was read
+                    self._members = members
         study = study or DEFAULT
         listed = members.get(study, set())
         if study == DEFAULT:
@@ -267,7 +273,9 @@ class StudyService:
         return self._store.membership(study, site)
 
     def _changed(self, site: str, study: str) -> None:
-        self._members = None
+        with self._members_lock:
+            self._members_version += 1
+            self._members = None
         for listener in self._listeners:
             try:
                 listener(site, study)
