@@ -51,6 +51,8 @@ SITE_NAME = Kind(lambda t: SITE_NAME_RE.fullmatch(t) is not None, "a site name (
 SITE_NAME_OR_EMPTY = Kind(lambda t: t == "" or SITE_NAME.test(t), 'a site name or "" before enrollment')
 PURPOSE = Kind(lambda t: PURPOSE_RE.fullmatch(t) is not None, "a purpose (lowercase letters, digits, '.', '_', '-')")
 # Catalog dataset names, as edge_agent/catalog names them.
+SQL_DIALECT = pattern(r"[a-z][a-z0-9_]{0,31}", 'a SQLAlchemy dialect name, such as "mssql"')
+ENV_NAME = pattern(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "an environment variable's name")
 DATASET = pattern(r"[A-Za-z][A-Za-z0-9_]{0,62}", "a dataset name (a letter, then letters, digits, '_')")
 DATASET_OR_ALL = pattern(r"\*|[A-Za-z][A-Za-z0-9_]{0,62}", '"*" (every dataset) or a dataset name')
 SENSITIVE_FOR_APP = pattern(
@@ -126,11 +128,34 @@ class AccountsConfig(Settings):
 class ConsoleConfig(Settings):
     """``[console]``: the web console (HTTPS with the coordinator's certificate)."""
 
-    # Where the console listens, e.g. "127.0.0.1:7445"; empty (the default) serves none.
+    # Serve the console; without `listen` it listens on loopback only (127.0.0.1:7445).
+    enabled: bool = setting(False)
+    # Where the console listens, e.g. "127.0.0.1:7445"; setting it also turns the console on.
     # A non-loopback address opens the login page to that network: keep it behind your VPN.
     listen: str = setting("", kind=ADDRESS_OR_EMPTY)
     # How often live values on a page refresh.
     refresh_s: float = setting(2.0, min=0.2, max=60)
+
+    @property
+    def address(self) -> str:
+        """Where the console listens; "" when it is off."""
+        if self.listen:
+            return self.listen
+        return DEFAULT_CONSOLE_LISTEN if self.enabled else ""
+
+
+DEFAULT_CONSOLE_LISTEN = "127.0.0.1:7445"
+
+
+def console_listen(text: str) -> str:
+    """``--console-listen`` as typed: a bare port (``7445``) or ``:PORT`` means loopback,
+    so that turning the console on never opens it to the network by accident."""
+    text = text.strip()
+    if text.isdigit():
+        return f"127.0.0.1:{text}"
+    if text.startswith(":"):
+        return f"127.0.0.1{text}"
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,6 +345,11 @@ class CatalogConfig(Settings):
     # Sensitive columns an app may still read, as "APP=DATASET.COLUMN" (none by default):
     # a column marked sensitive (edge-agent data sensitive) is hidden from every other app.
     sensitive_for_apps: tuple[str, ...] = setting((), kind=SENSITIVE_FOR_APP, max_items=10_000)
+    # SQLAlchemy dialects ("mssql", "oracle", ...) whose databases this site reads although
+    # silolink cannot make their sessions read-only (it can for postgresql, mysql, mariadb
+    # and sqlite). Empty by default: such a source is refused. Allow one only for a database
+    # account that may do nothing but read (SQL Server: db_datareader, no other role).
+    sql_without_read_only: tuple[str, ...] = setting((), kind=SQL_DIALECT, max_items=50)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,6 +423,10 @@ class TrainingConfig(Settings):
     worker_idle_s: float = setting(900.0, min=10, max=DAY)
     # ClientApp worker processes at once; one per running job.
     max_workers: int = setting(8, min=1, max=64)
+    # Environment variables a ClientApp keeps beyond the built-in few (locale, PATH, HOME,
+    # temp dir, thread and GPU settings): the rest of the agent's environment, where its
+    # secrets may be, is removed before an app's code runs.
+    app_environment: tuple[str, ...] = setting((), kind=ENV_NAME, max_items=100)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """numpy-app: the model (softmax regression in NumPy) and each node's data.
 
 At a silolink site the node's data is the job's dataset from the site's catalog, read with
-silolink's data helper (``node_config`` names the catalog and the dataset). Anywhere else,
+silolink's data helper (``node_config`` names the dataset; the site's agent sends the rows). Anywhere else,
 such as Flower's simulation engine, it is a synthetic partition chosen by
 ``partition-id``/``num-partitions``, so the app runs unchanged on either.
 """
@@ -45,8 +45,8 @@ def pooled_scaling(metrics) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _source(node_config) -> tuple:
-    if node_config.get("catalog") and node_config.get("dataset"):
-        return ("site", str(node_config["catalog"]), str(node_config["dataset"]))
+    if node_config.get("dataset"):  # at a silolink site
+        return ("site", tuple(sorted(node_config.items())))
     return ("synthetic", int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
 
 
@@ -57,7 +57,7 @@ def _raw(source: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from edge_agent.apps.data import load_dataset
 
         class _Context:  # the helper reads node_config only
-            node_config = {"catalog": source[1], "dataset": source[2]}
+            node_config = dict(source[1])
 
         data = load_dataset(_Context())
         return data.X, data.y.astype(np.int64), data.row_ids % HOLD_OUT_EVERY == 0
