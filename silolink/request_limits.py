@@ -70,7 +70,9 @@ def _find(message: Any, plan: list[_Step]) -> tuple[str, str, str] | None:
                 if found is not None:
                     return f"{where}.{found[0]}", found[1], found[2]
             elif not _valid(kind, item):
-                shown = f"{{seconds: {item.seconds}, nanos: {item.nanos}}}" if kind in _TIME_TYPES.values() else repr(item)
+                shown = (
+                    f"{{seconds: {item.seconds}, nanos: {item.nanos}}}" if kind in _TIME_TYPES.values() else repr(item)
+                )
                 return where, shown, kind
     return None
 
