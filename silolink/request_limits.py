@@ -70,9 +70,8 @@ def _find(message: Any, plan: list[_Step]) -> tuple[str, str, str] | None:
                 if found is not None:
                     return f"{where}.{found[0]}", found[1], found[2]
             elif not _valid(kind, item):
-                shown = (
-                    f"{{seconds: {item.seconds}, nanos: {item.nanos}}}" if kind in _TIME_TYPES.values() else repr(item)
-                )
+                is_time = kind in _TIME_TYPES.values()
+                shown = f"{{seconds: {item.seconds}, nanos: {item.nanos}}}" if is_time else repr(item)
                 return where, shown, kind
     return None
 
