@@ -7,6 +7,10 @@ against the worker path (the same, plus the pipe both ways), for a small model a
 one, and what starting a job's worker costs (a fork from the fork server that has Flower
 imported; and the fork server's own start, once per agent process).
 
+It also measures an app's read of its dataset: the worker has no path to the catalog, so
+the rows come from the agent over the worker's pipe (``training/data_service.py``), against
+the same read done directly in one process (what an app that opened the catalog did).
+
     python -m bench.app_host [--quick]
 """
 
@@ -34,6 +38,37 @@ def train(msg, context):
     arrays = msg.content["arrays"]
     return Message(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
 """
+
+
+READ_APP = """
+from flwr.app import Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from edge_agent.apps.data import load_arrays
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg, context):
+    X, y = load_arrays(context)
+    return Message(RecordDict({"metrics": MetricRecord({"rows": len(y)})}), reply_to=msg)
+"""
+
+
+def _catalog(path: Path, rows: int, columns: int) -> Path:
+    """A catalog with one table of ``rows`` x ``columns`` REAL features and an INTEGER label."""
+    from edge_agent.catalog.store import Catalog
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(rows, columns)).round(4)
+    csv = path.parent / "readings.csv"
+    header = ",".join(f"f{i}" for i in range(columns)) + ",label\n"
+    csv.write_text(header + "".join(",".join(map(str, r)) + f",{i % 2}\n" for i, r in enumerate(values)))
+    catalog = Catalog.open(path)
+    catalog.import_csv(csv, "readings", label="label")
+    catalog.db.conn.close()
+    return path
 
 
 def _message(size: int) -> bytes:
@@ -79,11 +114,14 @@ def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     from flwr.supercore.task_identity import TaskIdentity
 
+    from edge_agent.catalog.reading import DatasetReader, node_config_for
+    from edge_agent.training.data_service import DataGrant
     from edge_agent.training.workers import WorkerPool, WorkerSpec
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 0, 1
     repeats = 30 if args.quick else 200
     starts = 3 if args.quick else 10
+    read_rows, read_columns, read_repeats = (50_000, 30, 5) if args.quick else (200_000, 30, 15)
     rows, figures = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         app_dir = Path(tmp) / "echo"
@@ -117,6 +155,21 @@ def main(argv=None) -> None:
                     (f"{label} message, job's worker process", f"{worker * 1000:.3f} ms",
                      f"median; +{(worker - inproc) * 1000:.3f} ms, x{worker / inproc:.2f}"),
                 ]  # fmt: skip
+            catalog = _catalog(Path(tmp) / "catalog.db", read_rows, read_columns)
+            (app_dir / "read_app.py").write_text(textwrap.dedent(READ_APP))
+            grant = DataGrant(catalog, "readings")
+            reader = WorkerSpec("read", "read_app:app", str(app_dir), 7, 5, node_config_for("readings"), {}, grant)
+            data = _message(10)
+            direct = median(_time(lambda _: DatasetReader(catalog, "readings").arrays(), data, read_repeats))
+            piped = median(_time(lambda d: pool.run("read", reader, d, 120), data, read_repeats))
+            figures.update(read_rows=read_rows, read_columns=read_columns, read_direct_ms=direct * 1000,
+                           read_through_agent_ms=piped * 1000, read_ratio=piped / direct)  # fmt: skip
+            rows += [
+                (f"read {read_rows:,} x {read_columns + 1}, in one process", f"{direct * 1000:.1f} ms",
+                 "median; the app opening the catalog"),
+                ("the same read, through the agent", f"{piped * 1000:.1f} ms",
+                 f"median; x{piped / direct:.2f}, rows over the worker's pipe"),
+            ]  # fmt: skip
         finally:
             pool.stop()
     rows += [

@@ -4,17 +4,23 @@ p50/p95/p99 over HTTPS, beside a static file served by the same server (the floo
     python -m bench.console [--quick]
 
 The coordinator's database holds 10,000 sites (tags, resources, certificates), 1,000
-finished training jobs of 5 rounds each, 10,000 audit entries and 10,000 queries in the
-query history (each asking 100 sites); every site has a full resource history (360 samples); the console runs in the
-coordinator's process as `serve --console-listen` runs it, and each page goes through the
-admin API as a logged-in admin (the same per-call checks as the CLI). Requests are sequential
-over one keep-alive HTTPS connection. Target: p95 under 200 ms for every page.
+finished training jobs of 5 rounds each (one with a 5 MB ServerApp log), 10,000 audit
+entries, 10,000 queries in the query history (each asking 100 sites), 100 signed model
+versions (20 names x 5) with each name's newest version rolled out to the 8,000 hospitals
+(160,000 orders), 10,000 exchange agreements and 30,000 envelopes queued for 10,000 sites;
+every site has a full resource history (360 samples), and one real agent is connected (its
+datasets page asks it live). The console runs in the coordinator's process as `serve
+--console-listen` runs it, and each page goes through the admin API as a logged-in admin
+(the same per-call checks as the CLI). Requests are sequential over one keep-alive HTTPS
+connection. Beside the pages, a few admin API calls are timed raw (gRPC, mTLS) as the CLI
+makes them. Target: p95 under 200 ms for every page.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import re
 import sqlite3
@@ -35,6 +41,9 @@ from silolink.gen.common.v1.site_pb2 import ResourceReport
 from tests import support
 
 SITES, JOBS, ROUNDS, QUERIES = 10_000, 1_000, 5, 10_000
+MODEL_NAMES, MODEL_VERSIONS = 20, 5
+AGREEMENTS, ENVELOPES = 10_000, 30_000
+LOG_BYTES = 5_000_000
 PASSWORD = "bench console password"
 TARGET_P95_S = 0.200
 
@@ -109,8 +118,86 @@ def populate(db_path: Path) -> None:
         " ?, ?, ?)",
         queries,
     )
+    agreements = [
+        (f"agr_{a:012x}", f"site-{a % SITES:05}", f"site-{(a * 7 + 1) % SITES:05}", "referral",
+         "active" if a % 4 else "pending", now - 5000, "operator:admin", now - 4000 if a % 4 else None)
+        for a in range(AGREEMENTS)
+    ]  # fmt: skip
+    conn.executemany(
+        "INSERT INTO agreements (id, sender, recipient, purpose, state, created_at, created_by, accepted_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        agreements,
+    )
+    ciphertext = bytes(512)
+    envelopes = [
+        (f"env-{e:020x}", f"site-{(e * 3 + 1) % SITES:05}", f"site-{e % SITES:05}", "referral", "key-1",
+         "hpke-x25519-sha256-chacha20poly1305", int(now * 1000), 86400, 480, 65536, b"s" * 64, len(ciphertext),
+         ciphertext, 0, now - 60, now + 86400, "pending")
+        for e in range(ENVELOPES)
+    ]  # fmt: skip
+    conn.executemany(
+        "INSERT INTO envelopes (envelope_id, sender, recipient, purpose, recipient_key_id, suite, created_at_ms,"
+        " ttl_s, payload_size, chunk_size, signature, ciphertext_size, inline, in_file, received_at, expires_at,"
+        " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        envelopes,
+    )
     conn.commit()
     conn.close()
+
+
+def publish_and_roll_out(coordinator: Coordinator, admin, tmp: Path) -> str:
+    """Signed model versions in the registry, each name's newest rolled out to every hospital
+    (the sites are not connected: their orders wait, as pending). Returns a model's name."""
+    import numpy as np
+
+    from cloud_coordinator.registry.client import RegistryClient
+    from tests.onnx_builders import linear_model
+
+    registry = RegistryClient(admin)
+    for n in range(MODEL_NAMES):
+        for v in range(MODEL_VERSIONS):
+            model = linear_model(tmp / f"m{n}-{v}.onnx", np.eye(3, 2, dtype=np.float32) * (v + 1))
+            coordinator.registry.push_file(model, f"model-{n:02}", description=f"version {v + 1}")
+        registry.rollout(f"model-{n:02}", str(MODEL_VERSIONS), ["kind=hospital"], canary=100 if n % 2 else 0)
+    return "model-00"
+
+
+def write_job_log(coordinator: Coordinator, job_id: str) -> None:
+    """A long ServerApp log for one job, as Flower writes it (ANSI colours included)."""
+    path = coordinator.training.job_dir(job_id) / "server.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = "\x1b[92mINFO \x1b[0m:      [ROUND {r}] aggregate_fit: received 10 results and 0 failures\n"
+    with path.open("w") as f:
+        written, r = 0, 0
+        while written < LOG_BYTES:
+            r += 1
+            written += f.write(line.format(r=r))
+
+
+def start_connected_site(coordinator: Coordinator, tmp: Path):
+    """One real agent with a catalog: its datasets page asks it over its control stream."""
+    from edge_agent.catalog.store import Catalog
+    from silolink.config import TrainingConfig
+    from silolink_demo import datasets
+
+    support.enroll_site(coordinator, "live-site", tmp / "live-site")
+    agent = support.start_agent(tmp / "live-site", training=TrainingConfig(datasets=("patients",)))
+    _, parts = datasets.breast_cancer_splits(["live-site"])
+    source = datasets.write_csv(tmp / "live-site.csv", parts["live-site"])
+    Catalog.open(agent.layout.catalog_db).import_csv(source, "patients", label="diagnosis", id_column="patient_id")
+    if not agent.wait_connected(30):
+        raise SystemExit("the benchmark's live site did not connect")
+    return agent
+
+
+def time_calls(call, repeats: int) -> list[float]:
+    call()  # warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def fill_resource_history(coordinator: Coordinator) -> None:
@@ -138,6 +225,7 @@ def measure(client: httpx.Client, path: str, repeats: int) -> list[float]:
 def main(argv=None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     repeats = 15 if args.quick else 60
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "coordinator"
         support.start_coordinator(data_dir).stop(0)  # creates every table
@@ -154,16 +242,19 @@ def main(argv=None) -> None:
                 [("operator:admin", "site.add", f"site-{i:05}", {"kind": "hospital"}) for i in range(SITES)]
             )
             fill_resource_history(coordinator)
+            job = f"{JOBS // 2:012x}"
+            write_job_log(coordinator, job)
+            admin = support.operator(coordinator)
+            AccountsClient(admin).set_password(PASSWORD)
+            model = publish_and_roll_out(coordinator, admin, Path(tmp))
+            agent = start_connected_site(coordinator, Path(tmp))
             setup_s = time.perf_counter() - started
-            with support.operator(coordinator) as admin:
-                AccountsClient(admin).set_password(PASSWORD)
             port = coordinator.console_address.rsplit(":", 1)[1]
             context = ssl.create_default_context(cafile=str(coordinator.layout.ca_cert))
             with httpx.Client(base_url=f"https://localhost:{port}", verify=context, timeout=60) as client:
                 page = client.get("/login").text
                 token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
                 client.post("/login", data={"csrf": token, "name": "admin", "password": PASSWORD})
-                job = f"{JOBS // 2:012x}"
                 paths = [
                     ("static file (floor)", "/static/console.css"),
                     ("login page", "/login"),
@@ -176,8 +267,14 @@ def main(argv=None) -> None:
                     ("training, page 1", "/training"),
                     ("training job", f"/training/{job}"),
                     ("training job, chart data", f"/training/{job}/rounds.json"),
+                    ("training job, log", f"/training/{job}/log"),
+                    ("start form", "/training/new"),
                     ("models", "/models"),
+                    ("model, rolled out to 8,000", f"/models/{model}/{MODEL_VERSIONS}"),
+                    ("model, rollout live part", f"/models/{model}/{MODEL_VERSIONS}/live"),
                     ("exchange", "/exchange"),
+                    ("exchange, filtered", "/exchange?site=site-00042&state=active"),
+                    ("site datasets (asked live)", "/sites/live-site/datasets"),
                     ("site, chart data", "/sites/site-05000/resources.json"),
                     ("analytics", "/analytics"),
                     ("analytics, page 100", "/analytics?page=100"),
@@ -187,6 +284,18 @@ def main(argv=None) -> None:
                     ("audit, filtered", "/audit?action=site.add&site=site-00042"),
                 ]
                 results = {name: measure(client, path, repeats) for name, path in paths}
+            # The admin API itself, as the CLI calls it (gRPC over mTLS, no console in between).
+            api = {
+                "API ListSites, 50": lambda: admin.find_sites(50),
+                "API ListSites, 50 at 5,000": lambda: admin.find_sites(50, 5000),
+                "API ListSites, filtered": lambda: admin.find_sites(50, kind="hospital", tag="region=north"),
+                "API ListSites, all 10,000": admin.list_sites,
+                "API ListJobs, 50": lambda: admin.find_jobs(50),
+                "API ListJobs, all 1,000": admin.list_jobs,
+            }
+            results.update({name: time_calls(call, repeats) for name, call in api.items()})
+            agent.stop(0)
+            admin.close()
         finally:
             coordinator.stop(0)
     floor = median(results["static file (floor)"])
@@ -197,14 +306,20 @@ def main(argv=None) -> None:
             "jobs": JOBS,
             "audit_entries": SITES,
             "queries": QUERIES,
+            "model_versions": MODEL_NAMES * MODEL_VERSIONS,
+            "rollout_orders": MODEL_NAMES * SITES * 4 // 5,
+            "agreements": AGREEMENTS,
+            "queued_envelopes": ENVELOPES,
             "repeats": repeats,
             "setup_s": round(setup_s, 1),
+            "load_average_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         },
     )
     worst = 0.0
     for name, times in results.items():
         p50, p95, p99 = median(times), percentile(times, 95), percentile(times, 99)
-        worst = max(worst, p95) if name != "static file (floor)" else worst
+        if name != "static file (floor)" and not name.startswith("API "):  # the target is for pages
+            worst = max(worst, p95)
         rows.append(
             (
                 name,
@@ -230,7 +345,7 @@ def main(argv=None) -> None:
     report(
         f"Console latency, p50 / p95 / p99, {SITES:,} sites, {JOBS:,} jobs, {SITES:,} audit entries, "
         f"{QUERIES:,} queries "
-        f"({repeats} requests each)",
+        f"({repeats} requests each; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)",
         rows,
         figures,
     )

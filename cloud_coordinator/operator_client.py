@@ -280,9 +280,12 @@ class OperatorClient:
             raise errors.InvalidArgument(f"bad training job settings: {e}") from None
         return job_to_dict(self.call(self._training.StartJob, request).job)
 
-    def read_job_logs(self, job_id: str, offset: int = 0) -> tuple[bytes, int, bool]:
-        """(output of the job's ServerApp from ``offset``, the next offset, whether it is complete)."""
-        reply = self.call(self._training.ReadJobLogs, training_pb2.ReadJobLogsRequest(id=job_id, offset=offset))
+    def read_job_logs(self, job_id: str, offset: int = 0, max_bytes: int = 0) -> tuple[bytes, int, bool]:
+        """(output of the job's ServerApp from ``offset``, the next offset, whether it is complete);
+        at most ``max_bytes`` (0: the coordinator's 1 MiB). An offset past the end returns
+        nothing and the log's size as the next offset."""
+        request = training_pb2.ReadJobLogsRequest(id=job_id, offset=offset, max_bytes=max_bytes)
+        reply = self.call(self._training.ReadJobLogs, request)
         return reply.data, reply.next_offset, reply.complete
 
     def get_job(self, job_id: str) -> dict[str, Any]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from silolink import errors, pki
 from silolink.files import write_atomic
-from silolink.rpc.channels import Credentials
+from silolink.rpc.channels import Credentials, mtls_channel
 
 from .layout import AgentLayout
 
@@ -62,3 +65,33 @@ def save_identity(layout: AgentLayout, key: pki.PrivateKey, cert_pem: bytes) -> 
     if ours != theirs:
         raise errors.Internal("the coordinator returned a certificate for a different key")
     write_atomic(layout.identity, pki.key_to_pem(key) + cert_pem)
+
+
+class CoordinatorChannel:
+    """One mTLS channel to the coordinator under the site's current certificate: when the
+    certificate is renewed, the next call gets a new channel with it."""
+
+    def __init__(self, address: str, identity_loader: Callable[[], SiteIdentity], max_message_bytes: int) -> None:
+        self.address = address
+        self._load_identity = identity_loader
+        self._max_message_bytes = max_message_bytes
+        self._lock = threading.Lock()
+        self._serial = ""
+        self._channel: grpc.Channel | None = None
+
+    def get(self) -> grpc.Channel:
+        identity = self._load_identity()
+        serial = format(identity.cert.serial_number, "x")
+        with self._lock:
+            if self._channel is None or serial != self._serial:
+                if self._channel is not None:
+                    self._channel.close()
+                self._channel = mtls_channel(self.address, identity.credentials, self._max_message_bytes)
+                self._serial = serial
+            return self._channel
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+                self._channel = None

@@ -37,6 +37,8 @@ def report_error(err: BaseException) -> NoReturn:
     """
     if isinstance(err, errors.SiloError):
         code, message, exit_code = err.code.value, err.message, EXIT_CODES.get(err.code, 1)
+        if err.site_detail:  # this CLI runs at the site: its admin may see the details
+            message = f"{message} [{err.site_detail}]"
     elif isinstance(err, OSError):
         where = f"{err.filename}: " if err.filename else ""
         code, message, exit_code = "OS_ERROR", f"{where}{err.strerror or err}", 1

@@ -51,6 +51,8 @@ SITE_NAME = Kind(lambda t: SITE_NAME_RE.fullmatch(t) is not None, "a site name (
 SITE_NAME_OR_EMPTY = Kind(lambda t: t == "" or SITE_NAME.test(t), 'a site name or "" before enrollment')
 PURPOSE = Kind(lambda t: PURPOSE_RE.fullmatch(t) is not None, "a purpose (lowercase letters, digits, '.', '_', '-')")
 # Catalog dataset names, as edge_agent/catalog names them.
+SQL_DIALECT = pattern(r"[a-z][a-z0-9_]{0,31}", 'a SQLAlchemy dialect name, such as "mssql"')
+ENV_NAME = pattern(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "an environment variable's name")
 DATASET = pattern(r"[A-Za-z][A-Za-z0-9_]{0,62}", "a dataset name (a letter, then letters, digits, '_')")
 DATASET_OR_ALL = pattern(r"\*|[A-Za-z][A-Za-z0-9_]{0,62}", '"*" (every dataset) or a dataset name')
 SENSITIVE_FOR_APP = pattern(
@@ -320,6 +322,11 @@ class CatalogConfig(Settings):
     # Sensitive columns an app may still read, as "APP=DATASET.COLUMN" (none by default):
     # a column marked sensitive (edge-agent data sensitive) is hidden from every other app.
     sensitive_for_apps: tuple[str, ...] = setting((), kind=SENSITIVE_FOR_APP, max_items=10_000)
+    # SQLAlchemy dialects ("mssql", "oracle", ...) whose databases this site reads although
+    # silolink cannot make their sessions read-only (it can for postgresql, mysql, mariadb
+    # and sqlite). Empty by default: such a source is refused. Allow one only for a database
+    # account that may do nothing but read (SQL Server: db_datareader, no other role).
+    sql_without_read_only: tuple[str, ...] = setting((), kind=SQL_DIALECT, max_items=50)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,6 +400,10 @@ class TrainingConfig(Settings):
     worker_idle_s: float = setting(900.0, min=10, max=DAY)
     # ClientApp worker processes at once; one per running job.
     max_workers: int = setting(8, min=1, max=64)
+    # Environment variables a ClientApp keeps beyond the built-in few (locale, PATH, HOME,
+    # temp dir, thread and GPU settings): the rest of the agent's environment, where its
+    # secrets may be, is removed before an app's code runs.
+    app_environment: tuple[str, ...] = setting((), kind=ENV_NAME, max_items=100)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,9 +35,12 @@ class SiloError(Exception):
 
     code: Code = Code.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, site_detail: str = "") -> None:
         super().__init__(message)
         self.message = message
+        # What only the site may see (a database's host and account, a driver's own words):
+        # shown by the site's CLI and written to its log, never put in a reply.
+        self.site_detail = site_detail
 
 
 class InvalidArgument(SiloError):

@@ -9,7 +9,9 @@ py-grpc-prometheus): ``grpc_server_started_total`` and ``grpc_server_handled_tot
 from __future__ import annotations
 
 import functools
+import gc
 import platform
+import time
 from collections.abc import Callable, Sequence
 
 from google.protobuf import descriptor_pool
@@ -23,6 +25,7 @@ from silolink.rpc.channels import split_address
 
 # go-grpc-prometheus's default buckets for grpc_server_handling_seconds.
 GRPC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -129,6 +132,25 @@ class Metrics:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+def watch_gc_pauses(metrics: Metrics) -> Callable[[], None]:
+    """Time every garbage collection into ``silolink_gc_pause_seconds``: a full collection
+    stops every thread, the event loop's heartbeats included, so its pauses belong beside
+    their latencies. Returns the function that stops watching."""
+    observe = metrics.histogram(
+        "silolink_gc_pause_seconds", "Time the Python garbage collector stopped the process", GC_BUCKETS
+    )
+    started: list[float] = []
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            observe(time.perf_counter() - started.pop())
+
+    gc.callbacks.append(callback)
+    return lambda: gc.callbacks.remove(callback)
 
 
 class _Callback(Collector):

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests import support
+
+# A secret in the environment of the test process, and so of every agent and ClientApp fork
+# server it starts (set before any starts): apps must not find it (test_apps_data_policy).
+SECRET_IN_ENVIRONMENT = "db-password-from-the-environment"
+os.environ["SILOLINK_TEST_DB_PASSWORD"] = SECRET_IN_ENVIRONMENT
 
 
 def pytest_addoption(parser):

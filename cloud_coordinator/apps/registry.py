@@ -173,9 +173,14 @@ class AppRegistry:
 
     # -- read ----------------------------------------------------------------------------
     def list(self) -> list[AppVersion]:
+        # Listing is a use: the built-in apps show up (with their run_config) before any job
+        # ran them, so the console's start form and `apps list` offer them too.
+        for name in builtin_dirs(self._builtin_root):
+            self.publish_builtin(name)
         return self.store.versions()
 
     def show(self, name: str, version: str | None = None) -> list[AppVersion]:
+        self.publish_builtin(name)
         if version:
             return [self.get(name, version)]
         found = self.store.versions(name)

@@ -11,6 +11,7 @@ import click
 
 from silolink import logs
 from silolink.cli_util import echo_json, handle_errors, stop_event_on_signals
+from silolink.metrics import watch_gc_pauses
 
 from .. import bootstrap
 from ..app import Coordinator, load_config
@@ -106,6 +107,7 @@ def serve(
     # process: keep the collector from walking it again and again. With ten thousand sites
     # a full collection otherwise stalls the event loop (and every heartbeat) noticeably.
     gc.freeze()
+    watch_gc_pauses(coordinator.metrics)
     stop.wait()
     log.info("shutting down")
     coordinator.stop()

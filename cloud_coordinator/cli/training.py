@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-import tomllib
 from typing import Any
 
 import click
 
+from silolink import errors
 from silolink.cli_util import echo_json, handle_errors, table
 
 from ..operator_client import OperatorClient
+from ..training.runconfig import value_from_text
 from .options import json_option, operator_options
 
 FINAL = ("completed", "failed", "stopped")
@@ -46,12 +47,9 @@ class RunConfigItem(click.ParamType):
         if not sep or not key:
             self.fail(f"{value!r} is not KEY=VALUE (e.g. num-server-rounds=5)", param, ctx)
         try:
-            parsed = tomllib.loads(f"v = {text.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = text.strip()
-        if not isinstance(parsed, bool | int | float | str):
-            self.fail(f"{key}: run_config values are numbers, booleans or text", param, ctx)
-        return key, parsed
+            return key, value_from_text(text)
+        except errors.InvalidArgument as e:
+            self.fail(f"{key}: {e.message}", param, ctx)
 
 
 @click.group()

@@ -14,11 +14,12 @@ from starlette.routing import Route
 from silolink import errors
 from silolink.audit.remote import check_chain, fetch_all
 from silolink.cli_util import parse_tags
+from silolink.exchange_protos import AGREEMENT_STATES
 
 from ..analytics.client import OUTCOMES, AnalyticsClient
 from ..cli.exchange import ExchangeAdmin
 from ..registry.client import RegistryClient
-from . import views
+from . import start_form, views
 from .web import Console, Context
 
 SITE_STATES = ("online", "offline", "pending", "revoked")
@@ -63,7 +64,7 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
         "site_counts": {state: expiring["state_counts"].get(state, 0) for state in SITE_STATES},
         "job_counts": {state: recent["state_counts"].get(state, 0) for state in JOB_STATES},
         "rollouts": rollouts,
-        "agreements": sum(1 for a in agreements if a["state"] == "accepted"),
+        "agreements": sum(1 for a in agreements if a["state"] == "active"),
         "backlog": sum(q["inbound_envelopes"] for q in queues),
         "backlog_bytes": sum(q["inbound_bytes"] for q in queues),
         "alerts": alerts + views.job_alerts(failed["jobs"]),
@@ -171,15 +172,24 @@ def job_live(console: Console, ctx: Context) -> Response:
 
 
 LOG_TAIL_LINES = 200
+LOG_TAIL_BYTES = 64 * 1024  # enough for 200 lines of a ServerApp's log
 ANSI_ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Flower's coloured log levels
 
 
 def job_log(console: Console, ctx: Context) -> Response:
-    """The tail of the job's ServerApp output (stdout, stderr, logging), as text in a <pre>."""
-    data, _, complete = ctx.client.read_job_logs(ctx.request.path_params["job"])
+    """The tail of the job's ServerApp output (stdout, stderr, logging), as text in a <pre>.
+
+    Only the last 64 KiB are fetched: a long job's log can be many megabytes, and reading it
+    from the start would show its first lines (one read returns at most 1 MiB)."""
+    job_id = ctx.request.path_params["job"]
+    _, size, _ = ctx.client.read_job_logs(job_id, offset=1 << 62, max_bytes=1)  # where the log ends now
+    start = max(0, size - LOG_TAIL_BYTES)
+    data, _, complete = ctx.client.read_job_logs(job_id, offset=start, max_bytes=LOG_TAIL_BYTES)
     lines = ANSI_ESCAPES.sub("", data.decode("utf-8", errors="replace")).splitlines()
+    if start and lines:
+        lines = lines[1:]  # the first line was cut by the 64 KiB boundary
     cut = max(0, len(lines) - LOG_TAIL_LINES)
-    return console.render("job_log.html", ctx, lines=lines[cut:], cut=cut, complete=complete)
+    return console.render("job_log.html", ctx, lines=lines[cut:], cut=cut, skipped=start, complete=complete)
 
 
 def job_rounds(console: Console, ctx: Context) -> Response:
@@ -198,23 +208,6 @@ def _int(form: dict[str, str], key: str, default: int, low: int, high: int) -> i
     if not low <= value <= high:
         raise errors.InvalidArgument(f"{key.replace('_', ' ')} must be between {low} and {high}")
     return value
-
-
-def start_job(console: Console, ctx: Context, form: dict[str, str]) -> Response:
-    sites = [s.strip() for s in form.get("sites", "").split(";") if s.strip()]
-    spec: dict[str, Any] = {
-        "app": form.get("app", "tabular").strip() or "tabular",
-        "dataset": form.get("dataset", "").strip(),
-        "sites": sites,
-        "rounds": _int(form, "rounds", 3, 1, 10_000),
-        "strategy": form.get("strategy", "fedavg"),
-        "min_sites": _int(form, "min_sites", 0, 0, 100_000),
-        "round_timeout_s": _int(form, "round_timeout_s", 0, 0, 86_400),
-    }
-    if form.get("model_name", "").strip():
-        spec["model_name"] = form["model_name"].strip()
-    job = ctx.client.start_training(**spec)
-    return _back(f"/training/{job['job']}")
 
 
 def stop_job(console: Console, ctx: Context, form: dict[str, str]) -> Response:
@@ -277,13 +270,15 @@ def exchange(console: Console, ctx: Context) -> Response:
     agreements = [
         a
         for a in ExchangeAdmin(ctx.client).list_agreements()
-        if (not params["site"] or params["site"] in (a["sender"], a["recipient"]))
+        if (not params["site"] or params["site"] in (a["from"], a["to"]))
         and (not params["state"] or a["state"] == params["state"])
     ]
     page = views.paginate(agreements, views.page_number(ctx.request.query_params.get("page")))
     queues = [q for q in ExchangeAdmin(ctx.client).list_queues() if not params["site"] or q["site"] == params["site"]]
     queues.sort(key=lambda q: -(q["inbound_bytes"] + q["outbound_bytes"]))
-    return console.render("exchange.html", ctx, params=params, page=page, queues=queues[: views.PAGE_SIZE])
+    return console.render(
+        "exchange.html", ctx, params=params, page=page, queues=queues[: views.PAGE_SIZE], states=AGREEMENT_STATES
+    )
 
 
 def propose_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Response:
@@ -379,7 +374,8 @@ def routes(console: Console) -> list[Route]:
         Route("/sites/{name}/datasets", page(site_datasets)),
         Route("/sites/{name}/revoke", action(revoke_site), methods=["POST"]),
         Route("/training", page(training)),
-        Route("/training", action(start_job), methods=["POST"]),
+        Route("/training", action(start_form.start_job), methods=["POST"]),
+        Route("/training/new", page(start_form.start_form)),
         Route("/live/training", page(training_fragment)),
         Route("/training/{job}", page(job_detail)),
         Route("/training/{job}/live", page(job_live)),

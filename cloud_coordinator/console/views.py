@@ -203,3 +203,10 @@ class AuditFilter:
         if self.account and entry.actor != f"operator:{self.account}":
             return False
         return True
+
+
+def planned_rounds(job: dict[str, Any]) -> int | str:
+    """How many rounds a job runs: its app's ``num-server-rounds`` (Flower's convention, set
+    from the form's run_config or the app's default), else the old ``rounds`` field; "?" for
+    an app that declares neither."""
+    return job.get("run_config", {}).get("num-server-rounds") or job["spec"].get("rounds") or "?"

@@ -88,6 +88,7 @@ class Console:
             refresh_s=refresh_s,
             query_text=views.query_text,
             refusing=views.refusing,
+            planned_rounds=views.planned_rounds,
         )
         self.env.filters["qs"] = lambda params, **changes: urlencode({**params, **changes})
         self.env.filters["bytes"] = _human_bytes

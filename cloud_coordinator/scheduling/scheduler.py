@@ -509,6 +509,9 @@ class Scheduler:
     def is_queued(self, job_id: str) -> bool:
         return job_id in self._queued
 
+    def has_waiting(self) -> bool:
+        return bool(self._queued)
+
     def queued_needs(self) -> list[JobNeeds]:
         return [q.needs for q in self._queued.values()]
 

@@ -163,6 +163,8 @@ class WorkQueue:
     def tick(self) -> list[Placement]:
         """One pass: take in heartbeats, place what fits, offer it to its sites, launch what they take."""
         with self._lock:
+            if not self.scheduler.has_waiting():
+                return []  # nothing to place: no need to read ten thousand sites' reports
             self._refresh()
             self._report()
             placements = self.scheduler.schedule(self._clock())

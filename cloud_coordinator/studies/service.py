@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -23,26 +22,15 @@ from silolink import errors
 from silolink import windows as win
 from silolink.gen.common.v1.site_pb2 import SiteSelector
 from silolink.identity import Identity, Role
+from silolink.studies import DEFAULT, study_name
 
 from ..sites import selector as site_selector
 from ..sites.service import SiteService
 from .store import ROLES, Study, StudySite, StudyStore
 
 log = logging.getLogger(__name__)
-DEFAULT = "default"
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
 RANK = {role: rank for rank, role in enumerate(ROLES, 1)}
 NEEDS = {"observer": "see it", "analyst": "run its work", "lead": "invite sites and give roles"}
-
-
-def study_name(name: str) -> str:
-    """The study a request names: empty means ``default``; InvalidArgument if malformed."""
-    name = (name or "").strip() or DEFAULT
-    if not NAME.match(name):
-        raise errors.InvalidArgument(
-            f"study name {name!r}: use up to 63 letters, digits, '.', '_' and '-', starting with a letter"
-        )
-    return name
 
 
 def account_name(account: str) -> str:

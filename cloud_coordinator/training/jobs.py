@@ -396,7 +396,10 @@ class JobService:
         for key in spec.run_config:
             if not isinstance(key, str) or not 0 < len(key) <= 200:
                 raise errors.InvalidArgument(f"run_config key {key!r} is not valid")
-        if not 0 <= spec.timeout_s <= 30 * 24 * 3600 or spec.timeout_s != spec.timeout_s:
-            raise errors.InvalidArgument("--timeout must be between 1 s and 30 days")
+        # 0 is "unset" in the proto: the coordinator's [training] default_timeout_s applies.
+        if spec.timeout_s != 0 and not 1 <= spec.timeout_s <= 30 * 24 * 3600:  # NaN fails the range too
+            raise errors.InvalidArgument(
+                "--timeout must be between 1 s and 30 days (or 0 for the coordinator's default)"
+            )
         if spec.rounds and not 1 <= spec.rounds <= 10_000:
             raise errors.InvalidArgument("rounds must be between 1 and 10000")

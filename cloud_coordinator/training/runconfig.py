@@ -10,6 +10,7 @@ becomes a float; anything else of the wrong type is refused).
 from __future__ import annotations
 
 import math
+import tomllib
 from typing import Any
 
 from silolink import errors, softmax
@@ -35,6 +36,21 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam")
 MAX_KEYS = 256
 MAX_ROUND_TIMEOUT_S = 7 * 24 * 3600
 MAX_STRING = 4096
+
+
+def value_from_text(text: str) -> bool | int | float | str:
+    """A run_config value typed by hand, read as ``flwr run --run-config`` reads it: TOML
+    (``5``, ``0.1``, ``true``, ``"text"``); anything else that is not TOML (``64,32``,
+    ``fast``) is text. A TOML array or table is refused (InvalidArgument): Flower's run_config
+    holds no such values. The coordinator then checks the value against the declared type."""
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    if not isinstance(value, bool | int | float | str):
+        raise errors.InvalidArgument(f"run_config values are numbers, booleans or text, not {text!r}")
+    return value
 
 
 def overrides(spec: JobSpec) -> dict[str, tuple[Any, str]]:

@@ -1,8 +1,9 @@
 """Site data for Flower ClientApps: the job's dataset as numpy arrays.
 
-At a silolink site a ClientApp's ``context.node_config`` holds ``dataset`` (the dataset the
-job trains on, which the site allowed) and ``catalog`` (the path of the site's catalog).
-This is the public helper that turns them into arrays::
+At a silolink site a ClientApp's ``context.node_config`` holds ``dataset``, the name of the
+dataset the job trains on (which the site allowed), and nothing about where the site keeps
+it: the rows come from the agent, which reads them and applies the site's policy. This is
+the public helper that turns them into arrays::
 
     from edge_agent.apps.data import load_arrays, at_silolink_site
 
@@ -17,8 +18,9 @@ first and loads its data there the way it always did.
 Errors are ``DatasetError`` (a ValueError) and name columns only, never values: the site
 passes their message on to the coordinator, unlike other exceptions of an app.
 The helper is thin over the catalog's reading API (``edge_agent.catalog.reading``), so it
-reads every kind of dataset the site registered (catalog tables, Parquet, ...) and hides the
-columns the site marked sensitive unless it allows them for this app.
+reads every kind of dataset the site registered (catalog tables, Parquet, ...) and gets no
+column the site marked sensitive unless it allows that column for this app. Outside an
+agent (Flower's own engine at a site) ``node_config`` may name the ``catalog`` file instead.
 """
 
 from __future__ import annotations
@@ -48,9 +50,12 @@ class SiteDataset:
 
 
 def at_silolink_site(context: Any) -> bool:
-    """Whether the ClientApp runs at a silolink site (node_config names a catalog and dataset)."""
+    """Whether the ClientApp runs at a silolink site: in an agent's worker, or given a
+    catalog and dataset in node_config."""
+    from edge_agent.catalog.reading import agent_connected
+
     config = getattr(context, "node_config", {}) or {}
-    return bool(config.get("catalog")) and bool(config.get("dataset"))
+    return bool(config.get("dataset")) and (agent_connected() or bool(config.get("catalog")))
 
 
 def load_arrays(context: Any, features=None, label: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +86,6 @@ def load_dataset(context: Any, features=None, label: str | None = None) -> SiteD
         raise DatasetError(f"label column {label!r} of {name!r} holds text; use a numeric label")
     chosen = list(features or reader.features)
     X, y = reader.arrays(chosen, label)
-    row_ids = [batch["rowid"] for batch in reader.source.scan(["rowid"], present=[label])]
+    row_ids = [batch["rowid"] for batch in reader.scan(["rowid"], present=[label])]
     ids = np.concatenate(row_ids).astype(np.int64) if row_ids else np.zeros(0, dtype=np.int64)
     return SiteDataset(name, tuple(chosen), label, X, y, ids)

@@ -51,7 +51,8 @@ class CommandDispatcher:
                 getattr(result, kind).CopyFrom(body)  # type: ignore[arg-type]
             return result
         except errors.SiloError as e:
-            log.warning("command %s (%s) refused: %s", command.command_id, kind, e.message)
+            detail = f" [{e.site_detail}]" if e.site_detail else ""  # for this site's log only
+            log.warning("command %s (%s) refused: %s%s", command.command_id, kind, e.message, detail)
             return _failure(command.command_id, e)
         except Exception:  # noqa: BLE001 - a failing command must not take the agent down
             ref = uuid.uuid4().hex[:12]

@@ -5,17 +5,15 @@ One channel, rebuilt when the site certificate is renewed. Failures raise siloli
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
 
 import grpc
 
 from silolink.gen.audit.v1 import audit_pb2, audit_pb2_grpc
 from silolink.gen.exchange.v1 import exchange_pb2, exchange_pb2_grpc
-from silolink.rpc.channels import mtls_channel
 from silolink.rpc.status import from_rpc_error
 
-from ..identity import SiteIdentity
+from ..identity import CoordinatorChannel, SiteIdentity
 
 TIMEOUT_S = 30.0
 # Large transfers get a generous deadline: 64 MiB at a slow 1 MB/s still fits.
@@ -26,31 +24,17 @@ class CoordinatorExchange:
     def __init__(self, address: str, identity_loader, max_message_bytes: int) -> None:
         self._address = address
         self._load_identity = identity_loader
-        self._max_message_bytes = max_message_bytes
-        self._lock = threading.Lock()
-        self._serial = ""
-        self._channel: grpc.Channel | None = None
+        self._channel = CoordinatorChannel(address, identity_loader, max_message_bytes)
 
     def identity(self) -> SiteIdentity:
         return self._load_identity()
 
     def _stubs(self) -> tuple[exchange_pb2_grpc.ExchangeServiceStub, audit_pb2_grpc.AuditServiceStub]:
-        identity = self._load_identity()
-        serial = format(identity.cert.serial_number, "x")
-        with self._lock:
-            if self._channel is None or serial != self._serial:
-                if self._channel is not None:
-                    self._channel.close()
-                self._channel = mtls_channel(self._address, identity.credentials, self._max_message_bytes)
-                self._serial = serial
-            channel = self._channel
+        channel = self._channel.get()
         return exchange_pb2_grpc.ExchangeServiceStub(channel), audit_pb2_grpc.AuditServiceStub(channel)
 
     def close(self) -> None:
-        with self._lock:
-            if self._channel is not None:
-                self._channel.close()
-                self._channel = None
+        self._channel.close()
 
     def _error(self, e: grpc.RpcError):
         return from_rpc_error(e, peer=f"the coordinator at {self._address}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,12 +22,11 @@ from silolink import errors
 from silolink import windows as win
 from silolink.analytics.query import STATISTIC_NAMES
 from silolink.db import Database, Migrations, SqliteStore
+from silolink.studies import DEFAULT
 
 from ..privacy import Budget
 
 migrations = Migrations("agent.studies")
-DEFAULT = "default"
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
 QUERY_KINDS = tuple(sorted(set(STATISTIC_NAMES.values())))
 GIB = 1024**3
 
@@ -40,15 +38,6 @@ def m001_studies(db: Database) -> None:
         pk="study",
         not_null={"state", "updated_at"},
     )
-
-
-def study_name(name: str) -> str:
-    name = (name or "").strip() or DEFAULT
-    if not NAME.match(name):
-        raise errors.InvalidArgument(
-            f"study name {name!r}: use up to 63 letters, digits, '.', '_' and '-', starting with a letter"
-        )
-    return name
 
 
 @migrations()

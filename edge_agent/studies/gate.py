@@ -19,9 +19,10 @@ from google.protobuf.message import Message
 from silolink import errors
 from silolink.analytics.query import STATISTIC_NAMES
 from silolink.config import AnalyticsConfig
+from silolink.studies import DEFAULT, study_name
 
 from ..privacy import PrivacyLedger
-from .allowance import DEFAULT, Allowance, Membership, StudyBook, study_name
+from .allowance import Allowance, Membership, StudyBook
 
 log = logging.getLogger(__name__)
 

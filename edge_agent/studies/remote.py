@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import grpc
 
 from silolink.gen.studies.v1 import studies_pb2 as pb
 from silolink.gen.studies.v1 import studies_pb2_grpc
-from silolink.rpc.channels import mtls_channel
 from silolink.rpc.status import from_rpc_error
+
+from ..identity import CoordinatorChannel
 
 TIMEOUT_S = 15.0
 
@@ -17,28 +16,13 @@ TIMEOUT_S = 15.0
 class CoordinatorStudies:
     def __init__(self, address: str, identity_loader, max_message_bytes: int) -> None:
         self._address = address
-        self._load_identity = identity_loader
-        self._max_message_bytes = max_message_bytes
-        self._lock = threading.Lock()
-        self._serial = ""
-        self._channel: grpc.Channel | None = None
+        self._channel = CoordinatorChannel(address, identity_loader, max_message_bytes)
 
     def _stub(self) -> studies_pb2_grpc.SiteStudyServiceStub:
-        identity = self._load_identity()
-        serial = format(identity.cert.serial_number, "x")
-        with self._lock:
-            if self._channel is None or serial != self._serial:  # renewed: a channel with the new certificate
-                if self._channel is not None:
-                    self._channel.close()
-                self._channel = mtls_channel(self._address, identity.credentials, self._max_message_bytes)
-                self._serial = serial
-            return studies_pb2_grpc.SiteStudyServiceStub(self._channel)
+        return studies_pb2_grpc.SiteStudyServiceStub(self._channel.get())
 
     def close(self) -> None:
-        with self._lock:
-            if self._channel is not None:
-                self._channel.close()
-                self._channel = None
+        self._channel.close()
 
     def _call(self, name: str, request):
         try:

@@ -12,9 +12,10 @@ import threading
 
 from silolink import errors
 from silolink.gen.studies.v1 import studies_pb2 as pb
+from silolink.studies import DEFAULT, study_name
 
 from ..privacy import PrivacyLedger
-from .allowance import DEFAULT, Allowance, Membership, StudyBook, study_name
+from .allowance import Allowance, Membership, StudyBook
 from .remote import CoordinatorStudies
 
 log = logging.getLogger(__name__)

@@ -9,11 +9,12 @@ and its dataset is allowed for training. Anything else is refused with a reason 
 operator sees, before any code runs.
 
 Each job's ClientApp runs in a worker process of its own (``workers.py``) with one Flower
-``Context`` for the job: ``node_config`` holds ``dataset`` and ``catalog`` (the path of the
-site's catalog), ``run_config`` the app's ``[tool.flwr.app.config]`` with the job's
-overrides on top. A failure inside an app reaches the coordinator as its exception type
-and a reference only; details stay in the site's log, since a message can quote the
-site's data.
+``Context`` for the job: ``node_config`` holds the ``dataset``'s name and nothing about where
+the site keeps it (the app reads its rows through the agent, which hides the columns the site
+marked sensitive unless ``[catalog] sensitive_for_apps`` allows them for this app),
+``run_config`` the app's ``[tool.flwr.app.config]`` with the job's overrides on top. A
+failure inside an app reaches the coordinator as its exception type and a reference only;
+details stay in the site's log, since a message can quote the site's data.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from silolink.protos import config_from_proto
 from ..apps.store import AppStore, InstalledApp
 from ..catalog.reading import allowed_sensitive, node_config_for
 from ..catalog.store import Catalog
+from .data_service import DataGrant
 from .workers import AppFailed, WorkerPool, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -127,13 +129,16 @@ class FlowerHost:
         self.check_dataset(task.dataset)
         given = config_from_proto(task.run_config)
         allowed = allowed_sensitive(self._sensitive_for_apps, task.app, task.dataset)
-        node_config = node_config_for(self._catalog_path, task.dataset, allowed)
-        ids = (task.run_id, task.node_id, node_config)
+        ids = (task.run_id, task.node_id, node_config_for(task.dataset))
+        rest = {
+            "data": DataGrant(self._catalog_path, task.dataset, tuple(allowed)),
+            "environment": self._config.app_environment,
+        }
         if not (task.app_version or task.app_sha256) and task.app in self._allowed:
             reference, declared = self._allowed[task.app]
-            return WorkerSpec(task.app, reference, None, *ids, run_config(declared, given, task.app))
+            return WorkerSpec(task.app, reference, None, *ids, run_config(declared, given, task.app), **rest)
         app = self.approved(task.app, task.app_version, task.app_sha256)
-        return WorkerSpec(app.ref, app.clientapp, str(app.path), *ids, run_config(app.config, given, app.ref))
+        return WorkerSpec(app.ref, app.clientapp, str(app.path), *ids, run_config(app.config, given, app.ref), **rest)
 
     def end_job(self, command: pb.EndFlowerJob) -> pb.EndFlowerJobResult:
         """The coordinator says a job ended: its ClientApp worker and Context go at once."""

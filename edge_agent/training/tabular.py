@@ -7,7 +7,7 @@ Messages:
 - ``train``: local SGD epochs from the global arrays; replies with arrays and metrics.
 - ``evaluate``: loss and accuracy of the global arrays on the site's held-out rows.
 
-Rows come from the site's catalog (``node_config["catalog"]``); every fifth row is held
+Rows come from the job's dataset through the data helper; every fifth row is held
 out for evaluation. Errors in ``AppInputError`` name columns only, never values, so the
 site can pass them on to the coordinator.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -25,7 +24,7 @@ from flwr.clientapp import ClientApp
 from silolink import softmax
 
 from ..apps.data import DatasetError, load_dataset
-from ..catalog.store import Catalog
+from ..catalog.reading import open_dataset
 
 app = ClientApp()
 EVAL_EVERY = 5  # rows with rowid % 5 == 0 are held out
@@ -52,15 +51,11 @@ _cache_lock = threading.Lock()
 def load(context: Context, config) -> SiteData:
     """The job's dataset through the public data helper, split train/eval by row id, cached
     while the dataset stays the same."""
-    path = Path(str(context.node_config["catalog"]))
-    name = str(context.node_config["dataset"])
-    catalog = Catalog.open(path)
-    try:
-        dataset = catalog.describe(name)
-    finally:
-        catalog.db.conn.close()
+    dataset = open_dataset(context.node_config).dataset
+    name = dataset.name
     label, features = str(config.get("label", "") or ""), tuple(config.get("features", []) or ())
-    key = (path, name, dataset.created_at, dataset.row_count, features, label)
+    where = tuple(sorted((k, str(v)) for k, v in context.node_config.items()))
+    key = (where, dataset.created_at, dataset.row_count, features, label)
     with _cache_lock:
         if key in _cache:
             return _cache[key]

@@ -10,6 +10,14 @@ its pipe. Frames, each one ``send_bytes`` call:
   ``{"type", "code", "message", "detail"}`` for a failure. ``message`` is set only for
   errors whose text is safe to pass on (silolink's own and ``DatasetError``: names, never
   values); ``detail`` is the traceback, which the agent writes to the site's log only.
+- while the app handles a message, data requests: child -> parent ``b"Q"`` + JSON (see
+  ``data_service``), parent -> child ``b"A"`` + the pickled answer or ``b"E"`` + JSON
+  ``{"code", "message"}``. The agent never unpickles what a worker sends.
+
+Before the app is loaded the process keeps only the environment variables of
+``KEPT_ENVIRONMENT`` (locale, paths, thread and GPU settings), so secrets the agent was given
+through its environment (a database password behind a source's ``${NAME}``, say) are not in
+the app's ``os.environ``.
 
 The first frame from the child is ``b"R"`` (ready) or ``b"E"`` (the app failed to load).
 This module is imported by the agent's fork server ahead of time, so Flower's import cost
@@ -21,8 +29,10 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pickle
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -38,12 +48,21 @@ READY = b"R"
 REPLY = b"R"
 ERROR = b"E"
 PARENT_POLL_S = 1.0
+# Environment variables an app keeps: what Python, numeric libraries and GPUs need to run.
+KEPT_ENVIRONMENT = {
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TMP", "TEMP", "TERM",
+    "VIRTUAL_ENV", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+}  # fmt: skip
+KEPT_PREFIXES = ("LC_", "OMP_", "MKL_", "OPENBLAS_", "NUMEXPR_")
 
 
 def serve(conn, spec: dict[str, Any]) -> None:
     """Load the app, then answer messages until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent decides when this process ends
     _exit_with_parent()
+    _keep_environment(spec.get("environment", ()))
+    _connect_data(conn)
     try:
         app = _load(spec)
     except BaseException as e:  # noqa: BLE001 - reported to the agent, which logs the details
@@ -91,6 +110,7 @@ def _load(spec: dict[str, Any]) -> ClientApp:
         app = importlib.import_module(module)
         for attribute in (attributes or "app").split("."):
             app = getattr(app, attribute)
+        os.chdir(tempfile.gettempdir())  # not the agent's working directory, which may hold its data
     if not isinstance(app, ClientApp):
         raise LoadClientAppError(f"{spec['reference']} is not a flwr ClientApp")
     return app
@@ -107,6 +127,33 @@ def _error(error: BaseException, code: str = "", message: str = "") -> bytes:
         code, message = "FAILED_PRECONDITION", str(error)
     detail = "".join(traceback.format_exception(error))
     return json.dumps({"type": type(error).__name__, "code": code, "message": message, "detail": detail}).encode()
+
+
+def _keep_environment(also: list[str]) -> None:
+    kept = KEPT_ENVIRONMENT | set(also)
+    for name in list(os.environ):
+        if name not in kept and not name.startswith(KEPT_PREFIXES):
+            del os.environ[name]
+
+
+def _connect_data(conn) -> None:
+    """The data helper's way to the agent: one request and its answer on the job's pipe."""
+    from silolink import errors
+
+    from ..catalog import reading
+
+    lock = threading.Lock()  # an app reading from two threads still asks one thing at a time
+
+    def request(op: dict[str, Any]) -> Any:
+        with lock:
+            conn.send_bytes(b"Q" + json.dumps(op).encode())
+            answer = conn.recv_bytes()
+        if answer[:1] == b"A":
+            return pickle.loads(answer[1:])  # from the agent, which this process trusts
+        failure = json.loads(answer[1:])
+        raise errors.BY_CODE[errors.Code(failure["code"])](failure["message"])
+
+    reading.connect_agent(request)
 
 
 def _exit_with_parent() -> None:

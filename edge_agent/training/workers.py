@@ -8,7 +8,11 @@ must not share ``sys.modules``. Why one per job, kept: Flower's ``Context`` (and
 
 Workers are forked from a fork server (``multiprocessing``'s ``forkserver`` start method)
 that has Flower and numpy imported already, so a job's first message pays a fork, not a
-second of imports; the agent's own process, with its gRPC threads, is never forked. A worker
+second of imports; the agent's own process, with its gRPC threads, is never forked. Its
+environment is cut to a short allow-list (no secret the agent was given through its
+environment), and it is handed no path of the site's: while an app handles a message it
+asks for its job's rows over the pipe, and the agent answers from
+``data_service.DataService``, which applies the site's policy. A worker
 ends when its job has sent nothing for ``idle_s``, when a message overruns its timeout
 (its state is then unknown), when it dies, or when the agent stops.
 
@@ -30,12 +34,15 @@ from typing import Any
 
 from silolink import errors
 
+from .data_service import DataGrant, DataService
+
 log = logging.getLogger(__name__)
 # Imported once in the fork server, so workers start with them: Flower (through the worker
 # module) and the data helper most apps read the site's data with.
 PRELOAD = ["edge_agent.training.worker", "edge_agent.apps.data", "edge_agent.catalog.reading"]
 LOAD_TIMEOUT_S = 60.0  # importing an app (torch, say) can take a while on a busy machine
 STOP_GRACE_S = 2.0
+NO_DATA = b"E" + json.dumps({"code": "FAILED_PRECONDITION", "message": "this job was given no dataset"}).encode()
 
 _context_lock = threading.Lock()
 _context = None
@@ -74,6 +81,10 @@ class WorkerSpec:
     node_id: int
     node_config: dict[str, Any] = field(hash=False)
     run_config: dict[str, Any] = field(hash=False)
+    # The dataset the app may read through the agent; kept here, never sent to the worker.
+    data: DataGrant | None = None
+    # Environment variables the app keeps beyond the worker's own few ([training] app_environment).
+    environment: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +94,7 @@ class WorkerSpec:
             "node_id": self.node_id,
             "node_config": self.node_config,
             "run_config": self.run_config,
+            "environment": list(self.environment),
         }
 
 
@@ -103,6 +115,7 @@ class Worker:
         self.lock = threading.Lock()  # one message at a time: the Context is not thread-safe
         self.last_used = time.monotonic()
         self._stopped = False
+        self._data = DataService(spec.data, spec.label) if spec.data else None
         ctx = _mp_context()
         from . import worker
 
@@ -134,7 +147,11 @@ class Worker:
                 self._conn.send_bytes(message)
             except (OSError, ValueError):
                 raise self._exited("receiving a message") from None
-            frame = self._receive(timeout_s, "handling a message")
+            try:
+                frame = self._receive(timeout_s, "handling a message")
+            finally:
+                if self._data is not None:
+                    self._data.end_message()
             self.last_used = time.monotonic()
         if frame[:1] == b"R":
             return frame[1:]
@@ -162,19 +179,30 @@ class Worker:
                 pass
 
     def _receive(self, timeout_s: float, doing: str) -> bytes:
-        try:
-            ready = self._conn.poll(timeout_s)
-        except (OSError, ValueError):
-            raise self._exited(doing) from None
-        if not ready:
-            self.stop()
-            raise errors.DeadlineExceeded(
-                f"app {self.spec.label} did not finish {doing} within {timeout_s:.0f} s; the site stopped it"
-            )
-        try:
-            return self._conn.recv_bytes()
-        except (EOFError, OSError):
-            raise self._exited(doing) from None
+        """The worker's answer (an ``R`` or ``E`` frame), serving its data requests (``Q``
+        frames) meanwhile; ``timeout_s`` bounds the whole."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ready = self._conn.poll(max(0.0, deadline - time.monotonic()))
+            except (OSError, ValueError):
+                raise self._exited(doing) from None
+            if not ready:
+                self.stop()
+                raise errors.DeadlineExceeded(
+                    f"app {self.spec.label} did not finish {doing} within {timeout_s:.0f} s; the site stopped it"
+                )
+            try:
+                frame = self._conn.recv_bytes()
+            except (EOFError, OSError):
+                raise self._exited(doing) from None
+            if frame[:1] != b"Q":
+                return frame
+            answer = self._data.answer(frame[1:]) if self._data else NO_DATA
+            try:
+                self._conn.send_bytes(answer)
+            except (OSError, ValueError):
+                raise self._exited(doing) from None
 
     def _exited(self, doing: str) -> errors.SiloError:
         if self._stopped:  # ended from outside while a message was in flight

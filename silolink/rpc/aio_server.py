@@ -33,8 +33,10 @@ HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # Streams one connection may open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): a
 # client cannot open thousands of calls on one connection.
 MAX_STREAMS_PER_CONNECTION = 100
-# How long past its grace a server's stop may take (ending every stream) before we go on.
-STOP_SLACK_S = 60.0
+# How long past their grace the servers' stop may take (ending every stream) before we go
+# on closing the database. Streams still open then are cut when the process exits; agents
+# reconnect either way, and a quick stop is what brings them back soon after a restart.
+STOP_SLACK_S = 5.0
 
 
 class EventLoopThread:
@@ -157,16 +159,8 @@ class AioServer:
         self._loop.run(self.health.enter_graceful_shutdown())
 
     def stop(self, grace_s: float | None) -> None:
-        """Stop taking calls, give those in flight ``grace_s``, then end them. Never raises:
-        a loop busy ending ten thousand streams may take a while, and the caller still has
-        to close its database."""
-        try:
-            self._loop.run(self._server.stop(grace_s), timeout_s=(grace_s or 0) + STOP_SLACK_S)
-        except Exception:  # noqa: BLE001 - log and go on shutting down
-            log.warning("the server did not stop within %.0f s; going on", (grace_s or 0) + STOP_SLACK_S,
-                        exc_info=True)  # fmt: skip
-        finally:
-            self.classes.shutdown()
+        """Stop taking calls, give those in flight ``grace_s``, then end them (see stop_servers)."""
+        stop_servers([self], grace_s)
 
     def wait(self) -> None:
         self._loop.run(self._server.wait_for_termination())
@@ -174,3 +168,23 @@ class AioServer:
     def stats(self) -> Mapping[str, Mapping[str, int]]:
         """Calls in flight and refused so far, by class (for metrics)."""
         return {"active": dict(self.classes.active), "refused": dict(self.classes.refused)}
+
+
+def stop_servers(servers: Sequence[AioServer], grace_s: float | None) -> None:
+    """Stop ``servers`` (on one loop) together: stop taking calls, give those in flight
+    ``grace_s``, then end them. Never raises: a loop busy ending ten thousand streams may
+    take a while, and the caller still has to close its database."""
+    if not servers:
+        return
+    limit_s = (grace_s or 0) + STOP_SLACK_S
+
+    async def stop_all() -> None:
+        await asyncio.gather(*(server._server.stop(grace_s) for server in servers))
+
+    try:
+        servers[0]._loop.run(stop_all(), timeout_s=limit_s)
+    except Exception:  # noqa: BLE001 - log and go on shutting down
+        log.warning("the servers did not stop within %.0f s; going on (open streams end with the process)", limit_s)
+    finally:
+        for server in servers:
+            server.classes.shutdown()

@@ -54,6 +54,13 @@ def open_the_console(world: DemoWorld) -> None:
         f"  /analytics: {len(outcomes)} queries kept by the coordinator, {outcomes.count('answered')} answered "
         f"with their totals, {outcomes.count('refused')} refused" + (f" (by {refused.group(1)})" if refused else "")
     )
+    # The start form offers every app in the registry, with the run_config keys it declares.
+    form = opener.open(f"{url}/training/new", timeout=15).read().decode()
+    apps = re.findall(r'<optgroup label="([^"]+)"', form)
+    about = re.search(r'id="app-about">([^:<]+:[^:<\s]+)', form)
+    keys = re.findall(r'<label data-key="([^"]+)"', form)
+    click.echo(f"  /training/new: the start form offers {len(apps)} apps ({', '.join(apps)}); "
+               f"{about.group(1) if about else '?'} declares {len(keys)} run_config keys")  # fmt: skip
     # The site page's chart reads the coordinator's history of the site's resource reports.
     series = json.loads(opener.open(f"{url}/sites/hospital-a/resources.json", timeout=15).read())
     click.echo(

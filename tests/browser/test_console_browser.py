@@ -84,6 +84,7 @@ def world(tmp_path_factory):
         for name in HOSPITALS:
             agents.append(support.start_agent(agent_dirs[name], training=TrainingConfig(datasets=("patients",))))
 
+    start_agents.agents = agents  # the running hospitals, once started
     yield coordinator, admin, start_agents
     for agent in agents:
         agent.stop(0)
@@ -186,6 +187,30 @@ def csrf_on_page(driver) -> str:
     return driver.find_element(By.CSS_SELECTOR, "form.who input[name=csrf]").get_attribute("value")
 
 
+def choose_app(driver, ref: str) -> None:
+    """Pick NAME or NAME:VERSION in the start form; htmx swaps in that app's run_config fields."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import Select
+
+    select = Select(driver.find_element(By.ID, "start-app"))
+    if select.first_selected_option.get_attribute("value") == ref:
+        return
+    before = driver.find_element(By.ID, "app-fields")
+    select.select_by_value(ref)
+    # htmx replaces the whole #app-fields: wait for the old one to go, so no field read is stale.
+    wait_until(driver, expected_conditions.staleness_of(before), 10, f"the fields of {ref} swapped in")
+    name = ref.partition(":")[0]
+    wait_until(driver, lambda d: text_of(d, "#app-about").startswith(f"{name}:"), 10, f"the fields of {ref}")
+
+
+def rollout_states(driver) -> dict[str, str]:
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, "table.rollout tr[data-site]")
+    return {r.get_attribute("data-site"): r.find_element(By.CSS_SELECTOR, ".state").text for r in rows}
+
+
 def test_log_in_and_see_sites_come_online(world, browser):
     _, _, start_agents = world
     go(browser, "/")
@@ -203,15 +228,15 @@ def test_start_a_job_and_watch_its_chart_fill(world, browser):
     from selenium.webdriver.common.by import By
 
     go(browser, "/training")
-    browser.find_element(By.CSS_SELECTOR, "#start-job summary").click()
-    form = browser.find_element(By.CSS_SELECTOR, "#start-job form")
+    browser.find_element(By.ID, "start-job-link").click()
+    wait_until(browser, lambda d: d.find_elements(By.NAME, "rc.num-server-rounds"), 10, "the start form")
+    form = browser.find_element(By.ID, "start-job")
+    choose_app(browser, "tabular")
     form.find_element(By.NAME, "dataset").send_keys("patients")
     form.find_element(By.NAME, "sites").send_keys("kind=hospital")
-    rounds = form.find_element(By.NAME, "rounds")
-    rounds.clear()
-    rounds.send_keys("30")
-    form.find_element(By.NAME, "min_sites").send_keys("3")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    form.find_element(By.NAME, "rc.num-server-rounds").send_keys("30")
+    form.find_element(By.NAME, "rc.min-sites").send_keys("3")
+    form.find_element(By.ID, "start").click()
     wait_until(browser, lambda d: "/training/" in d.current_url and d.find_elements(By.ID, "job-chart"), 15, "the job")
     seen = set()
 
@@ -251,6 +276,82 @@ def test_roll_out_the_model_and_watch_each_site_turn_active(world, browser):
 
     wait_until(browser, all_active, 60, "every hospital to turn active")
     shot(browser, "model-rollout")
+
+
+def test_continue_a_canary_and_roll_back_from_the_model_page(world, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from cloud_coordinator.registry.client import RegistryClient
+    from tests.integration.test_registry import model_file
+
+    _, admin, _ = world
+    pushed = RegistryClient(admin).push(model_file(tmp_path, "v2", 2.0), "patients-tabular", description="retrained")
+    assert pushed["version"] == "2"
+    go(browser, "/models/patients-tabular/2")
+    browser.find_element(By.NAME, "to").send_keys("kind=hospital")
+    browser.find_element(By.ID, "canary").clear()
+    browser.find_element(By.ID, "canary").send_keys("1")
+    browser.find_element(By.ID, "rollout").click()
+
+    def canary_active(d):
+        states = sorted(rollout_states(d).values())
+        return states == ["active", "held", "held"]
+
+    wait_until(browser, canary_active, 60, "the canary site active, the others held")
+    shot(browser, "model-canary")
+    browser.find_element(By.ID, "continue-canary").click()
+    wait_until(browser, lambda d: list(rollout_states(d).values()) == ["active"] * 3, 60, "every hospital on v2")
+    # Rolling back to a version that does not exist: the coordinator's message, nothing changed.
+    browser.find_element(By.NAME, "to_version").send_keys("9")
+    browser.find_element(By.ID, "rollback").click()
+    wait_until(browser, lambda d: d.find_elements(By.ID, "error-message"), 10, "the refusal")
+    assert "patients-tabular" in text_of(browser, "#error-message") and "9" in text_of(browser, "#error-message")
+    go(browser, "/models/patients-tabular/2")
+    browser.find_element(By.NAME, "to_version").send_keys("1")
+    browser.find_element(By.ID, "rollback").click()
+    wait_until(browser, lambda d: d.current_url.endswith("/models/patients-tabular/1"), 10, "version 1's page")
+    wait_until(browser, lambda d: list(rollout_states(d).values()) == ["active"] * 3, 60, "every hospital back on v1")
+    states = {s["state"] for s in RegistryClient(admin).status("patients-tabular", "2")}
+    assert states == {"superseded"}, states
+
+
+def test_start_a_pushed_app_with_its_own_run_config(world, browser):
+    """The numpy example (no `strategy`, its own keys) from the form: a wrong value shows the
+    coordinator's message with the values kept, then the job runs with what was filled in."""
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.test_apps_examples import push_and_approve
+
+    coordinator, admin, start_agents = world
+    push_and_approve(coordinator, start_agents.agents, "numpy-app")
+    go(browser, "/training/new")
+    choose_app(browser, "numpy-app:1.0.0")
+    assert browser.find_elements(By.NAME, "rc.min-nodes") and not browser.find_elements(By.NAME, "rc.strategy")
+    assert browser.find_element(By.NAME, "rc.learning-rate").get_attribute("placeholder") == "0.1"
+    form = browser.find_element(By.ID, "start-job")
+    form.find_element(By.NAME, "dataset").send_keys("patients")
+    form.find_element(By.NAME, "sites").send_keys("kind=hospital")
+    form.find_element(By.NAME, "timeout_s").send_keys("300")
+    form.find_element(By.NAME, "rc.num-server-rounds").send_keys("many")
+    form.find_element(By.NAME, "rc.learning-rate").send_keys("0.5")
+    form.find_element(By.ID, "start").click()
+    wait_until(browser, lambda d: d.find_elements(By.ID, "start-error"), 15, "the refusal")
+    assert "num-server-rounds is declared as int (default 3); 'many' is not one" in text_of(browser, "#start-error")
+    # The page kept what was typed, and the app chosen.
+    assert browser.find_element(By.NAME, "rc.learning-rate").get_attribute("value") == "0.5"
+    assert text_of(browser, "#app-about").startswith("numpy-app:1.0.0")
+    rounds = browser.find_element(By.NAME, "rc.num-server-rounds")
+    rounds.clear()
+    rounds.send_keys("3")
+    shot(browser, "training-start")
+    browser.find_element(By.ID, "start").click()
+    wait_until(browser, lambda d: d.find_elements(By.ID, "job-state"), 15, "the job page")
+    wait_until(browser, lambda d: text_of(d, "#job-state") in ("completed", "failed"), 120, "the numpy job to end")
+    job = admin.get_job(browser.current_url.rsplit("/", 1)[1])
+    assert job["state"] == "completed", job["error"]
+    assert job["run_config"]["num-server-rounds"] == 3 and job["run_config"]["learning-rate"] == 0.5
+    assert job["spec"]["strategy"] == "" and job["spec"]["timeout_s"] == 300
+    assert len(job["rounds"]) == 3 and all(len(r["participants"]) == 3 for r in job["rounds"])
 
 
 def test_every_page_renders_for_the_screenshots(world, browser):

@@ -37,8 +37,8 @@ def hospitals(make_agent, tmp_path):
     return agents
 
 
-def run_example(coordinator, agents, example: str, timeout_s: float = 120, **run_config) -> dict:
-    """Push the example, approve it at every site, run it; the finished job."""
+def push_and_approve(coordinator, agents, example: str) -> dict:
+    """Push the example to the coordinator and approve it at every site, as their admins would."""
     with support.operator(coordinator) as op:
         pushed = OperatorApps(op).push(EXAMPLES / example)
     for agent in agents:
@@ -47,6 +47,12 @@ def run_example(coordinator, agents, example: str, timeout_s: float = 120, **run
             app, new = approve(store, client, agent.layout.ca_cert.read_bytes(), pushed["name"], pushed["version"],
                                limits_of(agent.config.apps))  # fmt: skip
         assert new and app.sha256 == pushed["sha256"]
+    return pushed
+
+
+def run_example(coordinator, agents, example: str, timeout_s: float = 120, **run_config) -> dict:
+    """Push the example, approve it at every site, run it; the finished job."""
+    pushed = push_and_approve(coordinator, agents, example)
     with support.operator(coordinator) as client:
         job = client.start_training(app=pushed["name"], dataset="patients", sites=["kind=hospital"],
                                     run_config=run_config)  # fmt: skip

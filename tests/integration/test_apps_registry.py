@@ -51,7 +51,13 @@ def test_push_list_show_offer_and_download(coordinator, make_agent, tmp_path):
         with pytest.raises(errors.AlreadyExists, match="raise \\[project\\] version"):
             client.push(changed)
         client.push(write_app(tmp_path, "numpy-test", version="1.1.0"))
-        assert [(a["name"], a["version"]) for a in client.list()] == [("numpy-test", "1.0.0"), ("numpy-test", "1.1.0")]
+        listed = client.list()
+        assert [(a["name"], a["version"]) for a in listed if not a["builtin"]] == [
+            ("numpy-test", "1.0.0"),
+            ("numpy-test", "1.1.0"),
+        ]
+        # The built-in apps are listed too, before any job used them (the console offers them).
+        assert {a["name"] for a in listed if a["builtin"]} == {"tabular", "tabular-secagg"}
         (shown,) = client.show("numpy-test", "1.0.0")
         with pytest.raises(errors.NotFound, match="has no version '9'; published: 1.0.0, 1.1.0"):
             client.show("numpy-test", "9")
@@ -114,10 +120,12 @@ def test_bad_bundles_are_refused_with_the_reason_and_leave_nothing(tmp_path):
                 client.push(link_dir)  # refused before building, naming the link
             with pytest.raises(errors.InvalidArgument, match="taken by silolink's built-in app"):
                 client.push(write_app(tmp_path, "tabular", version="9.0.0"))
-            assert client.list() == []
+            listed = client.list()
+            assert [a for a in listed if not a["builtin"]] == []  # nothing of the bad bundles
         blobs = coordinator.layout.root / "apps" / "blobs"
-        assert not blobs.exists() or list(blobs.iterdir()) == []
-        assert not [e for e in coordinator.audit.entries() if e.action == "app.push"]
+        # Only the built-in apps' bundles (published when listed), nothing of the bad ones.
+        assert sorted(p.name for p in blobs.iterdir()) == sorted(f"{a['sha256']}.fab" for a in listed)
+        assert not [e for e in coordinator.audit.entries() if e.action == "app.push" and e.actor != "coordinator"]
     finally:
         coordinator.stop(0)
 

@@ -31,12 +31,12 @@ def app(root: Path, name: str, server: str, client: str = "step_app", **options)
     return write_app(root, name, client=f"{CLIENTS}\napp = {client}\n", server=server, **options)
 
 
-def site(make_agent, tmp_path, name: str, *apps: Path):
-    """An enrolled, running hospital allowing training on dataset ``rows``, whose admin
-    approved (installed) exactly the bundles of ``apps``."""
+def site(make_agent, tmp_path, name: str, *apps: Path, rows: int = 20):
+    """An enrolled, running hospital allowing training on dataset ``rows`` (of ``rows``
+    rows), whose admin approved (installed) exactly the bundles of ``apps``."""
     agent = make_agent(name, training=TrainingConfig(datasets=("rows",)))
     csv = tmp_path / f"{name}.csv"
-    csv.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    csv.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(rows)))
     Catalog.open(agent.layout.catalog_db).import_csv(csv, "rows", label="label")
     store = AppStore.open(agent.layout.state_db, agent.layout.apps_dir)
     for app_dir in apps:
@@ -310,7 +310,7 @@ def test_a_clientapp_failure_reaches_the_operator_as_its_type_and_a_reference(co
     app_dir = app(tmp_path, "failing", FEDAVG_SERVER, "picky_app", config={"num-server-rounds": 1, "lr": 0.5})
     push(coordinator, app_dir)
     site(make_agent, tmp_path, "hospital-a", app_dir)
-    site(make_agent, tmp_path, "hospital-b", app_dir)
+    site(make_agent, tmp_path, "hospital-b", app_dir, rows=21)
     job = run(coordinator, "failing")
     # FedAvg with min_train_nodes=2 aggregates what it got; the failure is in the round's record.
     (record,) = job["rounds"]

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cloud_coordinator.accounts.client import AccountsClient
+from cloud_coordinator.cli.exchange import ExchangeAdmin
 from silolink.config import AccountsConfig, ConsoleConfig
 from tests import support
 from tests.integration.test_accounts import PASSWORD, new_account
@@ -211,3 +212,136 @@ def test_the_site_chart_reads_the_coordinators_resource_history(world):
         assert series["load"] == [0, 1, 2, 3, 4] and series["memory_percent"] == [0, 10, 20, 30, 40]
         page = client.get("/sites/evil-tags").text
         assert "5 samples kept by the coordinator, one every 60 s (up to 360)" in page
+
+
+@pytest.fixture
+def hospitals_with_numpy_app(tmp_path):
+    """A coordinator with its console, two running hospitals holding patients, and the numpy
+    example pushed and approved at both (the app declares no ``strategy``)."""
+    from silolink.config import TrainingConfig
+    from silolink_demo import datasets
+    from tests.integration.test_apps_examples import push_and_approve
+
+    coordinator = support.start_coordinator(
+        tmp_path / "coordinator", console=ConsoleConfig(listen="127.0.0.1:0", refresh_s=1)
+    )
+    admin = support.operator(coordinator)
+    AccountsClient(admin).set_password(PASSWORD)
+    _, parts = datasets.breast_cancer_splits(["hospital-a", "hospital-b"])
+    agents = []
+    try:
+        for name, rows in parts.items():
+            support.enroll_site(coordinator, name, tmp_path / name)
+            agent = support.start_agent(tmp_path / name, training=TrainingConfig(datasets=("patients",)))
+            agents.append(agent)
+            source = datasets.write_csv(tmp_path / f"{name}.csv", rows)
+            from edge_agent.catalog.store import Catalog
+
+            Catalog.open(agent.layout.catalog_db).import_csv(
+                source, "patients", label="diagnosis", id_column="patient_id"
+            )
+            assert agent.wait_connected(10)
+        pushed = push_and_approve(coordinator, agents, "numpy-app")
+        yield coordinator, admin, pushed
+    finally:
+        for agent in agents:
+            agent.stop(0)
+        admin.close()
+        coordinator.stop(0)
+
+
+def test_the_form_starts_a_pushed_app_with_its_own_run_config(hospitals_with_numpy_app):
+    coordinator, admin, pushed = hospitals_with_numpy_app
+    with browser(coordinator) as client:
+        login(client, "admin")
+        assert 'href="/training/new"' in client.get("/training").text
+        form = client.get("/training/new", params={"app": "numpy-app"}).text
+        # Every app in the registry is offered, and the chosen app's declared keys are the fields,
+        # each showing its default; nothing of the built-in app's (no strategy, no rounds).
+        assert '<option value="numpy-app" selected>numpy-app (newest: 1.0.0)</option>' in form
+        assert '<option value="tabular"' in form and '<option value="numpy-app:1.0.0"' in form
+        fields = dict(re.findall(r'<input name="rc\.([\w.-]+)" inputmode="\w+" placeholder="([^"]*)"', form))
+        assert fields == {
+            "num-server-rounds": "3", "fraction-train": "1.0", "min-nodes": "2", "local-epochs": "5",
+            "learning-rate": "0.1", "num-features": "30", "num-classes": "2",
+        }  # fmt: skip
+        assert 'name="strategy"' not in form and 'name="rc.strategy"' not in form
+        # The built-in app's fields come with it.
+        assert 'name="rc.strategy"' in client.get("/training/new", params={"app": "tabular"}).text
+
+        token = csrf_of(client, "/training/new")
+        filled = {"csrf": token, "app": "numpy-app:1.0.0", "dataset": "patients", "sites": "kind=hospital",
+                  "timeout_s": "300", "rc.num-server-rounds": "2", "rc.learning-rate": "0.5",
+                  "rc.local-epochs": ""}  # fmt: skip
+        # Bad input: the coordinator's own message above the form, the values kept, never a 500.
+        for changes, message in [
+            (
+                {"rc.strategy": "fedprox"},
+                "--run-config strategy: app numpy-app:1.0.0 does not declare run_config key &#39;strategy&#39;",
+            ),
+            (
+                {"rc.num-server-rounds": "many"},
+                "num-server-rounds is declared as int (default 3); &#39;many&#39; is not one",
+            ),
+            ({"rc.num-server-rounds": "2.5"}, "num-server-rounds is declared as int"),
+            ({"app": "numpy-app:9.9"}, "app &#39;numpy-app&#39; has no version &#39;9.9&#39;"),
+            ({"timeout_s": "soon"}, "the job timeout (s) must be a number, not &#39;soon&#39;"),
+            ({"sites": "kind=factory"}, "only 0 enrolled site(s) match kind=factory"),
+            ({"dataset": "<b>x</b>"}, "dataset &#39;&lt;b&gt;x&lt;/b&gt;&#39; is not a valid dataset name"),
+        ]:
+            answer = client.post("/training", data={**filled, **changes})
+            assert answer.status_code == 400, (changes, answer.status_code, answer.text[-500:])
+            assert message in answer.text, (changes, answer.text[-1500:])
+            assert (
+                'id="start-error"' in answer.text
+                and 'name="rc.learning-rate" inputmode="decimal" placeholder="0.1" value="0.5"' in answer.text
+            )
+        with support.operator(coordinator) as op:
+            assert op.find_jobs(10)["total"] == 0  # nothing was started by the refused posts
+
+        started = client.post("/training", data=filled)
+        assert started.status_code == 303 and started.headers["location"].startswith("/training/")
+        job_id = started.headers["location"].rsplit("/", 1)[1]
+    with support.operator(coordinator) as op:
+        support.wait_for(lambda: op.get_job(job_id)["state"] != "running", 120, "the numpy job to end")
+        job = op.get_job(job_id)
+    assert job["state"] == "completed", job["error"]
+    # Only what the form filled in was sent: the app's defaults stand for the rest.
+    assert job["run_config"] == {
+        "num-server-rounds": 2, "fraction-train": 1.0, "min-nodes": 2, "local-epochs": 5,
+        "learning-rate": 0.5, "num-features": 30, "num-classes": 2,
+    }  # fmt: skip
+    assert job["spec"]["strategy"] == "" and job["spec"]["rounds"] == 0 and job["spec"]["timeout_s"] == 300
+    assert (job["app_version"], job["app_sha256"]) == ("1.0.0", pushed["sha256"])
+    assert [r["round"] for r in job["rounds"]] == [1, 2]
+    assert all(r["participants"] == ["hospital-a", "hospital-b"] for r in job["rounds"])
+    # The job page's log shows the END of a long log (one read returns at most 1 MiB from where it starts).
+    with (coordinator.training.job_dir(job_id) / "server.log").open("a") as log:
+        log.writelines(f"line {i} of a long log\n" for i in range(100_000))  # ~2.3 MB
+    with browser(coordinator) as client:
+        login(client, "admin")
+        tail = client.get(f"/training/{job_id}/log").text
+    assert "line 99999 of a long log" in tail and "line 99800 of a long log" in tail
+    assert "line 99799 of" not in tail and re.search(r"Only the end of the log is shown \(2\.\d MiB before it\)", tail)
+
+
+def test_the_exchange_page_shows_who_may_send_to_whom_and_filters_by_site_and_state(world):
+    with support.operator(world) as admin:
+        admin.add_site("calm-clinic", "hospital", {})
+        exchange = ExchangeAdmin(admin)
+        pending = exchange.add_agreement("evil-tags", "calm-clinic", "referral")
+        accepted = exchange.add_agreement("calm-clinic", "evil-tags", "second-opinion")
+    world.exchange._agreements.accept("evil-tags", accepted["id"])  # what the recipient site's agent does
+    with browser(world) as client:
+        login(client, "vera")
+        page = client.get("/exchange").text
+        row = re.search(rf'<tr data-agreement="{pending["id"]}">(.*?)</tr>', page, re.S).group(1)
+        assert "<td>evil-tags</td><td>calm-clinic</td><td>referral</td>" in row and "pending" in row
+        by_site = client.get("/exchange", params={"site": "calm-clinic"})  # was a 500 (wrong keys)
+        assert by_site.status_code == 200 and by_site.text.count("<tr data-agreement=") == 2
+        assert client.get("/exchange", params={"site": "nobody"}).text.count("<tr data-agreement=") == 0
+        active = client.get("/exchange", params={"state": "active"}).text
+        assert f'data-agreement="{accepted["id"]}"' in active and f'data-agreement="{pending["id"]}"' not in active
+        assert "<option selected>active</option>" in active
+        overview = client.get("/").text
+        assert re.search(r'<span class="big">1</span> agreements in force', overview)

@@ -44,6 +44,18 @@ def test_start_job_refuses_an_absurd_round_timeout(coordinator):
         op.start_training(**{**SPEC, "round_timeout_s": 1e300})
 
 
+@pytest.mark.parametrize("timeout_s", [0.5, -1.0, 30 * 24 * 3600 + 1.0])
+def test_start_job_takes_a_timeout_of_1_s_to_30_days_or_0_for_the_default(coordinator, timeout_s):
+    with support.operator(coordinator) as op:
+        with pytest.raises(errors.InvalidArgument, match=r"--timeout must be between 1 s and 30 days \(or 0 for"):
+            op.start_training(**{**SPEC, "timeout_s": timeout_s})
+        for fine in (0.0, 1.0):  # 0: the coordinator's [training] default_timeout_s
+            try:
+                op.start_training(**{**SPEC, "timeout_s": fine})
+            except errors.SiloError as e:  # refused for want of sites, say, but not for the timeout
+                assert "--timeout" not in e.message, e.message
+
+
 @pytest.mark.parametrize("after_seq", [2**63, 2**64 - 1])
 def test_audit_entries_after_a_sequence_beyond_sqlite_is_invalid_not_internal(coordinator, after_seq):
     with support.operator(coordinator) as op:

@@ -128,19 +128,41 @@ def test_credentials_never_reach_the_catalog_listing_or_logs(catalog, clinic, re
     # The secret may also come from DATA_DIR/secrets/NAME instead of the environment.
     with pytest.MonkeyPatch.context() as env:
         env.delenv("CLINIC_DB_PASSWORD")
-        with pytest.raises(errors.FailedPrecondition, match=r"\$\{CLINIC_DB_PASSWORD\}.*neither set"):
+        with pytest.raises(errors.FailedPrecondition, match=r"dataset 'clinic': a secret its database URL") as e:
             catalog.source("clinic").count()
+        assert "${CLINIC_DB_PASSWORD} is neither set" in e.value.site_detail and "CLINIC" not in e.value.message
         (tmp_path / "secrets").mkdir()
         (tmp_path / "secrets" / "CLINIC_DB_PASSWORD").write_text(PASSWORD + "\n")
         assert catalog.source("clinic").count() == ROWS
     wrong = clinic.url("clinic", user="reader", password="${WRONG_PASSWORD}")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WRONG_PASSWORD", "not-it")
-        with pytest.raises(
-            errors.FailedPrecondition, match=r"dataset 'wrong': cannot connect.*password authentication"
-        ) as e:
+        with pytest.raises(errors.FailedPrecondition, match=r"^dataset 'wrong': cannot connect to its database; ") as e:
             add_source(catalog, "wrong", wrong, table="patients")
-        assert "not-it" not in str(e.value)
+        assert "not-it" not in str(e.value) and "not-it" not in e.value.site_detail
+        # The site admin sees the masked URL and the driver's words; the message names neither.
+        assert "password authentication failed" in e.value.site_detail and "reader:***@" in e.value.site_detail
+        assert "reader" not in e.value.message and str(clinic.socket_dir) not in e.value.message
+
+
+def test_dialects_without_a_read_only_session_are_refused_unless_the_site_allows_them(catalog, tmp_path):
+    # SQL Server has no session-level read-only mode: refused before any driver is loaded.
+    url = "mssql+pyodbc://reader:${MSSQL_PASSWORD}@db.example.org/omop?driver=ODBC+Driver+18+for+SQL+Server"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MSSQL_PASSWORD", "pw")
+        for dialect_url in (url, "oracle+oracledb://reader:${MSSQL_PASSWORD}@db.example.org/omop"):
+            with pytest.raises(errors.FailedPrecondition, match=r"cannot make a '(mssql|oracle)' database session "
+                               r"read-only.*sql_without_read_only = \["):  # fmt: skip
+                add_source(catalog, "omop", dialect_url, table="person")
+        (tmp_path / "agent.toml").write_text('[catalog]\nsql_without_read_only = ["mssql"]\n')
+        # Allowed: past the read-only gate, on to the driver (not installed here).
+        with pytest.raises(errors.FailedPrecondition, match=r"cannot use its 'mssql' database.*install") as e:
+            add_source(catalog, "omop", url, table="person")
+        assert "db.example.org" not in e.value.message and "db.example.org" in e.value.site_detail
+        (tmp_path / "agent.toml").write_text('[catalog]\nsql_without_read_only = ["MS SQL"]\n')
+        with pytest.raises(errors.InvalidArgument, match="a SQLAlchemy dialect name"):
+            add_source(catalog, "omop", url, table="person")
+    assert catalog.list() == []
 
 
 def test_a_select_that_writes_is_refused_and_nothing_is_registered(catalog, clinic, reader_url):
@@ -165,9 +187,10 @@ def test_a_select_that_writes_is_refused_and_nothing_is_registered(catalog, clin
 def test_refused_connection_and_a_database_gone_mid_read(catalog, clinic, reader_url, tmp_path):
     refused = f"postgresql+psycopg://reader@/clinic?host={tmp_path}/nowhere"
     with pytest.raises(
-        errors.FailedPrecondition, match=r"dataset 'down': cannot connect to the database.*server is running"
-    ):
+        errors.FailedPrecondition, match=r"dataset 'down': cannot connect to its database.*server is running"
+    ) as e:
         add_source(catalog, "down", refused, table="patients")
+    assert f"{tmp_path}/nowhere" in e.value.site_detail and str(tmp_path) not in e.value.message
     assert catalog.list() == []
     add_source(catalog, "clinic", reader_url, table="patients")
     batches = catalog.source("clinic").scan(["id", "age"], batch_rows=100)
@@ -179,8 +202,14 @@ def test_refused_connection_and_a_database_gone_mid_read(catalog, clinic, reader
     assert catalog.source("clinic").count() == ROWS  # the next read reconnects
 
 
+def coordinator_files(coordinator) -> str:
+    """Everything the coordinator keeps on disk (database, logs), as text."""
+    root = coordinator.layout.root
+    return "".join(p.read_bytes().decode("latin-1") for p in sorted(root.rglob("*")) if p.is_file())
+
+
 def test_agents_answer_analytics_over_sql_and_keep_serving_when_it_fails(
-    coordinator, make_agent, clinic, reader_url, monkeypatch
+    coordinator, make_agent, clinic, reader_url, monkeypatch, caplog
 ):
     from silolink.config import AnalyticsConfig, CatalogConfig
 
@@ -194,8 +223,14 @@ def test_agents_answer_analytics_over_sql_and_keep_serving_when_it_fails(
         assert result["count"] == 2 * sum(1 for r in patient_rows(ROWS, 1) if r[1] >= 60)
         assert op.list_site_datasets("hospital-a")["datasets"][0]["row_count"] == ROWS
         monkeypatch.setenv("CLINIC_DB_PASSWORD", "wrong")  # the database now refuses the agents
-        with pytest.raises(errors.SiloError, match="cannot connect"):
+        with caplog.at_level(logging.WARNING), pytest.raises(errors.SiloError, match="cannot connect") as e:
             client.run_query("clinic", "count", ("kind=hospital",))
+        # What left the sites names the dataset and the failure; the account and host stay there.
+        assert "dataset 'clinic': cannot connect to its database" in e.value.message
+        assert "reader" not in e.value.message
+        for private in (str(clinic.socket_dir), "password authentication"):  # in its database and logs neither
+            assert private not in e.value.message and private not in coordinator_files(coordinator)
+        assert "reader:***@" in caplog.text and "password authentication failed" in caplog.text  # the site's log
         assert "row_count" not in op.list_site_datasets("hospital-a")["datasets"][0]
         monkeypatch.setenv("CLINIC_DB_PASSWORD", PASSWORD)
         assert client.run_query("clinic", "count", ("kind=hospital",))["count"] == 2 * ROWS

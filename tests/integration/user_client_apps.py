@@ -43,7 +43,9 @@ picky_app = ClientApp()
 
 @picky_app.train()
 def picky_train(msg: Message, context: Context) -> Message:
-    if "hospital-b" in str(context.node_config.get("catalog", "")):  # this one site's data trips the app
+    from edge_agent.apps.data import load_arrays
+
+    if len(load_arrays(context)[1]) == 21:  # this one site's data (21 rows) trips the app
         raise ValueError(f"row 12 of {PATIENT_MARKER} is malformed")  # a message that must stay at the site
     return train(msg, context)
 

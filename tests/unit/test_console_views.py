@@ -106,6 +106,11 @@ def test_hostile_job_names_metric_keys_and_reasons_are_escaped():
     }
     html = render("job.html", job=job)
     assert HOSTILE not in html and html.count("&lt;script&gt;") >= 5
+    # A user app's run_config: its keys and text values are the app's own, shown escaped.
+    job["run_config"] = {HOSTILE: HOSTILE, "num-server-rounds": 4}
+    html = render("job.html", job=job)
+    assert HOSTILE not in html and html.count("&lt;script&gt;") >= 7
+    assert "<code>num-server-rounds=4</code>" in html and ">1 of 4<" in html
     page = views.paginate([job], 1)
     html = render("jobs_table.html", page=page, params={})
     assert HOSTILE not in html and "&lt;script&gt;" in html

@@ -110,9 +110,12 @@ class Source:
         for name in columns:
             self.column_type(name)
 
-    def fail(self, what: str, fix: str, kind: type[errors.SiloError] = errors.FailedPrecondition) -> errors.SiloError:
-        """An error naming the dataset, what went wrong and what the site admin should do."""
-        return kind(f"dataset {self.name!r}: {what}; {fix}")
+    def fail(
+        self, what: str, fix: str, kind: type[errors.SiloError] = errors.FailedPrecondition, site_detail: str = ""
+    ) -> errors.SiloError:
+        """An error naming the dataset, what went wrong and what the site admin should do;
+        ``site_detail`` (hosts, accounts, a driver's words) stays at the site."""
+        return kind(f"dataset {self.name!r}: {what}; {fix}", site_detail=site_detail)
 
 
 def exact_int_sum(values: np.ndarray) -> int:

@@ -7,11 +7,18 @@ any database SQLAlchemy has a driver for).
   shown or logged is the URL with the password masked; nothing about the source is sent to
   the coordinator.
 - Read-only: PostgreSQL sessions start with ``default_transaction_read_only``, SQLite with
-  ``query_only``, MySQL with a read-only session, and every read is rolled back. A query
-  that writes (a data-modifying CTE, ``nextval``) fails at registration, so it is never
-  recorded. Give the agent a database account that can only read, too.
+  ``query_only``, MySQL and MariaDB with a read-only session, and every read is rolled back.
+  A query that writes (a data-modifying CTE, ``nextval``) fails at registration, so it is
+  never recorded. Other dialects have no session switch silolink can set (SQL Server has
+  none; its ``ApplicationIntent=ReadOnly`` only routes to a replica), so their sources are
+  refused unless the site's ``[catalog] sql_without_read_only`` names the dialect, which it
+  should only for an account that can do nothing but read. Give the agent a database
+  account that can only read in any case.
 - A database that refuses or drops the connection is FAILED_PRECONDITION naming the
   dataset (not UNAVAILABLE, which the coordinator reads as the site itself being away).
+  Error messages name the dataset and the kind of failure only; the database's host and
+  account and the driver's own words (which name them) go in ``site_detail``, which the
+  site's CLI shows and its log records and no reply carries.
 - Filters are SQLAlchemy expressions: column names from the site's own schema, the
   coordinator's literals only as bound parameters. Counts and sums run in the database.
 """
@@ -36,6 +43,8 @@ TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]
 SAMPLE_ROWS = 1000
 CONNECT_TIMEOUT_S = 10
 APPLICATION_NAME = "silolink-agent"
+# Dialects whose sessions the agent makes read-only (see _engine).
+READ_ONLY_DIALECTS = ("postgresql", "sqlite", "mysql", "mariadb")
 _COMPARE = {
     "=": operator.eq,
     "!=": operator.ne,
@@ -46,7 +55,7 @@ _COMPARE = {
 }
 
 
-def _secrets(location: str, data_dir: Path) -> dict[str, str]:
+def _secrets(location: str, data_dir: Path, dataset: str) -> dict[str, str]:
     """Each ``${NAME}`` of the URL, read from the environment or DATA_DIR/secrets/NAME."""
     values = {}
     for name in PLACEHOLDER.findall(location):
@@ -58,8 +67,9 @@ def _secrets(location: str, data_dir: Path) -> dict[str, str]:
             values[name] = path.read_text().strip()
         except OSError:
             raise errors.FailedPrecondition(
-                f"the database URL refers to ${{{name}}}, which is neither set in the agent's environment nor in "
-                f"{path}; set one of them (the file readable by the agent only)"
+                f"dataset {dataset!r}: a secret its database URL refers to is not set at this site; set it in the "
+                "agent's environment or in its secrets directory (the file readable by the agent only)",
+                site_detail=f"${{{name}}} is neither set in the agent's environment nor in {path}",
             ) from None
     return values
 
@@ -80,19 +90,21 @@ def display_url(location: str) -> str:
         return location.split("://", 1)[0] + "://..."
 
 
-def _engine(location: str, data_dir: Path):
+def _engine(location: str, data_dir: Path, dataset: str):
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    secrets = _secrets(location, data_dir)
+    secrets = _secrets(location, data_dir, dataset)
     try:
         url = sa.engine.make_url(_resolve(location, secrets))
     except Exception as e:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
         raise errors.InvalidArgument(
-            f"{display_url(location)} is not a database URL SQLAlchemy understands ({type(e).__name__}); "
-            "write it as DIALECT[+DRIVER]://USER:${PASSWORD_VAR}@HOST/DATABASE"
+            f"dataset {dataset!r}: its source is not a database URL SQLAlchemy understands ({type(e).__name__}); "
+            "write it as DIALECT[+DRIVER]://USER:${PASSWORD_VAR}@HOST/DATABASE",
+            site_detail=display_url(location),
         ) from None
     backend = url.get_backend_name()
+    _check_read_only(backend, data_dir, dataset)
     connect_args: dict[str, Any] = {}
     if backend == "postgresql":
         connect_args = {
@@ -104,7 +116,9 @@ def _engine(location: str, data_dir: Path):
         engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except Exception as e:  # noqa: BLE001 - e.g. the URL's driver is not installed
         raise errors.FailedPrecondition(
-            f"cannot use {display_url(location)}: {_detail(e, secrets)}; install the database's driver"
+            f"dataset {dataset!r}: the agent cannot use its {backend!r} database ({type(e).__name__}); install the "
+            "database's driver in the agent's environment",
+            site_detail=f"{display_url(location)}: {_detail(e, secrets)}",
         ) from None
 
     if backend == "sqlite":
@@ -122,6 +136,28 @@ def _engine(location: str, data_dir: Path):
             cursor.close()
 
     return engine, secrets
+
+
+def _check_read_only(backend: str, data_dir: Path, dataset: str) -> None:
+    """Refuse a dialect the agent cannot make read-only, unless the site's agent.toml allows
+    it. Read from the data directory at each connection (as the CLI and the agent both see
+    it), so a change to the setting applies at once."""
+    if backend in READ_ONLY_DIALECTS:
+        return
+    from silolink import config as config_mod
+
+    from ...layout import AgentLayout
+
+    layout = AgentLayout(data_dir)
+    allowed = config_mod.load(config_mod.AgentConfig, layout.config, "SILOLINK_AGENT").catalog.sql_without_read_only
+    if backend not in allowed:
+        raise errors.FailedPrecondition(
+            f"dataset {dataset!r}: silolink cannot make a {backend!r} database session read-only (it can for "
+            f"{', '.join(READ_ONLY_DIALECTS)}), so a query could write to it; give the agent an account that can "
+            f'only read, then allow the dialect with sql_without_read_only = ["{backend}"] under [catalog] in '
+            "agent.toml",
+            site_detail=str(layout.config),
+        )
 
 
 def _detail(e: BaseException, secrets: dict[str, str]) -> str:
@@ -218,33 +254,36 @@ class SqlSource(Source):
     def _connect(self):
         import sqlalchemy as sa
 
-        engine, self._secret_values = _engine(self.dataset.location, self.catalog_path.parent)
+        engine, self._secret_values = _engine(self.dataset.location, self.catalog_path.parent, self.name)
         try:
             return engine.connect()
         except sa.exc.DBAPIError as e:
             raise self.fail(
-                f"cannot connect to the database at {display_url(self.dataset.location)} "
-                f"({_detail(e, self._secret_values)})",
+                "cannot connect to its database",
                 "check that the server is running and accepts this site's account, then retry",
+                site_detail=f"{display_url(self.dataset.location)}: {_detail(e, self._secret_values)}",
             ) from None
 
     def _failure(self, e: Exception, started: bool) -> errors.SiloError:
         import sqlalchemy as sa
 
         detail = _detail(e, getattr(self, "_secret_values", {}))
+        where = f"{display_url(self.dataset.location)}: {detail}"  # the site's eyes only
         state = _sqlstate(e)
         if state == "25006" or "readonly" in detail.lower().replace("-", "").replace(" ", ""):
             return self.fail(
-                f"the query writes to the database ({detail})",
+                "the query writes to the database",
                 "a source is read-only: register a SELECT that only reads",
+                site_detail=where,
             )
         if isinstance(e, sa.exc.OperationalError) and (started or state.startswith("08") or not state):
             what = "the connection to the database was lost while reading" if started else "the database failed"
-            return self.fail(f"{what} ({detail})", "retry once the database is back")
+            return self.fail(what, "retry once the database is back", site_detail=where)
         return self.fail(
-            f"the database refused the read ({detail})",
+            f"the database refused the read{f' (SQLSTATE {state})' if state else ''}",
             "check that the table, view or query still exists and that this site's account may read it "
             "(edge-agent data add --replace to register it again)",
+            site_detail=where,
         )
 
     # -- what to read ----------------------------------------------------------------------

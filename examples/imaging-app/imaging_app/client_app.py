@@ -32,7 +32,7 @@ _lock = threading.Lock()
 def load(context: Context) -> tabular.SiteData:
     """The site's images as pixel rows (through the public data helper, over the catalog's
     reading API), every fifth catalog row held out for evaluation."""
-    key = (str(context.node_config.get("catalog")), str(context.node_config.get("dataset")))
+    key = tuple(sorted((k, str(v)) for k, v in context.node_config.items()))
     with _lock:
         if key in _cache:
             return _cache[key]

@@ -1,7 +1,7 @@
 """pytorch-app: the network, each node's data, training, and the ONNX export.
 
 At a silolink site the node's data is the job's dataset from the site's catalog, read with
-silolink's data helper (``node_config`` names the catalog and the dataset). Anywhere else,
+silolink's data helper (``node_config`` names the dataset; the site's agent sends the rows). Anywhere else,
 such as Flower's simulation engine, it is a synthetic partition chosen by
 ``partition-id``/``num-partitions``, so the app runs unchanged on either.
 
@@ -49,8 +49,8 @@ class Scorer(nn.Module):
 
 def load_data(node_config, batch_size: int) -> tuple[DataLoader, torch.Tensor, torch.Tensor]:
     """(training batches, X_test, y_test) of this node."""
-    if node_config.get("catalog") and node_config.get("dataset"):
-        X, y, test = _site_data(str(node_config["catalog"]), str(node_config["dataset"]))
+    if node_config.get("dataset"):  # at a silolink site
+        X, y, test = _site_data(tuple(sorted(node_config.items())))
     else:
         X, y, test = _synthetic_data(int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
     X = torch.tensor(X, dtype=torch.float32)
@@ -61,11 +61,13 @@ def load_data(node_config, batch_size: int) -> tuple[DataLoader, torch.Tensor, t
 
 
 @lru_cache(maxsize=64)  # one entry at a site; one per node where many share a process
-def _site_data(catalog: str, dataset: str):
+def _site_data(node_config: tuple):
     from edge_agent.apps.data import load_dataset  # silolink's data helper, present at every site
 
     class _Context:  # the helper reads node_config only
-        node_config = {"catalog": catalog, "dataset": dataset}
+        pass
+
+    _Context.node_config = dict(node_config)
 
     data = load_dataset(_Context())
     test = data.row_ids % HOLD_OUT_EVERY == 0

@@ -1,7 +1,7 @@
 """sklearn-app: the model and each node's data.
 
 At a silolink site the node's data is the job's dataset from the site's catalog, read with
-silolink's data helper (``node_config`` names the catalog and the dataset). Anywhere else,
+silolink's data helper (``node_config`` names the dataset; the site's agent sends the rows). Anywhere else,
 such as Flower's simulation engine, it is a partition of scikit-learn's bundled breast
 cancer data chosen by ``partition-id``/``num-partitions`` (nothing is downloaded).
 """
@@ -46,17 +46,19 @@ def set_initial_params(model: LogisticRegression, num_features: int, num_classes
 
 def load_data(node_config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X_train, y_train, X_test, y_test) of this node, features scaled with its own training rows."""
-    if node_config.get("catalog") and node_config.get("dataset"):
-        return _site_data(str(node_config["catalog"]), str(node_config["dataset"]))
+    if node_config.get("dataset"):  # at a silolink site
+        return _site_data(tuple(sorted(node_config.items())))
     return _bundled_data(int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
 
 
 @lru_cache(maxsize=64)  # one entry at a site; one per node where many share a process
-def _site_data(catalog: str, dataset: str):
+def _site_data(node_config: tuple):
     from edge_agent.apps.data import load_dataset  # silolink's data helper, present at every site
 
     class _Context:  # the helper reads node_config only
-        node_config = {"catalog": catalog, "dataset": dataset}
+        pass
+
+    _Context.node_config = dict(node_config)
 
     data = load_dataset(_Context())
     return _split(data.X, data.y.astype(np.int64), data.row_ids % HOLD_OUT_EVERY == 0)
