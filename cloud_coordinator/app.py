@@ -279,7 +279,7 @@ class Coordinator:
         )
         if self.config.metrics_listen:
             self.metrics_address = self.metrics.serve(self.config.metrics_listen)
-        if self.config.console.listen:
+        if self.config.console.address:
             from . import console
 
             self.console = console.start(self)

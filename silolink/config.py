@@ -128,11 +128,34 @@ class AccountsConfig(Settings):
 class ConsoleConfig(Settings):
     """``[console]``: the web console (HTTPS with the coordinator's certificate)."""
 
-    # Where the console listens, e.g. "127.0.0.1:7445"; empty (the default) serves none.
+    # Serve the console; without `listen` it listens on loopback only (127.0.0.1:7445).
+    enabled: bool = setting(False)
+    # Where the console listens, e.g. "127.0.0.1:7445"; setting it also turns the console on.
     # A non-loopback address opens the login page to that network: keep it behind your VPN.
     listen: str = setting("", kind=ADDRESS_OR_EMPTY)
     # How often live values on a page refresh.
     refresh_s: float = setting(2.0, min=0.2, max=60)
+
+    @property
+    def address(self) -> str:
+        """Where the console listens; "" when it is off."""
+        if self.listen:
+            return self.listen
+        return DEFAULT_CONSOLE_LISTEN if self.enabled else ""
+
+
+DEFAULT_CONSOLE_LISTEN = "127.0.0.1:7445"
+
+
+def console_listen(text: str) -> str:
+    """``--console-listen`` as typed: a bare port (``7445``) or ``:PORT`` means loopback,
+    so that turning the console on never opens it to the network by accident."""
+    text = text.strip()
+    if text.isdigit():
+        return f"127.0.0.1:{text}"
+    if text.startswith(":"):
+        return f"127.0.0.1{text}"
+    return text
 
 
 @dataclasses.dataclass(frozen=True)

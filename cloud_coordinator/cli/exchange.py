@@ -13,7 +13,7 @@ from silolink import errors, pki
 from silolink.audit.pinned import HeadPin, verify_pinned
 from silolink.audit.remote import fetch_all
 from silolink.cli_util import echo_json, handle_errors, table
-from silolink.exchange_protos import agreement_to_dict
+from silolink.exchange_protos import AGREEMENT_STATES, agreement_to_dict
 from silolink.gen.audit.v1 import audit_pb2, audit_pb2_grpc
 from silolink.gen.exchange.v1 import exchange_pb2, exchange_pb2_grpc
 
@@ -37,14 +37,29 @@ class ExchangeAdmin:
         reply = self._client.call(self._admin.ListAgreements, exchange_pb2.ListAgreementsRequest())
         return [agreement_to_dict(a) for a in reply.agreements]
 
+    def find_agreements(self, page_size: int, offset: int = 0, site: str = "", state: str = "") -> dict[str, Any]:
+        """One page of the agreements (oldest first) matching the filters, and how many match."""
+        request = exchange_pb2.ListAgreementsRequest(
+            page_size=page_size, page_token=str(offset) if offset else "", site=site,
+            state=AGREEMENT_STATES[state] if state else 0,
+        )  # fmt: skip
+        reply = self._client.call(self._admin.ListAgreements, request)
+        return {"agreements": [agreement_to_dict(a) for a in reply.agreements], "total": reply.total_size}
+
     def revoke_agreement(self, agreement_id: str) -> dict[str, Any]:
         reply = self._client.call(self._admin.RevokeAgreement, exchange_pb2.RevokeAgreementRequest(id=agreement_id))
         return agreement_to_dict(reply.agreement)
 
     def list_queues(self) -> list[dict[str, Any]]:
         """Per site, the envelopes and ciphertext bytes waiting in the broker (never content)."""
-        reply = self._client.call(self._admin.ListQueues, exchange_pb2.ListQueuesRequest())
-        return [
+        return self.find_queues(0)["queues"]
+
+    def find_queues(self, page_size: int, site: str = "") -> dict[str, Any]:
+        """The fullest ``page_size`` queues (0: every one, by site name) and the broker's totals."""
+        reply = self._client.call(
+            self._admin.ListQueues, exchange_pb2.ListQueuesRequest(page_size=page_size, site=site)
+        )
+        queues = [
             {
                 "site": q.site,
                 "inbound_envelopes": q.inbound_envelopes,
@@ -54,6 +69,8 @@ class ExchangeAdmin:
             }
             for q in reply.queues
         ]
+        return {"queues": queues, "sites": reply.total_sites, "envelopes": reply.total_envelopes,
+                "bytes": reply.total_bytes}  # fmt: skip
 
     def audit_page(self, after_seq: int) -> audit_pb2.ListAuditEntriesResponse:
         return self._client.call(self._audit.ListAuditEntries, audit_pb2.ListAuditEntriesRequest(after_seq=after_seq))

@@ -11,7 +11,9 @@ import click
 
 from silolink import logs
 from silolink.cli_util import echo_json, handle_errors, stop_event_on_signals
+from silolink.config import console_listen as console_listen_address
 from silolink.metrics import watch_gc_pauses
+from silolink.settings import SettingError
 
 from .. import bootstrap
 from ..app import Coordinator, load_config
@@ -77,9 +79,15 @@ def raise_open_files_limit() -> None:
 )
 @click.option("--metrics-listen", metavar="HOST:PORT", help="Prometheus metrics over HTTP; '' to disable.")
 @click.option(
+    "--console",
+    "console_on",
+    is_flag=True,
+    help="Serve the web console over HTTPS on loopback, 127.0.0.1:7445 (needs the [console] extra).",
+)
+@click.option(
     "--console-listen",
-    metavar="HOST:PORT",
-    help="Serve the web console over HTTPS here (e.g. 127.0.0.1:7445; needs the [console] extra).",
+    metavar="[HOST:]PORT",
+    help="Serve the web console over HTTPS here; a port alone means loopback (e.g. 7445 or 10.0.0.5:7445).",
 )
 @click.option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
 @handle_errors
@@ -88,6 +96,7 @@ def serve(
     listen: str | None,
     enroll_listen: str | None,
     metrics_listen: str | None,
+    console_on: bool,
     console_listen: str | None,
     log_level: str | None,
 ) -> None:
@@ -95,8 +104,13 @@ def serve(
     cfg = load_config(
         data_dir, listen=listen, enroll_listen=enroll_listen, metrics_listen=metrics_listen, log_level=log_level
     )
-    if console_listen is not None:
-        cfg = dataclasses.replace(cfg, console=dataclasses.replace(cfg.console, listen=console_listen))
+    if console_on or console_listen is not None:
+        listen = console_listen_address(console_listen) if console_listen is not None else cfg.console.listen
+        try:
+            console = dataclasses.replace(cfg.console, enabled=True, listen=listen)
+        except SettingError as e:
+            raise click.BadParameter(str(e), param_hint="--console-listen") from None
+        cfg = dataclasses.replace(cfg, console=console)
     logs.configure(cfg.log_level)
     raise_open_files_limit()
     stop = stop_event_on_signals()

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def start(coordinator: Coordinator) -> ConsoleServer:
-    """Serve the console at ``coordinator.config.console.listen`` (the coordinator is running)."""
+    """Serve the console at ``coordinator.config.console.address`` (the coordinator is running)."""
     try:
         import jinja2  # noqa: F401
         import starlette  # noqa: F401
@@ -41,7 +41,7 @@ def start(coordinator: Coordinator) -> ConsoleServer:
     )
     layout = coordinator.layout
     server = ConsoleServer(
-        console.build(), coordinator.config.console.listen, str(layout.server_cert), str(layout.server_key)
+        console.build(), coordinator.config.console.address, str(layout.server_cert), str(layout.server_key)
     )
     server.client = base  # closed with the server
     return server.start()

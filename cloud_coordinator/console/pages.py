@@ -24,7 +24,7 @@ from .web import Console, Context
 
 SITE_STATES = ("online", "offline", "pending", "revoked")
 JOB_STATES = ("running", "completed", "failed", "stopped")
-ACTIVE_ROLLOUT_STATES = {"held", "pending", "downloading", "verified", "awaiting_approval"}
+ROLLOUT_STATES = ("held", "pending", "downloading", "verified", "awaiting_approval", "active", "failed", "superseded")
 
 
 def _params(request: Request, *names: str) -> dict[str, str]:
@@ -45,17 +45,11 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
     offline = client.find_sites(20, state="offline")
     recent = client.find_jobs(5)
     failed = client.find_jobs(10, state="failed")
-    registry = RegistryClient(client)
-    rollouts = []
-    for model in registry.list()[-20:]:
-        status = registry.status(model["name"], model["version"])
-        active = [s for s in status if s["state"] in ACTIVE_ROLLOUT_STATES]
-        if active:
-            rollouts.append(
-                {"model": f"{model['name']}:{model['version']}", "active": len(active), "sites": len(status)}
-            )
-    agreements = ExchangeAdmin(client).list_agreements()
-    queues = ExchangeAdmin(client).list_queues()
+    # Rollouts, agreements and queues are counted by the coordinator too (one call each).
+    rollouts = [{**r, "active": sum(r["state_counts"].values())} for r in RegistryClient(client).active_rollouts(20)]
+    exchange = ExchangeAdmin(client)
+    agreements = exchange.find_agreements(1, state="active")["total"]
+    queues = exchange.find_queues(1)
     sites_expiring = [s for s in expiring["sites"] if s["state"] != "revoked"]
     alerts = views.site_alerts(sites_expiring + offline["sites"], now, console.stale_after_s)
     if offline["total"] > len(offline["sites"]):
@@ -64,9 +58,9 @@ def overview_values(console: Console, ctx: Context) -> dict[str, Any]:
         "site_counts": {state: expiring["state_counts"].get(state, 0) for state in SITE_STATES},
         "job_counts": {state: recent["state_counts"].get(state, 0) for state in JOB_STATES},
         "rollouts": rollouts,
-        "agreements": sum(1 for a in agreements if a["state"] == "active"),
-        "backlog": sum(q["inbound_envelopes"] for q in queues),
-        "backlog_bytes": sum(q["inbound_bytes"] for q in queues),
+        "agreements": agreements,
+        "backlog": queues["envelopes"],
+        "backlog_bytes": queues["bytes"],
         "alerts": alerts + views.job_alerts(failed["jobs"]),
         "recent_jobs": recent["jobs"],
     }
@@ -228,16 +222,28 @@ def _model(ctx: Context) -> dict[str, Any]:
     return RegistryClient(ctx.client).show(name, version)[0]
 
 
+def _rollout_page(ctx: Context, name: str, version: str) -> dict[str, Any]:
+    """One page of the sites' states for the version (filtered by state), and the counts."""
+    params = _params(ctx.request, "state")
+    if params["state"] and params["state"] not in ROLLOUT_STATES:
+        raise errors.InvalidArgument(f"rollout state must be one of {', '.join(ROLLOUT_STATES)}")
+    number = views.page_number(ctx.request.query_params.get("page"))
+    found = RegistryClient(ctx.client).status_page(
+        name, version, views.PAGE_SIZE, (number - 1) * views.PAGE_SIZE, params["state"]
+    )
+    page = views.api_page(found["sites"], number, found["total"])
+    return {"params": params, "page": page, "status": found["sites"], "state_counts": found["state_counts"],
+            "states": ROLLOUT_STATES, "model_ref": (name, version)}  # fmt: skip
+
+
 def model_detail(console: Console, ctx: Context) -> Response:
     model = _model(ctx)
-    status = RegistryClient(ctx.client).status(model["name"], model["version"])
-    return console.render("model.html", ctx, model=model, status=status)
+    return console.render("model.html", ctx, model=model, **_rollout_page(ctx, model["name"], model["version"]))
 
 
 def rollout_live(console: Console, ctx: Context) -> Response:
     name, version = ctx.request.path_params["name"], ctx.request.path_params["version"]
-    status = RegistryClient(ctx.client).status(name, version)
-    return console.render("rollout_table.html", ctx, status=status)
+    return console.render("rollout_table.html", ctx, **_rollout_page(ctx, name, version))
 
 
 def start_rollout(console: Console, ctx: Context, form: dict[str, str]) -> Response:
@@ -266,19 +272,17 @@ def rollback(console: Console, ctx: Context, form: dict[str, str]) -> Response:
 
 # -- exchange ------------------------------------------------------------------------------
 def exchange(console: Console, ctx: Context) -> Response:
+    """Agreements (filtered and paged by the coordinator) and the fullest queues in the broker."""
     params = _params(ctx.request, "site", "state")
-    agreements = [
-        a
-        for a in ExchangeAdmin(ctx.client).list_agreements()
-        if (not params["site"] or params["site"] in (a["from"], a["to"]))
-        and (not params["state"] or a["state"] == params["state"])
-    ]
-    page = views.paginate(agreements, views.page_number(ctx.request.query_params.get("page")))
-    queues = [q for q in ExchangeAdmin(ctx.client).list_queues() if not params["site"] or q["site"] == params["site"]]
-    queues.sort(key=lambda q: -(q["inbound_bytes"] + q["outbound_bytes"]))
-    return console.render(
-        "exchange.html", ctx, params=params, page=page, queues=queues[: views.PAGE_SIZE], states=AGREEMENT_STATES
-    )
+    if params["state"] and params["state"] not in AGREEMENT_STATES:
+        raise errors.InvalidArgument(f"agreement state must be one of {', '.join(AGREEMENT_STATES)}")
+    number = views.page_number(ctx.request.query_params.get("page"))
+    admin = ExchangeAdmin(ctx.client)
+    site = params["site"].strip()
+    found = admin.find_agreements(views.PAGE_SIZE, (number - 1) * views.PAGE_SIZE, site, params["state"])
+    page = views.api_page(found["agreements"], number, found["total"])
+    queues = admin.find_queues(views.PAGE_SIZE, site)
+    return console.render("exchange.html", ctx, params=params, page=page, queues=queues, states=AGREEMENT_STATES)
 
 
 def propose_agreement(console: Console, ctx: Context, form: dict[str, str]) -> Response:

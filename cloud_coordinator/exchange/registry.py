@@ -102,6 +102,12 @@ class AgreementRegistry:
     def list(self, site: str | None = None) -> list[AgreementRecord]:
         return self._store.list_agreements(site)
 
+    def page(
+        self, site: str = "", state: str = "", limit: int = 0, offset: int = 0
+    ) -> tuple[list[AgreementRecord], int]:
+        """One page of the agreements matching ``site`` (sender or recipient) and ``state``, and how many match."""
+        return self._store.agreements_page(site, state, limit, offset)
+
     def accept(self, site: str, agreement_id: str) -> AgreementRecord:
         with self._store.atomic():
             record = self.get(agreement_id)

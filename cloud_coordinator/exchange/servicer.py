@@ -11,9 +11,17 @@ from concurrent.futures import Future
 import grpc
 
 from silolink import errors
-from silolink.exchange_protos import AGREEMENT_STATES, header_from_proto, header_to_proto, key_from_proto, key_to_proto
+from silolink.exchange_protos import (
+    AGREEMENT_STATE_NAMES,
+    AGREEMENT_STATES,
+    header_from_proto,
+    header_to_proto,
+    key_from_proto,
+    key_to_proto,
+)
 from silolink.gen.exchange.v1 import exchange_pb2, exchange_pb2_grpc
 from silolink.identity import Role
+from silolink.paging import next_page_token, page_limit, page_start
 from silolink.protos import timestamp
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
@@ -249,13 +257,28 @@ class ExchangeAdminServicer(exchange_pb2_grpc.ExchangeAdminServiceServicer):
         self._queues = queues or dict  # () -> {site: [in, in bytes, out, out bytes]}
 
     def ListQueues(self, request, context):
+        queues = sorted(self._queues().items())
+        if request.site:
+            queues = [(site, q) for site, q in queues if site == request.site]
+            envelopes, size = (
+                (queues[0][1][0] + queues[0][1][2], queues[0][1][1] + queues[0][1][3]) if queues else (0, 0)
+            )
+        else:  # each waiting envelope is in exactly one site's inbound queue
+            envelopes, size = sum(q[0] for _, q in queues), sum(q[1] for _, q in queues)
+        total_sites = len(queues)
+        if request.page_size:  # the fullest queues first
+            queues.sort(key=lambda item: -(item[1][1] + item[1][3]))
+            queues = queues[: page_limit(request.page_size)]
         return exchange_pb2.ListQueuesResponse(
             queues=[
                 exchange_pb2.SiteQueue(
                     site=site, inbound_envelopes=q[0], inbound_bytes=q[1], outbound_envelopes=q[2], outbound_bytes=q[3]
                 )
-                for site, q in sorted(self._queues().items())
-            ]
+                for site, q in queues
+            ],
+            total_sites=total_sites,
+            total_envelopes=envelopes,
+            total_bytes=size,
         )
 
     def CreateAgreement(self, request, context):
@@ -265,7 +288,16 @@ class ExchangeAdminServicer(exchange_pb2_grpc.ExchangeAdminServiceServicer):
         return exchange_pb2.CreateAgreementResponse(agreement=agreement_to_proto(record))
 
     def ListAgreements(self, request, context):
-        return exchange_pb2.ListAgreementsResponse(agreements=[agreement_to_proto(r) for r in self._agreements.list()])
+        start = page_start(request.page_token)
+        state = AGREEMENT_STATE_NAMES.get(request.state, "") if request.state else ""
+        if request.state and not state:
+            raise errors.InvalidArgument(f"agreement state {request.state} is not a known state")
+        found, total = self._agreements.page(request.site, state, page_limit(request.page_size), start)
+        return exchange_pb2.ListAgreementsResponse(
+            agreements=[agreement_to_proto(r) for r in found],
+            next_page_token=next_page_token(start, len(found), total, request.page_size),
+            total_size=total,
+        )
 
     def RevokeAgreement(self, request, context):
         record = self._agreements.revoke(request.id, actor=str(current_identity()))

@@ -96,6 +96,14 @@ def m003_agreement_study(db) -> None:
     db["agreements"].add_column("study", str, not_null_default="")
 
 
+@migrations()
+def m004_queue_indexes(db) -> None:
+    # ListQueues sums what waits per site (the console's Exchange page and overview): covering
+    # indexes let SQLite count and add sizes without reading the envelope rows themselves.
+    db.execute("CREATE INDEX envelopes_waiting_for ON envelopes (state, recipient, ciphertext_size)")
+    db.execute("CREATE INDEX envelopes_waiting_from ON envelopes (state, sender, ciphertext_size)")
+
+
 @dataclass(frozen=True)
 class EnvelopeRecord:
     """An envelope as stored: ``state`` is pending, delivered or expired; only pending ones
@@ -438,6 +446,24 @@ class ExchangeStore(SqliteStore):
                     "sender = ? OR recipient = ?", [site, site], order_by="created_at"
                 )
             return [AgreementRecord(**r) for r in rows]
+
+    def agreements_page(
+        self, site: str = "", state: str = "", limit: int = 0, offset: int = 0
+    ) -> tuple[list[AgreementRecord], int]:
+        """One page of the agreements (oldest first) matching the filters, and how many match."""
+        clauses, args = [], []
+        if site:
+            clauses.append("(sender = ? OR recipient = ?)")
+            args += [site, site]
+        if state:
+            clauses.append("state = ?")
+            args.append(state)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit else ""
+        with self.lock:
+            total = self.db.execute(f"SELECT COUNT(*) FROM agreements {where}", args).fetchone()[0]
+            rows = self.db.query(f"SELECT * FROM agreements {where} ORDER BY created_at, id{page}", args)
+            return [AgreementRecord(**r) for r in rows], total
 
     def update_agreement(self, agreement_id: str, **values: Any) -> None:
         with self.lock:

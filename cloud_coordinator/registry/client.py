@@ -56,6 +56,10 @@ def site_to_dict(site: pb.SiteRollout) -> dict[str, Any]:
     }
 
 
+def state_counts_to_dict(counts) -> dict[str, int]:
+    return {pb.RolloutState.Name(c.state).removeprefix("ROLLOUT_STATE_").lower(): c.count for c in counts}
+
+
 def rollout_to_dict(rollout: pb.Rollout) -> dict[str, Any]:
     return {
         "rollout_id": rollout.rollout_id,
@@ -121,6 +125,32 @@ class RegistryClient:
     def status(self, name: str, version: str) -> list[dict[str, Any]]:
         reply = self._call(self._stub.GetRolloutStatus, pb.GetRolloutStatusRequest(name=name, version=version))
         return [site_to_dict(s) for s in reply.sites]
+
+    def status_page(self, name: str, version: str, page_size: int, offset: int = 0, state: str = "") -> dict[str, Any]:
+        """One page of the sites' states for ``name:version`` (by site name), how many sites
+        match, and how many are in each state."""
+        request = pb.GetRolloutStatusRequest(
+            name=name,
+            version=version,
+            page_size=page_size,
+            page_token=str(offset) if offset else "",
+            state=pb.RolloutState.Value(f"ROLLOUT_STATE_{state.upper()}") if state else 0,
+        )
+        reply = self._call(self._stub.GetRolloutStatus, request)
+        return {
+            "sites": [site_to_dict(s) for s in reply.sites],
+            "total": reply.total_size,
+            "state_counts": state_counts_to_dict(reply.state_counts),
+        }
+
+    def active_rollouts(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The versions some sites are still on their way to, the newest rollout first."""
+        reply = self._call(self._stub.ListActiveRollouts, pb.ListActiveRolloutsRequest(page_size=limit))
+        return [
+            {"model": f"{r.name}:{r.version}", "name": r.name, "version": r.version, "sites": r.sites,
+             "state_counts": state_counts_to_dict(r.state_counts)}
+            for r in reply.rollouts
+        ]  # fmt: skip
 
     def rollback(self, name: str, to_version: str) -> dict[str, Any]:
         reply = self._call(self._stub.RollbackModel, pb.RollbackModelRequest(name=name, to_version=to_version))

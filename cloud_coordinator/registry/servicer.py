@@ -14,6 +14,7 @@ from silolink.gen.common.v1 import site_pb2
 from silolink.gen.registry.v1 import registry_pb2 as pb
 from silolink.gen.registry.v1 import registry_pb2_grpc
 from silolink.identity import Role
+from silolink.paging import next_page_token, page_limit, page_start
 from silolink.protos import timestamp
 from silolink.rpc.guard import current_identity
 from silolink.rpc.server import ServiceMount
@@ -39,6 +40,10 @@ def version_to_proto(record: ModelVersion) -> pb.ModelVersion:
         manifest=record.manifest,
         manifest_signature=record.manifest_signature,
     )
+
+
+def state_counts_to_proto(counts: dict[str, int]) -> list[pb.RolloutStateCount]:
+    return [pb.RolloutStateCount(state=STATE_TO_PROTO[s], count=n) for s, n in sorted(counts.items())]
 
 
 def order_to_proto(order: OrderRecord, size_bytes: int) -> pb.SiteRollout:
@@ -98,10 +103,30 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         return pb.ContinueRolloutResponse(rollout=self._rollout(rollout, orders))
 
     def GetRolloutStatus(self, request: pb.GetRolloutStatusRequest, context: grpc.ServicerContext):
-        orders = self._rollouts.status(request.name, request.version)
+        start = page_start(request.page_token)
+        state = PROTO_TO_STATE.get(request.state, "") if request.state else ""
+        if request.state and not state:
+            raise errors.InvalidArgument(f"rollout state {request.state} is not a known state")
+        orders, total, counts = self._rollouts.status_page(
+            request.name, request.version, state, page_limit(request.page_size), start
+        )
         size = self._models.get(request.name, request.version).size_bytes
         return pb.GetRolloutStatusResponse(
-            name=request.name, version=request.version, sites=[order_to_proto(o, size) for o in orders]
+            name=request.name,
+            version=request.version,
+            sites=[order_to_proto(o, size) for o in orders],
+            next_page_token=next_page_token(start, len(orders), total, request.page_size),
+            total_size=total,
+            state_counts=state_counts_to_proto(counts),
+        )
+
+    def ListActiveRollouts(self, request: pb.ListActiveRolloutsRequest, context: grpc.ServicerContext):
+        found = self._rollouts.active(min(request.page_size or 20, 1000))
+        return pb.ListActiveRolloutsResponse(
+            rollouts=[
+                pb.RolloutProgress(name=name, version=version, sites=sites, state_counts=state_counts_to_proto(counts))
+                for name, version, sites, counts in found
+            ]
         )
 
     def RollbackModel(self, request: pb.RollbackModelRequest, context: grpc.ServicerContext):
@@ -193,7 +218,7 @@ def mounts(registry: RegistryServicer, distribution: DistributionServicer) -> li
             name=pb.DESCRIPTOR.services_by_name["RegistryService"].full_name,
             register=lambda server: registry_pb2_grpc.add_RegistryServiceServicer_to_server(registry, server),
             rules={
-                **{m: {Role.VIEWER} for m in ("ListModels", "GetModel", "GetRolloutStatus")},
+                **{m: {Role.VIEWER} for m in ("ListModels", "GetModel", "GetRolloutStatus", "ListActiveRollouts")},
                 **{
                     m: {Role.OPERATOR}
                     for m in ("PushModel", "DeprecateModel", "StartRollout", "ContinueRollout", "RollbackModel")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,16 @@ def m001_registry(db) -> None:
 def m002_rollout_study(db) -> None:
     # Every rollout belongs to a study (issue 18); rollouts from before studies were the default study's.
     db["registry_rollouts"].add_column("study", str, not_null_default="")
+
+
+@migrations()
+def m003_orders_by_state(db) -> None:
+    # The overview asks which versions still have sites on their way (few open orders among
+    # many final ones): an index on the state answers it without reading every order.
+    db["registry_orders"].create_index(["state", "name", "version"])
+    # A version's sites in name order (status pages, each site's latest order, sites sent it)
+    # straight from an index instead of sorting its orders on every page.
+    db["registry_orders"].create_index(["name", "version", "site"])
 
 
 @dataclass(frozen=True)
@@ -204,6 +215,61 @@ class RegistryStore(SqliteStore):
                 self.db["registry_rollouts"].rows_where("name = ?", [name], order_by="created_at desc", limit=1)
             )
         return RolloutRecord.from_row(rows[0]) if rows else None
+
+    # Each site's latest order for one version: the order of the newest rollout that reached it.
+    _LATEST = (
+        "WITH ranked AS (SELECT o.rollout_id, o.site, o.name, o.version, o.position, o.state, o.reason,"
+        " o.bytes_received, o.updated_at, ROW_NUMBER() OVER (PARTITION BY o.site ORDER BY r.created_at DESC,"
+        " o.rowid DESC) AS newest FROM registry_orders o JOIN registry_rollouts r ON r.rollout_id = o.rollout_id"
+        " WHERE o.name = ? AND o.version = ?), latest AS (SELECT * FROM ranked WHERE newest = 1) "
+    )
+
+    def latest_orders(
+        self, name: str, version: str, state: str = "", limit: int = 0, offset: int = 0
+    ) -> tuple[list[OrderRecord], int, dict[str, int]]:
+        """Each site's latest order for ``name:version``, by site name: the page asked for
+        (``limit`` 0: all), how many match ``state`` ("" any), and how many are in each state."""
+        where, args = ("WHERE state = ?", [state]) if state else ("", [])
+        page = f" LIMIT {int(limit)} OFFSET {int(offset)}" if limit else ""
+        fields = [f.name for f in dataclasses.fields(OrderRecord)]
+        with self.lock:
+            counts = dict(
+                self.db.execute(
+                    self._LATEST + "SELECT state, COUNT(*) FROM latest GROUP BY state", [name, version]
+                ).fetchall()
+            )
+            rows = self.db.execute(
+                self._LATEST + f"SELECT {', '.join(fields)} FROM latest {where} ORDER BY site{page}",
+                [name, version, *args],
+            ).fetchall()
+        total = counts.get(state, 0) if state else sum(counts.values())
+        return [OrderRecord(*row) for row in rows], total, counts
+
+    def open_by_version(self, states: tuple[str, ...]) -> list[tuple[str, str, dict[str, int], float]]:
+        """(name, version, sites per state, when its newest rollout started) for every version
+        with orders in ``states``, the most recently rolled out first."""
+        marks = ", ".join("?" for _ in states)
+        with self.lock:
+            rows = self.db.execute(
+                f"SELECT o.name, o.version, o.state, COUNT(*), MAX(r.created_at) FROM registry_orders o"
+                f" JOIN registry_rollouts r ON r.rollout_id = o.rollout_id WHERE o.state IN ({marks})"
+                " GROUP BY o.name, o.version, o.state",
+                list(states),
+            ).fetchall()
+        found: dict[tuple[str, str], tuple[dict[str, int], float]] = {}
+        for name, version, state, count, started in rows:
+            counts, latest = found.setdefault((name, version), ({}, 0.0))
+            counts[state] = count
+            found[(name, version)] = (counts, max(latest, started))
+        ordered = sorted(found.items(), key=lambda item: -item[1][1])
+        return [(name, version, counts, started) for (name, version), (counts, started) in ordered]
+
+    def sites_sent(self, name: str, version: str) -> int:
+        """How many sites were sent ``name:version`` (any state)."""
+        with self.lock:
+            return self.db.execute(
+                "SELECT COUNT(DISTINCT site) FROM registry_orders WHERE name = ? AND version = ?", [name, version]
+            ).fetchone()[0]
 
     def orders(self, where: str, args: list[Any]) -> list[OrderRecord]:
         with self.lock:

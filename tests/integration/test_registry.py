@@ -311,3 +311,43 @@ def test_a_client_built_before_site_selectors_still_rolls_out_with_targets(coord
         assert sorted(s.site for s in rollout.sites) == ["factory-a", "hospital-a"]
         with pytest.raises(errors.InvalidArgument, match="names no kind, tag or site"):
             op.call(stub.StartRollout, pb.StartRolloutRequest(name="old", version="1", targets=[pb.Target()]))
+
+
+def test_rollout_status_by_page_and_state_and_the_rollouts_in_progress(coordinator, tmp_path):
+    """The console's model page and overview at any number of sites: the coordinator pages,
+    filters and counts a version's sites (each one's latest order), and lists the versions
+    still on their way."""
+    with support.operator(coordinator) as op:
+        for i in range(120):
+            op.add_site(f"h-{i:03}", "hospital", {})  # added, never enrolled: their orders wait
+        client = RegistryClient(op)
+        client.push(model_file(tmp_path, "v1"), "risk")
+        client.push(model_file(tmp_path, "v2", 2.0), "risk")
+        assert client.active_rollouts() == []
+        client.rollout("risk", "1", ["kind=hospital"], canary=5)
+        every = client.status("risk", "1")
+        assert len(every) == 120 and [s["site"] for s in every] == sorted(s["site"] for s in every)
+        first = client.status_page("risk", "1", 50)
+        assert first["sites"] == every[:50] and first["total"] == 120
+        assert first["state_counts"] == {"pending": 5, "held": 115}
+        assert client.status_page("risk", "1", 50, 100)["sites"] == every[100:]
+        pending = client.status_page("risk", "1", 50, state="pending")
+        assert [s["site"] for s in pending["sites"]] == [f"h-{i:03}" for i in range(5)] and pending["total"] == 5
+        assert pending["state_counts"] == first["state_counts"]  # counts ignore the filter
+        # A newer rollout of another version to some sites: v1's page shows each site's latest order.
+        client.rollout("risk", "2", ["site=h-000", "site=h-119"])
+        after = {s["site"]: s["state"] for s in client.status("risk", "1")}
+        assert after["h-000"] == "superseded" and after["h-119"] == "superseded" and after["h-001"] == "pending"
+        assert client.status_page("risk", "1", 1, state="superseded")["total"] == 2
+        active = client.active_rollouts()
+        assert [(r["model"], r["sites"]) for r in active] == [("risk:2", 2), ("risk:1", 120)]  # newest first
+        assert active[0]["state_counts"] == {"pending": 2}
+        assert active[1]["state_counts"] == {"pending": 4, "held": 114}
+        assert [r["model"] for r in client.active_rollouts(1)] == ["risk:2"]
+        stub = registry_pb2_grpc.RegistryServiceStub(op.channel)
+        with pytest.raises(errors.InvalidArgument, match="page token is not one this server gave out"):
+            op.call(stub.GetRolloutStatus, pb.GetRolloutStatusRequest(name="risk", version="1", page_token="x"))
+        with pytest.raises(errors.InvalidArgument, match="rollout state 99 is not a known state"):
+            op.call(stub.GetRolloutStatus, pb.GetRolloutStatusRequest(name="risk", version="1", state=99))
+        with pytest.raises(errors.NotFound):
+            client.status_page("risk", "9", 10)

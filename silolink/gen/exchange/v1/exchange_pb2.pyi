@@ -249,14 +249,26 @@ class CreateAgreementResponse(_message.Message):
     def __init__(self, agreement: _Optional[_Union[Agreement, _Mapping]] = ...) -> None: ...
 
 class ListAgreementsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token", "site", "state")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    site: str
+    state: AgreementState
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., site: _Optional[str] = ..., state: _Optional[_Union[AgreementState, str]] = ...) -> None: ...
 
 class ListAgreementsResponse(_message.Message):
-    __slots__ = ("agreements",)
+    __slots__ = ("agreements", "next_page_token", "total_size")
     AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     agreements: _containers.RepeatedCompositeFieldContainer[Agreement]
-    def __init__(self, agreements: _Optional[_Iterable[_Union[Agreement, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    def __init__(self, agreements: _Optional[_Iterable[_Union[Agreement, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class RevokeAgreementRequest(_message.Message):
     __slots__ = ("id",)
@@ -389,14 +401,24 @@ class RotateKeyResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[LocalKey, _Mapping]] = ...) -> None: ...
 
 class ListQueuesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "site")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    site: str
+    def __init__(self, page_size: _Optional[int] = ..., site: _Optional[str] = ...) -> None: ...
 
 class ListQueuesResponse(_message.Message):
-    __slots__ = ("queues",)
+    __slots__ = ("queues", "total_sites", "total_envelopes", "total_bytes")
     QUEUES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SITES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ENVELOPES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     queues: _containers.RepeatedCompositeFieldContainer[SiteQueue]
-    def __init__(self, queues: _Optional[_Iterable[_Union[SiteQueue, _Mapping]]] = ...) -> None: ...
+    total_sites: int
+    total_envelopes: int
+    total_bytes: int
+    def __init__(self, queues: _Optional[_Iterable[_Union[SiteQueue, _Mapping]]] = ..., total_sites: _Optional[int] = ..., total_envelopes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
 
 class SiteQueue(_message.Message):
     __slots__ = ("site", "inbound_envelopes", "inbound_bytes", "outbound_envelopes", "outbound_bytes")

@@ -182,22 +182,66 @@ class ContinueRolloutResponse(_message.Message):
     def __init__(self, rollout: _Optional[_Union[Rollout, _Mapping]] = ...) -> None: ...
 
 class GetRolloutStatusRequest(_message.Message):
-    __slots__ = ("name", "version")
+    __slots__ = ("name", "version", "page_size", "page_token", "state")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    state: RolloutState
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[RolloutState, str]] = ...) -> None: ...
 
 class GetRolloutStatusResponse(_message.Message):
-    __slots__ = ("name", "version", "sites")
+    __slots__ = ("name", "version", "sites", "next_page_token", "total_size", "state_counts")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STATE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     sites: _containers.RepeatedCompositeFieldContainer[SiteRollout]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteRollout, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    state_counts: _containers.RepeatedCompositeFieldContainer[RolloutStateCount]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteRollout, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., state_counts: _Optional[_Iterable[_Union[RolloutStateCount, _Mapping]]] = ...) -> None: ...
+
+class RolloutStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: RolloutState
+    count: int
+    def __init__(self, state: _Optional[_Union[RolloutState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ListActiveRolloutsRequest(_message.Message):
+    __slots__ = ("page_size",)
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    def __init__(self, page_size: _Optional[int] = ...) -> None: ...
+
+class ListActiveRolloutsResponse(_message.Message):
+    __slots__ = ("rollouts",)
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    rollouts: _containers.RepeatedCompositeFieldContainer[RolloutProgress]
+    def __init__(self, rollouts: _Optional[_Iterable[_Union[RolloutProgress, _Mapping]]] = ...) -> None: ...
+
+class RolloutProgress(_message.Message):
+    __slots__ = ("name", "version", "sites", "state_counts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    STATE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    sites: int
+    state_counts: _containers.RepeatedCompositeFieldContainer[RolloutStateCount]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., sites: _Optional[int] = ..., state_counts: _Optional[_Iterable[_Union[RolloutStateCount, _Mapping]]] = ...) -> None: ...
 
 class RollbackModelRequest(_message.Message):
     __slots__ = ("name", "to_version")

@@ -78,6 +78,11 @@ class RegistryServiceStub:
                 request_serializer=silolink_dot_registry_dot_v1_dot_registry__pb2.RollbackModelRequest.SerializeToString,
                 response_deserializer=silolink_dot_registry_dot_v1_dot_registry__pb2.RollbackModelResponse.FromString,
                 _registered_method=True)
+        self.ListActiveRollouts = channel.unary_unary(
+                '/silolink.registry.v1.RegistryService/ListActiveRollouts',
+                request_serializer=silolink_dot_registry_dot_v1_dot_registry__pb2.ListActiveRolloutsRequest.SerializeToString,
+                response_deserializer=silolink_dot_registry_dot_v1_dot_registry__pb2.ListActiveRolloutsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -145,6 +150,15 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListActiveRollouts(self, request, context):
+        """ListActiveRollouts lists the model versions some site is still on its way to (held,
+        pending, downloading, verified or awaiting approval), with how many sites are in each
+        state: the console's overview, at any number of sites.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +201,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.RollbackModel,
                     request_deserializer=silolink_dot_registry_dot_v1_dot_registry__pb2.RollbackModelRequest.FromString,
                     response_serializer=silolink_dot_registry_dot_v1_dot_registry__pb2.RollbackModelResponse.SerializeToString,
+            ),
+            'ListActiveRollouts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActiveRollouts,
+                    request_deserializer=silolink_dot_registry_dot_v1_dot_registry__pb2.ListActiveRolloutsRequest.FromString,
+                    response_serializer=silolink_dot_registry_dot_v1_dot_registry__pb2.ListActiveRolloutsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +427,33 @@ class RegistryService:
             '/silolink.registry.v1.RegistryService/RollbackModel',
             silolink_dot_registry_dot_v1_dot_registry__pb2.RollbackModelRequest.SerializeToString,
             silolink_dot_registry_dot_v1_dot_registry__pb2.RollbackModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActiveRollouts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/silolink.registry.v1.RegistryService/ListActiveRollouts',
+            silolink_dot_registry_dot_v1_dot_registry__pb2.ListActiveRolloutsRequest.SerializeToString,
+            silolink_dot_registry_dot_v1_dot_registry__pb2.ListActiveRolloutsResponse.FromString,
             options,
             channel_credentials,
             insecure,
