@@ -48,6 +48,7 @@ from . import (
 from .audit.store import AuditLog
 from .control import servicer as control_servicer
 from .control.admission import AdmissionRate
+from .control.gc_policy import StreamFreezer
 from .control.hub import ControlHub
 from .layout import CoordinatorLayout
 from .sites import servicers as site_servicers
@@ -166,6 +167,8 @@ class Coordinator:
         self._stop_hooks: list[Callable[[], None]] = []
         self._stopping_hooks: list[Callable[[], None]] = []
         limits = self.config.limits
+        freezer = StreamFreezer(self.hub.connected_count, limits.gc_freeze_after_streams)
+        self.hub.on_change(freezer.note_change)
         self.control = control_servicer.ControlServicer(
             self.hub,
             self.sites.presence,
@@ -178,6 +181,7 @@ class Coordinator:
                 "Delay from an agent sending a heartbeat (its clock) to the coordinator recording it",
                 HEARTBEAT_DELAY_BUCKETS,
             ),
+            freezer=freezer,
         )
         enrollment, *site_mounts = site_servicers.mounts(
             self.sites, self.hub.is_connected, lambda: self.public_addresses
@@ -323,6 +327,7 @@ class Coordinator:
             hook()
         started = time.monotonic()
         streams = self.hub.connected_count()
+        self.control.refuse_new_streams()
         self.hub.close_all(errors.ShuttingDown("the coordinator is shutting down; reconnect later"))
         stop_servers([self.enroll_server, self.server], grace)
         log.info("stopping: %d agent streams ended, servers stopped in %.1f s", streams, time.monotonic() - started)

@@ -219,6 +219,10 @@ class CoordinatorLimitsConfig(Settings):
     enroll_probe_calls: int = setting(16, min=1, max=10_000)
     # How often heartbeats held in memory are written to the database (one transaction).
     presence_flush_s: float = setting(2.0, min=0.05, max=300)
+    # Control streams opened or closed (at least; or a tenth of those open) before the
+    # coordinator, once they settle, freezes the objects they hold out of Python's full
+    # garbage collections (cloud_coordinator/control/gc_policy.py); 0 never does.
+    gc_freeze_after_streams: int = setting(1000, min=0, max=10_000_000)
     # Sites a rollout is delivered to at once: each holds its slot until it has the model
     # (or fails, or leaves); the rest wait their turn.
     rollout_concurrency: int = setting(64, min=1, max=100_000)

@@ -184,10 +184,12 @@ class ControlHub:
             self.close(session, reason)
 
     def close_all(self, reason: errors.SiloError) -> None:
+        """End every session (the coordinator is stopping). Listeners are not told one site
+        at a time: with ten thousand sites that alone cost seconds of the stop."""
         with self._lock:
-            sessions = list(self._sessions.values())
+            sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
-            self.close(session, reason)
+            session.close(reason)
 
     def is_connected(self, site: str) -> bool:
         with self._lock:

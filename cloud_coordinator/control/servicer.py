@@ -24,6 +24,7 @@ from silolink.rpc.server import ServiceMount
 
 from ..sites.presence import Presence
 from .admission import AdmissionRate
+from .gc_policy import StreamFreezer
 from .hub import ControlHub, Session
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,13 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         admission: AdmissionRate,
         clock: Callable[[], float] = time.time,
         heartbeat_delay: Callable[[float], None] | None = None,
+        freezer: StreamFreezer | None = None,
     ):
         """``heartbeat_delay(seconds)`` receives each heartbeat's delay from the agent's
-        send (its own timestamp) to the coordinator's record."""
+        send (its own timestamp) to the coordinator's record; ``freezer`` keeps garbage
+        collections short once many streams have settled (gc_policy.py)."""
+        self._freezer = freezer
+        self._closing = False
         self._hub = hub
         self._presence = presence
         self._heartbeat_interval_s = heartbeat_interval_s
@@ -65,6 +70,8 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
         if first is None or not first.HasField("hello"):
             raise errors.InvalidArgument("a control stream must start with Hello")
         await self._admission.admit()
+        if self._closing:  # a stream opened now would only hold the stop up for its grace
+            raise errors.ShuttingDown("the coordinator is shutting down; reconnect later")
         self._ensure_sweeper()
         self._presence.record(site, first.hello.resources)
         session = self._hub.open(site)
@@ -143,6 +150,8 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
                 log.warning("the coordinator fell %.1f s behind; staleness checks wait a round", lag)
                 continue
             self.sweep()
+            if self._freezer is not None and not self._closing:
+                self._freezer.maybe_freeze()  # on the loop: a collection stops it anyway
 
     def sweep(self) -> int:
         """Close the sessions silent for longer than ``stale_after_s``; how many."""
@@ -156,6 +165,10 @@ class ControlServicer(control_pb2_grpc.ControlServiceServicer):
             self.dropped_stale += dropped
             log.warning("closed %d silent control stream(s) (no heartbeat for %.0f s)", dropped, self._stale_after_s)
         return dropped
+
+    def refuse_new_streams(self) -> None:
+        """From now on a new stream is told to come back later (the coordinator is stopping)."""
+        self._closing = True
 
     def stop(self) -> None:
         if self._sweeper is not None:
