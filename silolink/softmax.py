@@ -129,7 +129,15 @@ def train(
 
 
 def export_onnx(path: Path, params: Params, mean: np.ndarray, std: np.ndarray) -> Path:
-    """``X`` float32[N, F] -> ``label`` int64[N], ``probabilities`` float32[N, C]."""
+    """``X`` float32[N, F] -> ``label`` int64[N], ``probabilities`` float32[N, C], in a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(onnx_bytes(params, mean, std))
+    return path
+
+
+def onnx_bytes(params: Params, mean: np.ndarray, std: np.ndarray) -> bytes:
+    """The model as ONNX: ``X`` float32[N, F] -> ``label`` int64[N], ``probabilities``
+    float32[N, C], inputs standardized with ``mean``/``std`` inside the graph."""
     from onnx import TensorProto, checker, helper, numpy_helper
 
     f32 = np.float32
@@ -166,6 +174,4 @@ def export_onnx(path: Path, params: Params, mean: np.ndarray, std: np.ndarray) -
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="silolink")
     model.ir_version = 8
     checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return model.SerializeToString()

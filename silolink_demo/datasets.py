@@ -51,6 +51,38 @@ def write_csv(path: Path, split: dict) -> Path:
     return path
 
 
+def write_parquet(path: Path, split: dict) -> Path:
+    """The same rows as ``write_csv``, as one Parquet file (needs pyarrow)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"patient_id": split["ids"]}
+    columns |= {n: split["X"][:, j].astype(np.float64) for j, n in enumerate(feature_names())}
+    columns["diagnosis"] = split["y"].astype(np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def write_sqlite(path: Path, split: dict, table: str = "patients") -> Path:
+    """The same rows as ``write_csv``, as table ``patients`` of a SQLite database (replaced)."""
+    import sqlite3
+
+    names = ["patient_id", *feature_names(), "diagnosis"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    with sqlite3.connect(path) as conn:
+        types = ["TEXT PRIMARY KEY"] + ["REAL"] * (len(names) - 2) + ["INTEGER"]
+        conn.execute(f"CREATE TABLE {table} ({', '.join(f'{n} {t}' for n, t in zip(names, types, strict=True))})")
+        rows = (
+            [pid, *(float(f"{v:.6g}") for v in row), int(label)]
+            for pid, row, label in zip(split["ids"], split["X"], split["y"], strict=True)
+        )
+        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(names))})", rows)
+    conn.close()
+    return path
+
+
 def reference_model(path: Path, reference: dict) -> Path:
     """A logistic regression on the reference patients, exported to ONNX (no ZipMap)."""
     from skl2onnx import to_onnx

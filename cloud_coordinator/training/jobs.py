@@ -470,6 +470,31 @@ class JobService:
         threading.Thread(
             target=self._supervise, args=(job_id, popen, timeout_s), name=f"job-{job_id}", daemon=True
         ).start()
+        self._start_at_sites(job_id)
+
+    def _start_at_sites(self, job_id: str) -> None:
+        """Have the job's sites start its ClientApp while its ServerApp starts (best effort).
+
+        A site's first message of a job would otherwise wait for the site to fork the job's
+        worker and import the app (0.3-1 s each, more on a busy host), and that wait would land
+        in the job's first round. A site that refuses refuses the job's first message the same
+        way, where the operator sees it."""
+        try:
+            job = self._store.get(job_id, with_rounds=False)
+            template = self._task_template(job)
+            sites = [s for s in self._sites_of(job) if self._hub.is_connected(s)]  # only where it was placed
+        except errors.SiloError as e:
+            log.debug("job %s: sites not told to start its ClientApp: %s", job_id, e.message)
+            return
+        for site in sites:
+            task = pb.FlowerTask()
+            task.CopyFrom(template)
+            task.node_id = node_id(site)
+            try:
+                future = self._hub.request(site, start_flower_job=pb.StartFlowerJob(task=task))
+            except errors.SiloError:
+                continue
+            future.add_done_callback(lambda f: f.exception())  # an older agent, or gone: its first message starts it
 
     def _supervise(self, job_id: str, popen: subprocess.Popen, timeout_s: float) -> None:
         try:

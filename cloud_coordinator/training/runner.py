@@ -37,6 +37,7 @@ from .recorder import RoundRecorder
 
 log = logging.getLogger("cloud_coordinator.training.runner")
 MAX_REASON = 2000
+UNREACHABLE_GRACE_S = 2.0
 
 
 class Watchdog:
@@ -55,11 +56,22 @@ class Watchdog:
             time.sleep(self._interval_s)
             self.check()
 
-    def check(self) -> None:
-        if os.getppid() != self.parent:
-            os.write(2, b"silolink: the coordinator is gone; this job process stops without ending the job, "
-                        b"which resumes from its last checkpoint when the coordinator restarts\n")  # fmt: skip
-            os._exit(EXIT_ORPHANED)
+    def check(self, grace_s: float = 0.0) -> None:
+        """Exit if the parent is gone, looking for up to ``grace_s``: a coordinator killed with
+        -9 resets its connections before the kernel hands this process to a new parent, so an
+        UNAVAILABLE can come a moment before the parent visibly changes."""
+        deadline = time.monotonic() + grace_s
+        while os.getppid() == self.parent:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+        os.write(2, b"silolink: the coordinator is gone; this job process stops without ending the job, "
+                    b"which resumes from its last checkpoint when the coordinator restarts\n")  # fmt: skip
+        os._exit(EXIT_ORPHANED)
+
+    def check_unreachable(self) -> None:
+        """The coordinator did not answer: gone, or only a passing fault (then go on)."""
+        self.check(UNREACHABLE_GRACE_S)
 
 
 class JobHost:
@@ -154,7 +166,7 @@ def run(root: Path, job_id: str, address: str, token: str, orphan_check_s: float
     from .grid import RunnerClient, SiloGrid
 
     watchdog = Watchdog(orphan_check_s).start()
-    client = RunnerClient(address, job_id, token, on_unreachable=watchdog.check)
+    client = RunnerClient(address, job_id, token, on_unreachable=watchdog.check_unreachable)
     job_dir = root / "training" / job_id
     try:
         described = client.describe()
@@ -188,7 +200,7 @@ def run(root: Path, job_id: str, address: str, token: str, orphan_check_s: float
         log.error("job %s failed: %s", job_id, e)
         _report(client.fail, str(e))
     except errors.SiloError as e:
-        watchdog.check()
+        watchdog.check()  # (an UNAVAILABLE has already looked, with a grace: RunnerClient's on_unreachable)
         log.error("job %s: %s", job_id, e.message)
         _report(client.fail, f"the job process could not go on: {e.message}")
     finally:

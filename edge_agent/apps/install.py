@@ -18,7 +18,7 @@ from silolink import errors
 from silolink.apps.fab import FabInfo, FabLimits, build_fab, component_file, read_fab, write_files
 from silolink.config import AppsConfig
 
-from .deps import missing_dependencies
+from .deps import import_failures, missing_dependencies
 from .store import AppStore, InstalledApp
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,13 @@ def install_bundle(
         raise errors.FailedPrecondition(
             f"app {info.ref} needs packages this site's environment lacks: {'; '.join(missing)}. "
             "Install them into the agent's environment (the agent installs nothing itself), then try again"
+        )
+    broken = import_failures(info.dependencies)
+    if broken:
+        raise errors.FailedPrecondition(
+            f"app {info.ref} needs packages that are installed but do not import in this site's environment: "
+            f"{'; '.join(broken)}. Repair them in the agent's environment (the agent installs nothing itself), "
+            "then try again"
         )
     destination = store.directory(info.name, info.version, info.sha256)
     if destination.exists():  # left by an install cut short before it was recorded

@@ -60,6 +60,7 @@ class StudyGate:
     def __call__(self, kind: str, message: Message) -> None:
         check = {
             "flower": self.check_training,
+            "start_flower_job": lambda m: self.check_training(m.task),  # starts the app's code: same checks
             "analytics_setup": lambda m: self.check_query(m.query),
             "install_model": self.check_rollout,
             "offer_work": self.check_offer,

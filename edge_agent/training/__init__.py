@@ -19,6 +19,7 @@ def attach(agent: Agent) -> list[ServiceMount]:
         agent.config.training, agent.catalog, agent.layout.catalog_db, apps, agent.config.catalog.sensitive_for_apps
     )
     agent.dispatcher.register("flower", host.handle)
+    agent.dispatcher.register("start_flower_job", host.start_job)
     agent.dispatcher.register("end_flower_job", host.end_job)
     agent.on_stop(host.stop)
     if agent.config.training.datasets:  # this site allows training: have the fork server ready

@@ -140,6 +140,14 @@ class FlowerHost:
         app = self.approved(task.app, task.app_version, task.app_sha256)
         return WorkerSpec(app.ref, app.clientapp, str(app.path), *ids, run_config(app.config, given, app.ref), **rest)
 
+    def start_job(self, command: pb.StartFlowerJob) -> pb.StartFlowerJobResult:
+        """The coordinator says a job started: start its ClientApp now, under the same checks as
+        its messages, so the job's first round does not wait for the worker's fork and the app's
+        import. A refusal here changes nothing: the job's first message is refused the same way."""
+        spec = self.spec(command.task)
+        self.workers.prepare(command.task.job_id, spec)
+        return pb.StartFlowerJobResult()
+
     def end_job(self, command: pb.EndFlowerJob) -> pb.EndFlowerJobResult:
         """The coordinator says a job ended: its ClientApp worker and Context go at once."""
         self.workers.end(command.job_id)

@@ -60,14 +60,22 @@ def _mp_context():
 
 def prewarm() -> None:
     """Start the fork server now, so the first job's first message pays a fork, not the
-    second or so the fork server takes to import Flower (run on a thread of its own)."""
-    from multiprocessing import forkserver
-
-    _mp_context()
+    second or so the fork server takes to import Flower (run on a thread of its own). One
+    process that does nothing is forked from it, so "ready" means its imports are done."""
+    started = time.monotonic()
+    ctx = _mp_context()
     try:
-        forkserver.ensure_running()
+        probe = ctx.Process(target=_nothing, name="clientapp-prewarm", daemon=True)
+        probe.start()
+        probe.join(LOAD_TIMEOUT_S)
     except Exception:  # noqa: BLE001 - the first job starts it instead, and reports any failure
         log.warning("could not start the ClientApp fork server ahead of time", exc_info=True)
+        return
+    log.info("ClientApp fork server ready in %.2f s", time.monotonic() - started)
+
+
+def _nothing() -> None:
+    """The process ``prewarm`` forks to know the fork server is ready."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +268,11 @@ class WorkerPool:
         except errors.SiloError:
             self.end(job_id, worker)  # timed out or died: its state is gone
             raise
+
+    def prepare(self, job_id: str, spec: WorkerSpec) -> None:
+        """Start the job's worker ahead of its first message (which then finds it running, or
+        waits for the start under way)."""
+        self._worker(job_id, spec)
 
     def end(self, job_id: str, worker: Worker | None = None) -> None:
         """Stop the job's worker (only ``worker``, when given and still the job's)."""

@@ -50,6 +50,7 @@ class RunBlock:
     until: str = ""
     at: str = ""
     setup: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
     capture: dict[str, str] = field(default_factory=dict)
 
     def where(self) -> str:
@@ -76,6 +77,8 @@ def run_blocks(page: Path) -> list[RunBlock]:
                 block.at = rest
             elif word == "setup":
                 block.setup.append(rest)
+            elif word == "stop":
+                block.stop.append(rest)
             elif word == "capture":
                 for pair in rest.split():
                     placeholder, _, pattern = pair.partition("=")

@@ -55,6 +55,7 @@ class World:
         self.ports = {7443: mtls, 7444: mtls + 1, 9464: free_port(), 9465: free_port()}
         self.placeholders: dict[str, str] = {}
         self.daemons: list[tuple[str, subprocess.Popen, Path]] = []
+        self.stopped: set[int] = set()  # daemons a page stopped on purpose
         self.broken = ""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SILOLINK_")}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -87,6 +88,8 @@ class World:
         env = dict(self.env)
         if block.at:
             env["SILOLINK_AGENT_DATA_DIR"] = str(self.workdir / block.at)
+        for text in block.stop:
+            self.stop_daemons(text)
         for command in block.setup:
             done = self.shell(self.text(command), env)
             assert done.returncode == 0, self.report(block, command, done)
@@ -101,11 +104,13 @@ class World:
             done = self.shell(script, env)
             if block.fails:
                 assert done.returncode != 0, self.report(block, script, done, "expected this to fail")
+                said = done.stdout + done.stderr
+                assert block.until in said, self.report(block, script, done, f"expected it to say {block.until!r}")
                 break
             ok = done.returncode == 0 and (not block.until or block.until in done.stdout)
             if ok:
                 break
-            dead = [line for line, proc, _ in self.daemons if proc.poll() is not None]
+            dead = [line for line, proc, _ in self.daemons if proc.poll() is not None and proc.pid not in self.stopped]
             if time.monotonic() > deadline or dead:
                 raise AssertionError(
                     self.report(block, script, done, f"waited for {block.until!r}" * bool(block.until))
@@ -129,6 +134,16 @@ class World:
                 start_new_session=True,
             )
         self.daemons.append((line, proc, log))
+
+    def stop_daemons(self, text: str) -> None:
+        """Stop the running daemons whose command line holds ``text``, as a reader stops one to restart it."""
+        chosen = [(line, proc) for line, proc, _ in self.daemons if text in line and proc.poll() is None]
+        assert chosen, f"no running daemon's command holds {text!r}: {[line for line, _, _ in self.daemons]}"
+        for _, proc in chosen:
+            self.stopped.add(proc.pid)
+            os.killpg(proc.pid, signal.SIGTERM)
+        for line, proc in chosen:
+            assert proc.wait(30) == 0 or proc.returncode == -signal.SIGTERM, f"{line} exited {proc.returncode}"
 
     def report(self, block: RunBlock, script: str, done: subprocess.CompletedProcess, why: str = "") -> str:
         lines = [f"{block.where()}: {why or f'exit {done.returncode}'}", f"$ {script.strip()}"]

@@ -62,41 +62,49 @@ def run_example(coordinator, agents, example: str, timeout_s: float = 120, **run
         return client.get_job(job["job"])
 
 
-def test_the_numpy_example_runs_unchanged(coordinator, hospitals):
-    job = run_example(coordinator, hospitals, "numpy-app", **{"num-server-rounds": 4})
-    assert job["state"] == "completed", job["error"]
-    assert [r["round"] for r in job["rounds"]] == [1, 2, 3, 4]
-    assert all(r["participants"] == HOSPITALS and not r["excluded"] for r in job["rounds"])
-    assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.9
-
-
-def test_the_sklearn_example_runs_unchanged(coordinator, hospitals):
-    job = run_example(coordinator, hospitals, "sklearn-app")
-    assert job["state"] == "completed", job["error"]
-    assert all(r["participants"] == HOSPITALS for r in job["rounds"])
-    assert job["rounds"][-1]["eval_metrics"]["accuracy"] > 0.9
-
-
-def test_the_pytorch_example_trains_publishes_and_is_scored_at_a_site(coordinator, hospitals):
-    pytest.importorskip("torch", reason="PyTorch is in the [torch] extra: pip install -e '.[torch]'")
-    pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript (the [torch] extra)")
+def roll_out_and_score(coordinator, hospitals, job: dict, model: str) -> float:
+    """The job's published model, rolled out to the hospitals and scored at one with
+    `edge-agent infer table`: its accuracy against the table's own labels."""
     from cloud_coordinator.registry.client import RegistryClient
 
-    job = run_example(coordinator, hospitals, "pytorch-app", timeout_s=300, **{"num-server-rounds": 3})
-    assert job["state"] == "completed", job["error"]
-    assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.85
-    assert job["published_models"] == ["pytorch-mlp:1"]
-    record = coordinator.registry.get("pytorch-mlp", "1")
+    assert job["published_models"] == [f"{model}:1"]
+    record = coordinator.registry.get(model, "1")
     assert record.creator == f"job:{job['job']}"  # registered and signed under the job's provenance
     with support.operator(coordinator) as op:
-        RegistryClient(op).rollout("pytorch-mlp", "1", ["kind=hospital"])
+        RegistryClient(op).rollout(model, "1", ["kind=hospital"])
     site = hospitals[0]
-    support.wait_for(lambda: [m.ref for m in site.models.list() if m.active] == ["pytorch-mlp:1"], 30,
-                     "the model active at hospital-a")  # fmt: skip
-    scored = cli("edge-agent", "infer", "table", "patients", "--model", "pytorch-mlp", "--output", "scores",
+    support.wait_for(lambda: [m.ref for m in site.models.list() if m.active] == [f"{model}:1"], 30,
+                     f"{model} active at hospital-a")  # fmt: skip
+    scored = cli("edge-agent", "infer", "table", "patients", "--model", model, "--output", "scores",
                  "--data-dir", str(site.layout.root), "--json")  # fmt: skip
     assert json.loads(scored.stdout)["rows"] > 100
     catalog = Catalog.open(site.layout.catalog_db)
     scores = dict(catalog.db.execute("select patient_id, label from scores").fetchall())
     truth = dict(catalog.db.execute("select patient_id, diagnosis from patients").fetchall())
-    assert np.mean([scores[k] == truth[k] for k in truth]) > 0.9
+    return float(np.mean([scores[k] == truth[k] for k in truth]))
+
+
+def test_the_numpy_example_trains_publishes_and_is_scored_at_a_site(coordinator, hospitals):
+    job = run_example(coordinator, hospitals, "numpy-app", **{"num-server-rounds": 4})
+    assert job["state"] == "completed", job["error"]
+    assert [r["round"] for r in job["rounds"]] == [1, 2, 3, 4]
+    assert all(r["participants"] == HOSPITALS and not r["excluded"] for r in job["rounds"])
+    assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.9
+    assert roll_out_and_score(coordinator, hospitals, job, "numpy-softmax") > 0.9
+
+
+def test_the_sklearn_example_trains_publishes_and_is_scored_at_a_site(coordinator, hospitals):
+    job = run_example(coordinator, hospitals, "sklearn-app")
+    assert job["state"] == "completed", job["error"]
+    assert all(r["participants"] == HOSPITALS for r in job["rounds"])
+    assert job["rounds"][-1]["eval_metrics"]["accuracy"] > 0.9
+    assert roll_out_and_score(coordinator, hospitals, job, "sklearn-logreg") > 0.9
+
+
+def test_the_pytorch_example_trains_publishes_and_is_scored_at_a_site(coordinator, hospitals):
+    pytest.importorskip("torch", reason="PyTorch is in the [torch] extra: pip install -e '.[torch]'")
+    pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript (the [torch] extra)")
+    job = run_example(coordinator, hospitals, "pytorch-app", timeout_s=300, **{"num-server-rounds": 3})
+    assert job["state"] == "completed", job["error"]
+    assert job["rounds"][-1]["eval_metrics"]["eval_accuracy"] > 0.85
+    assert roll_out_and_score(coordinator, hospitals, job, "pytorch-mlp") > 0.9

@@ -5,6 +5,7 @@ catalogs, real processes; the test plays the ServerApp's part, one message at a 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import psutil
@@ -183,3 +184,19 @@ def test_the_builtin_tabular_app_still_runs_through_the_worker(coordinator, site
     proto.ParseFromString(coordinator.hub.request("hospital-a", flower=task).result(30).flower.message)
     stats = message_from_proto(proto).content.metric_records["stats"]
     assert len(stats["sum"]) == 30 and stats["num-examples"] > 100
+
+
+def test_a_started_job_has_its_clientapp_ready_before_its_first_message(coordinator, site, tmp_path):
+    """start_flower_job (sent when a job's process starts) forks the worker and imports the app
+    ahead of the first round, under the same checks as a message; that first message then finds it."""
+    install(site, write_app(tmp_path))
+    task = pb.FlowerTask(job_id="job-3", app="probe-app", dataset="patients", run_id=7, node_id=5)
+    coordinator.hub.request("hospital-a", start_flower_job=pb.StartFlowerJob(task=task)).result(30)
+    sent = time.time()
+    reply = probe(ask(coordinator, "job-3", "probe-app"))
+    assert reply["messages"] == 1  # the job's Context, fresh: nothing ran in it before
+    assert psutil.Process(reply["pid"]).create_time() < sent  # the worker was already running
+
+    task.app = "unknown-app"  # not approved here: refused for the same reason a message would be
+    with pytest.raises(errors.PermissionDenied, match="'unknown-app' is not installed at this site"):
+        coordinator.hub.request("hospital-a", start_flower_job=pb.StartFlowerJob(task=task)).result(30)

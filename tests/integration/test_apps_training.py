@@ -200,6 +200,78 @@ def test_custom_strategy_subclasses_and_flowers_strategies_run_as_the_app_chose(
         assert f"strategy {name} -> [" in output
 
 
+MORE_STRATEGIES_SERVER = """
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import strategy as flower
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    common = dict(min_available_nodes=3, min_train_nodes=3, min_evaluate_nodes=3)
+    clip = dict(noise_multiplier=0.0, num_sampled_clients=3)  # no noise: the clipping shows exactly
+    choices = {
+        "bulyan": lambda: flower.Bulyan(num_malicious_nodes=0, **common),  # needs 4 * 0 + 3 sites
+        "fedprox": lambda: flower.FedProx(proximal_mu=0.25, **common),
+        "fedadam": lambda: flower.FedAdam(eta=0.1, **common),
+        "dp-client-fixed": lambda: flower.DifferentialPrivacyClientSideFixedClipping(
+            flower.FedAvg(**common), clipping_norm=0.1, **clip),
+        "dp-client-adaptive": lambda: flower.DifferentialPrivacyClientSideAdaptiveClipping(
+            flower.FedAvg(**common), initial_clipping_norm=0.1, **clip),
+    }
+    for name in context.run_config["strategies"].split(","):
+        strategy = choices[name]()
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(2)]), num_rounds=1,
+                                train_config=ConfigRecord({"lr": 0.5}), timeout=30)
+        print("strategy", name, "->", [round(float(v), 4) for v in result.arrays.to_numpy_ndarrays()[0]],
+              "sites' train metrics", dict(result.train_metrics_clientapp[1]),
+              "clipping norm", getattr(strategy, "clipping_norm", None))
+"""
+
+
+def test_bulyan_fedprox_fedadam_and_client_side_dp_with_flowers_mods(coordinator, make_agent, tmp_path):
+    """Three apps, as a user writes them, on three sites at once: Bulyan (it needs 3+ sites),
+    FedProx and FedAdam with the plain ClientApp; Flower's client-side DP wrappers with their
+    clipping mods (fixedclipping_mod, adaptiveclipping_mod) on the ClientApps' train functions."""
+    apps = {
+        "robust": ("step_app", "bulyan,fedprox,fedadam"),
+        "dp-fixed": ("fixedclip_app", "dp-client-fixed"),
+        "dp-adaptive": ("adaptiveclip_app", "dp-client-adaptive"),
+    }
+    dirs = [
+        app(tmp_path / name, name, MORE_STRATEGIES_SERVER, client, config={"strategies": strategies})
+        for name, (client, strategies) in apps.items()
+    ]
+    for app_dir in dirs:
+        push(coordinator, app_dir)
+    for name in ("hospital-a", "hospital-b", "hospital-c"):
+        site(make_agent, tmp_path, name, *dirs)
+    with support.operator(coordinator) as client:  # the three jobs run side by side
+        started = [client.start_training(app=name, dataset="rows", sites=["kind=hospital"]) for name in apps]
+        ids = [job["job"] for job in started]
+        support.wait_for(
+            lambda: all(client.get_job(i)["state"] not in ("queued", "running") for i in ids), 90, "the jobs to end"
+        )
+        jobs = {name: client.get_job(i) for name, i in zip(apps, ids, strict=True)}
+    for name, job in jobs.items():
+        assert job["state"] == "completed", (name, job["error"])
+        assert job["rounds"][0]["participants"] == ["hospital-a", "hospital-b", "hospital-c"], name
+    robust = logs(coordinator, jobs["robust"]["job"])
+    assert "strategy bulyan -> [0.5, 0.5]" in robust  # three equal updates: Bulyan keeps them
+    assert "strategy fedprox -> [0.5, 0.5] sites' train metrics {" in robust
+    assert "'proximal-mu': 0.25" in robust  # FedProx's mu reached every ClientApp
+    assert "strategy fedadam -> [0.0728, 0.0728]" in robust  # the server-side Adam step (eta 0.1), not FedAvg
+    # Each site stepped to [0.5, 0.5] (norm 0.707); its mod clipped the update to norm 0.1 before it left.
+    assert "strategy dp-client-fixed -> [0.0707, 0.0707]" in logs(coordinator, jobs["dp-fixed"]["job"])
+    adaptive = logs(coordinator, jobs["dp-adaptive"]["job"])
+    assert "strategy dp-client-adaptive -> [0.0707, 0.0707]" in adaptive
+    norm = float(adaptive.split("strategy dp-client-adaptive ->")[1].split("clipping norm ")[1].split()[0])
+    assert norm != 0.1  # the sites' norm bits moved the clipping norm for the next round
+
+
 LEGACY_SERVER = """
 import numpy as np
 from flwr.app import Context

@@ -309,7 +309,7 @@ def test_the_form_starts_a_pushed_app_with_its_own_run_config(hospitals_with_num
     # Only what the form filled in was sent: the app's defaults stand for the rest.
     assert job["run_config"] == {
         "num-server-rounds": 2, "fraction-train": 1.0, "min-nodes": 2, "local-epochs": 5,
-        "learning-rate": 0.5, "num-features": 30, "num-classes": 2,
+        "learning-rate": 0.5, "num-features": 30, "num-classes": 2, "model-name": "numpy-softmax",
     }  # fmt: skip
     assert job["spec"]["strategy"] == "" and job["spec"]["rounds"] == 0 and job["spec"]["timeout_s"] == 300
     assert (job["app_version"], job["app_sha256"]) == ("1.0.0", pushed["sha256"])

@@ -62,6 +62,9 @@ def test_a_training_job_of_one_study_cannot_read_another_studys_dataset(two_stud
     assert code == 7 and "may not use app 'other'" in message
     code, message = refused(site, flower=flower_task("genomics", "ecg"))
     assert code == 7 and "has not accepted study 'genomics'" in message
+    # Readying a job's ClientApp ahead of its first message runs the app's code: the same checks.
+    code, message = refused(site, start_flower_job=training_pb2.StartFlowerJob(task=flower_task("onco", "ecg")))
+    assert code == 7 and "study 'onco' may not use dataset 'ecg'" in message
     # An offer of queued work is checked the same way before a site takes it.
     offer = pb.OfferWorkCommand(job_id="j", study="onco", dataset="ecg", app="tabular")
     code, message = refused(site, offer_work=offer)

@@ -9,6 +9,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 
 PATIENT_MARKER = "PATIENT-7731-SECRET"
 
@@ -28,6 +29,8 @@ def train(msg: Message, context: Context) -> Message:
     metrics = {"train_loss": float(np.abs(1.0 - new[0]).mean()), "num-examples": 10}
     # What this site's Context says (only numbers reach the record): run_config arrives with the task.
     metrics["seen-rounds"] = int(context.run_config.get("num-server-rounds", -1))
+    if "proximal-mu" in msg.content["config"]:  # FedProx sends its mu; a real app adds mu/2 * |w - w_global|^2
+        metrics["proximal-mu"] = float(msg.content["config"]["proximal-mu"])
     return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
@@ -63,6 +66,15 @@ class StepClient(NumPyClient):
     def evaluate(self, parameters, config):
         return float(np.abs(1.0 - parameters[0]).mean()), 5, {"eval_gap": float(np.abs(1 - parameters[0]).max())}
 
+
+# Client-side DP as Flower documents it: the clipping mod on the train function of a ClientApp
+# that runs with DifferentialPrivacyClientSide{Fixed,Adaptive}Clipping at the server.
+fixedclip_app = ClientApp()
+fixedclip_app.train(mods=[fixedclipping_mod])(train)
+fixedclip_app.evaluate()(evaluate)
+adaptiveclip_app = ClientApp()
+adaptiveclip_app.train(mods=[adaptiveclipping_mod])(train)
+adaptiveclip_app.evaluate()(evaluate)
 
 legacy_app = ClientApp(client_fn=lambda context: StepClient().to_client())
 secagg_app = ClientApp(client_fn=lambda context: StepClient().to_client(), mods=[secaggplus_mod])

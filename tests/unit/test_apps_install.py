@@ -101,3 +101,43 @@ def test_a_bundle_must_declare_the_name_and_version_its_signed_manifest_names(st
         install_bundle(store, data, "coordinator", LIMITS, expect=("x", "9"))
     assert everything_in(store) == ([], [])
     assert install_bundle(store, data, "coordinator", LIMITS, expect=("probe-app", "1.0.0"))[0].source == "coordinator"
+
+
+def fake_distribution(root, name: str, body: str) -> None:
+    """An installed distribution ``name`` (metadata and one module) in ``root``."""
+    module = name.replace("-", "_")
+    info = root / f"{module}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+    (root / f"{module}.py").write_text(body)
+
+
+def test_dependencies_that_are_installed_but_do_not_import_are_named_and_nothing_is_installed(
+    store, tmp_path, monkeypatch
+):
+    from edge_agent.apps import deps
+
+    site_packages = tmp_path / "site-packages"
+    fake_distribution(site_packages, "broken-dep", "raise ImportError('libfoo.so.1: cannot open shared object file')\n")
+    fake_distribution(site_packages, "fine-dep", "VALUE = 1\n")
+    fake_distribution(site_packages, "slow-dep", "import time\ntime.sleep(60)\n")
+    monkeypatch.syspath_prepend(str(site_packages))  # the metadata, here
+    monkeypatch.setenv("PYTHONPATH", str(site_packages))  # and the modules, in the checking process
+    monkeypatch.setattr(deps, "_imported", set())
+    # The app's own modules are not on the path: a module of the bundle never runs to be checked.
+    directory = write_app(tmp_path / "app", dependencies=["numpy>=1.26", "broken-dep>=1", "fine-dep"])
+    with pytest.raises(errors.FailedPrecondition) as caught:
+        install_bundle(store, fab_of(directory), "local", LIMITS)
+    assert caught.value.message == (
+        "app probe-app:1.0.0 needs packages that are installed but do not import in this site's environment: "
+        "broken_dep (broken-dep 1.0): ImportError: libfoo.so.1: cannot open shared object file. Repair them in the "
+        "agent's environment (the agent installs nothing itself), then try again"
+    )
+    assert everything_in(store) == ([], [])
+    assert ("fine-dep", "1.0") in deps._imported and ("broken-dep", "1.0") not in deps._imported
+
+    assert deps.import_failures(["slow-dep"], timeout_s=2) == ["importing slow_dep did not finish within 2 s"]
+    (site_packages / "broken_dep.py").write_text("")  # the admin repairs it: the approval goes through
+    app, new = install_bundle(store, fab_of(directory), "local", LIMITS)
+    assert new and app.ref == "probe-app:1.0.0"

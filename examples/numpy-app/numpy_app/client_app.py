@@ -18,7 +18,8 @@ def train(msg: Message, context: Context):
     model = task.train(model, X_train, y_train, int(context.run_config["local-epochs"]),
                        float(context.run_config["learning-rate"]))  # fmt: skip
     loss, accuracy = task.evaluate(model, X_train, y_train)
-    metrics = {"train_loss": loss, "train_accuracy": accuracy, "num-examples": len(y_train)}
+    metrics = {"train_loss": loss, "train_accuracy": accuracy, "num-examples": len(y_train),
+               **task.scaling_stats(context.node_config)}  # fmt: skip
     content = RecordDict({"arrays": ArrayRecord(model), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 

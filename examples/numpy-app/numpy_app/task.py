@@ -22,36 +22,57 @@ def init_model(num_features: int, num_classes: int) -> list[np.ndarray]:
 
 def load_data(node_config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X_train, y_train, X_test, y_test) of this node, features standardized locally."""
+    return _scaled(_source(node_config))
+
+
+def scaling_stats(node_config) -> dict[str, list[float]]:
+    """The mean and mean square of each feature over this node's training rows: averaged over
+    the nodes (Flower's FedAvg weights them by num-examples), they give the exported model the
+    pooled scaling, so that it takes a site's raw columns."""
+    X, _, test = _raw(_source(node_config))
+    train = X[~test]
+    return {
+        "feature-mean": np.nan_to_num(np.nanmean(train, axis=0)).tolist(),
+        "feature-sqmean": np.nan_to_num(np.nanmean(train**2, axis=0)).tolist(),
+    }
+
+
+def pooled_scaling(metrics) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of every feature from the nodes' averaged ``scaling_stats``."""
+    mean = np.asarray(metrics["feature-mean"], dtype=float)
+    std = np.sqrt(np.maximum(np.asarray(metrics["feature-sqmean"], dtype=float) - mean**2, 0.0))
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _source(node_config) -> tuple:
     if node_config.get("dataset"):  # at a silolink site
-        return _site_data(tuple(sorted(node_config.items())))
-    return _synthetic_data(int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
+        return ("site", tuple(sorted(node_config.items())))
+    return ("synthetic", int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
 
 
 @lru_cache(maxsize=64)  # one entry at a site; one per node where many share a process
-def _site_data(node_config: tuple):
-    from edge_agent.apps.data import load_dataset  # silolink's data helper, present at every site
+def _raw(source: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, which rows are held out) of this node, unscaled."""
+    if source[0] == "site":  # the job's dataset, read with silolink's data helper (present at every site)
+        from edge_agent.apps.data import load_dataset
 
-    class _Context:  # the helper reads node_config only
-        pass
+        class _Context:  # the helper reads node_config only
+            node_config = dict(source[1])
 
-    _Context.node_config = dict(node_config)
-
-    data = load_dataset(_Context())
-    test = data.row_ids % HOLD_OUT_EVERY == 0
-    return _split(data.X, data.y.astype(np.int64), test)
-
-
-@lru_cache(maxsize=64)
-def _synthetic_data(partition: int, partitions: int):
+        data = load_dataset(_Context())
+        return data.X, data.y.astype(np.int64), data.row_ids % HOLD_OUT_EVERY == 0
+    partition, partitions = source[1:]
     rng = np.random.default_rng(42)
     centers = rng.normal(size=(2, 30)) * 0.6
     y = rng.integers(0, 2, size=600 * partitions)
     X = centers[y] + rng.normal(size=(len(y), 30))
     part = slice(partition * 600, (partition + 1) * 600)
-    return _split(X[part], y[part], np.arange(600) % HOLD_OUT_EVERY == 0)
+    return X[part], y[part], np.arange(600) % HOLD_OUT_EVERY == 0
 
 
-def _split(X: np.ndarray, y: np.ndarray, test: np.ndarray):
+@lru_cache(maxsize=64)
+def _scaled(source: tuple):
+    X, y, test = _raw(source)
     mean = np.nanmean(X[~test], axis=0)
     std = np.nanstd(X[~test], axis=0)
     Z = np.nan_to_num((X - mean) / np.where(std > 0, std, 1.0))

@@ -6,7 +6,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
-from sklearn_app.task import get_model, get_model_params, load_data, set_initial_params, set_model_params
+from sklearn_app.task import get_model, get_model_params, load_data, scaling_stats, set_initial_params, set_model_params
 
 # Flower ClientApp
 app = ClientApp()
@@ -28,7 +28,7 @@ def train(msg: Message, context: Context):
         warnings.simplefilter("ignore")
         model.fit(X_train, y_train)
     loss = log_loss(y_train, model.predict_proba(X_train), labels=model.classes_)
-    metrics = {"train_logloss": loss, "num-examples": len(X_train)}
+    metrics = {"train_logloss": loss, "num-examples": len(X_train), **scaling_stats(context.node_config)}
     content = RecordDict({"arrays": ArrayRecord(get_model_params(model)), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 

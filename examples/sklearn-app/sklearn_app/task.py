@@ -46,36 +46,71 @@ def set_initial_params(model: LogisticRegression, num_features: int, num_classes
 
 def load_data(node_config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(X_train, y_train, X_test, y_test) of this node, features scaled with its own training rows."""
+    return _scaled(_source(node_config))
+
+
+def scaling_stats(node_config) -> dict[str, list[float]]:
+    """The mean and mean square of each feature over this node's training rows: averaged over
+    the nodes (Flower's FedAvg weights them by num-examples), they give the exported model the
+    pooled scaling, so that it takes a site's raw columns."""
+    X, _, test = _raw(_source(node_config))
+    train = _impute(X, test)[~test]
+    return {"feature-mean": train.mean(axis=0).tolist(), "feature-sqmean": (train**2).mean(axis=0).tolist()}
+
+
+def export_onnx(model: LogisticRegression, metrics) -> bytes:
+    """The global model as ONNX (skl2onnx, scikit-learn's converter), behind the pooled
+    imputation and scaling: ``X`` float32[N, F] -> ``label``, ``probabilities``."""
+    from skl2onnx import to_onnx
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    mean = np.asarray(metrics["feature-mean"], dtype=float)
+    std = np.sqrt(np.maximum(np.asarray(metrics["feature-sqmean"], dtype=float) - mean**2, 0.0))
+    imputer = SimpleImputer().fit(mean[None, :])  # an empty cell becomes the mean, as at the sites
+    scaler = StandardScaler().fit(mean[None, :])
+    scaler.mean_, scaler.scale_, scaler.var_ = mean, np.where(std > 0, std, 1.0), std**2
+    pipeline = make_pipeline(imputer, scaler, model)
+    example = np.zeros((1, len(mean)), dtype=np.float32)
+    return to_onnx(pipeline, example, options={id(model): {"zipmap": False}}).SerializeToString()
+
+
+def _source(node_config) -> tuple:
     if node_config.get("dataset"):  # at a silolink site
-        return _site_data(tuple(sorted(node_config.items())))
-    return _bundled_data(int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
+        return ("site", tuple(sorted(node_config.items())))
+    return ("bundled", int(node_config.get("partition-id", 0)), int(node_config.get("num-partitions", 1)))
 
 
 @lru_cache(maxsize=64)  # one entry at a site; one per node where many share a process
-def _site_data(node_config: tuple):
-    from edge_agent.apps.data import load_dataset  # silolink's data helper, present at every site
+def _raw(source: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, which rows are held out) of this node, unscaled."""
+    if source[0] == "site":  # the job's dataset, read with silolink's data helper (present at every site)
+        from edge_agent.apps.data import load_dataset
 
-    class _Context:  # the helper reads node_config only
-        pass
+        class _Context:  # the helper reads node_config only
+            node_config = dict(source[1])
 
-    _Context.node_config = dict(node_config)
-
-    data = load_dataset(_Context())
-    return _split(data.X, data.y.astype(np.int64), data.row_ids % HOLD_OUT_EVERY == 0)
-
-
-@lru_cache(maxsize=64)
-def _bundled_data(partition: int, partitions: int):
+        data = load_dataset(_Context())
+        return data.X, data.y.astype(np.int64), data.row_ids % HOLD_OUT_EVERY == 0
     from sklearn.datasets import load_breast_cancer
 
+    partition, partitions = source[1:]
     X, y = load_breast_cancer(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(y))
     part = np.array_split(order, partitions)[partition]
-    return _split(X[part], y[part], np.arange(len(part)) % HOLD_OUT_EVERY == 0)
+    return X[part], y[part], np.arange(len(part)) % HOLD_OUT_EVERY == 0
 
 
-def _split(X: np.ndarray, y: np.ndarray, test: np.ndarray):
-    if np.isnan(X).any():  # empty cells: the training rows' column mean
-        X = np.where(np.isnan(X), np.nan_to_num(np.nanmean(X[~test], axis=0)), X)
+def _impute(X: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Empty cells: the training rows' column mean."""
+    if not np.isnan(X).any():
+        return X
+    return np.where(np.isnan(X), np.nan_to_num(np.nanmean(X[~test], axis=0)), X)
+
+
+@lru_cache(maxsize=64)
+def _scaled(source: tuple):
+    X, y, test = _raw(source)
+    X = _impute(X, test)
     scaler = StandardScaler().fit(X[~test])
     return scaler.transform(X[~test]), y[~test], scaler.transform(X[test]), y[test]

@@ -60,7 +60,7 @@ class Heartbeat(_message.Message):
     def __init__(self, resources: _Optional[_Union[_site_pb2.ResourceReport, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("command_id", "ping", "describe_catalog", "offer_work", "install_model", "flower", "end_flower_job", "analytics_setup", "analytics_mask")
+    __slots__ = ("command_id", "ping", "describe_catalog", "offer_work", "install_model", "flower", "end_flower_job", "start_flower_job", "analytics_setup", "analytics_mask")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_CATALOG_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,7 @@ class Command(_message.Message):
     INSTALL_MODEL_FIELD_NUMBER: _ClassVar[int]
     FLOWER_FIELD_NUMBER: _ClassVar[int]
     END_FLOWER_JOB_FIELD_NUMBER: _ClassVar[int]
+    START_FLOWER_JOB_FIELD_NUMBER: _ClassVar[int]
     ANALYTICS_SETUP_FIELD_NUMBER: _ClassVar[int]
     ANALYTICS_MASK_FIELD_NUMBER: _ClassVar[int]
     command_id: str
@@ -77,9 +78,10 @@ class Command(_message.Message):
     install_model: _registry_pb2.InstallModelCommand
     flower: _training_pb2.FlowerTask
     end_flower_job: _training_pb2.EndFlowerJob
+    start_flower_job: _training_pb2.StartFlowerJob
     analytics_setup: _analytics_pb2.AnalyticsSetupCommand
     analytics_mask: _analytics_pb2.AnalyticsMaskCommand
-    def __init__(self, command_id: _Optional[str] = ..., ping: _Optional[_Union[PingCommand, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogCommand, _Mapping]] = ..., offer_work: _Optional[_Union[_studies_pb2.OfferWorkCommand, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelCommand, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerTask, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJob, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupCommand, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskCommand, _Mapping]] = ...) -> None: ...
+    def __init__(self, command_id: _Optional[str] = ..., ping: _Optional[_Union[PingCommand, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogCommand, _Mapping]] = ..., offer_work: _Optional[_Union[_studies_pb2.OfferWorkCommand, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelCommand, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerTask, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJob, _Mapping]] = ..., start_flower_job: _Optional[_Union[_training_pb2.StartFlowerJob, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupCommand, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskCommand, _Mapping]] = ...) -> None: ...
 
 class PingCommand(_message.Message):
     __slots__ = ("payload",)
@@ -94,7 +96,7 @@ class PingResult(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
 
 class CommandResult(_message.Message):
-    __slots__ = ("command_id", "status_code", "status_message", "ping", "describe_catalog", "offer_work", "install_model", "flower", "end_flower_job", "analytics_setup", "analytics_mask")
+    __slots__ = ("command_id", "status_code", "status_message", "ping", "describe_catalog", "offer_work", "install_model", "flower", "end_flower_job", "start_flower_job", "analytics_setup", "analytics_mask")
     COMMAND_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +106,7 @@ class CommandResult(_message.Message):
     INSTALL_MODEL_FIELD_NUMBER: _ClassVar[int]
     FLOWER_FIELD_NUMBER: _ClassVar[int]
     END_FLOWER_JOB_FIELD_NUMBER: _ClassVar[int]
+    START_FLOWER_JOB_FIELD_NUMBER: _ClassVar[int]
     ANALYTICS_SETUP_FIELD_NUMBER: _ClassVar[int]
     ANALYTICS_MASK_FIELD_NUMBER: _ClassVar[int]
     command_id: str
@@ -115,6 +118,7 @@ class CommandResult(_message.Message):
     install_model: _registry_pb2.InstallModelResult
     flower: _training_pb2.FlowerReply
     end_flower_job: _training_pb2.EndFlowerJobResult
+    start_flower_job: _training_pb2.StartFlowerJobResult
     analytics_setup: _analytics_pb2.AnalyticsSetupResult
     analytics_mask: _analytics_pb2.AnalyticsMaskResult
-    def __init__(self, command_id: _Optional[str] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ..., ping: _Optional[_Union[PingResult, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogResult, _Mapping]] = ..., offer_work: _Optional[_Union[_studies_pb2.OfferWorkResult, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelResult, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerReply, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJobResult, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupResult, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, command_id: _Optional[str] = ..., status_code: _Optional[int] = ..., status_message: _Optional[str] = ..., ping: _Optional[_Union[PingResult, _Mapping]] = ..., describe_catalog: _Optional[_Union[_catalog_pb2.DescribeCatalogResult, _Mapping]] = ..., offer_work: _Optional[_Union[_studies_pb2.OfferWorkResult, _Mapping]] = ..., install_model: _Optional[_Union[_registry_pb2.InstallModelResult, _Mapping]] = ..., flower: _Optional[_Union[_training_pb2.FlowerReply, _Mapping]] = ..., end_flower_job: _Optional[_Union[_training_pb2.EndFlowerJobResult, _Mapping]] = ..., start_flower_job: _Optional[_Union[_training_pb2.StartFlowerJobResult, _Mapping]] = ..., analytics_setup: _Optional[_Union[_analytics_pb2.AnalyticsSetupResult, _Mapping]] = ..., analytics_mask: _Optional[_Union[_analytics_pb2.AnalyticsMaskResult, _Mapping]] = ...) -> None: ...

@@ -470,3 +470,13 @@ class EndFlowerJob(_message.Message):
 class EndFlowerJobResult(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StartFlowerJob(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: FlowerTask
+    def __init__(self, task: _Optional[_Union[FlowerTask, _Mapping]] = ...) -> None: ...
+
+class StartFlowerJobResult(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
