@@ -135,13 +135,23 @@ def text_of(driver, css: str) -> str:
 
 
 def wait_until(driver, condition, timeout_s: float, what: str):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
     # htmx swaps live fragments under us: an element read mid-swap is simply read again.
+    # Chromium reports some such reads as a generic error naming a node no longer in the
+    # document: that one is the same race, and nothing else is ignored.
+    def mid_swap_is_not_yet(d):
+        try:
+            return condition(d)
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return False
+            raise
+
     ignored = [StaleElementReferenceException, NoSuchElementException]
     wait = WebDriverWait(driver, timeout_s, poll_frequency=0.1, ignored_exceptions=ignored)
-    return wait.until(lambda d: condition(d), f"waiting for {what}")
+    return wait.until(mid_swap_is_not_yet, f"waiting for {what}")
 
 
 def shot(driver, name: str) -> None:
