@@ -54,6 +54,7 @@ class Counters:
         self.connected = 0
         self.sessions = 0
         self.failed_connects = 0
+        self.connect_errors: dict[str, int] = {}  # why connects failed: status code and the start of its details
         self.heartbeats = 0
         self.active = 0
         self.install_failed = 0
@@ -112,8 +113,9 @@ class SimSite:
             connected = False
             try:
                 connected = await self.session(backoff)
-            except grpc.aio.AioRpcError:
-                pass
+            except grpc.aio.AioRpcError as e:
+                why = f"{e.code().name}: {(e.details() or '')[:200]}"
+                self.sim.counters.connect_errors[why] = self.sim.counters.connect_errors.get(why, 0) + 1
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - a simulated site must outlive any one failure

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from silolink import logs
-from silolink.cli_util import echo_json, handle_errors, stop_event_on_signals
+from silolink.cli_util import echo_json, exit_without_teardown, handle_errors, stop_event_on_signals
 from silolink.config import console_listen as console_listen_address
 from silolink.metrics import watch_gc_pauses
 from silolink.settings import SettingError
@@ -124,4 +124,6 @@ def serve(
     watch_gc_pauses(coordinator.metrics)
     stop.wait()
     log.info("shutting down")
-    coordinator.stop()
+    gc.disable()  # the process ends with the stop: collections over the streams only slow it
+    coordinator.stop(process_exits=True)
+    exit_without_teardown()

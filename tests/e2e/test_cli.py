@@ -45,77 +45,64 @@ def stop(process: subprocess.Popen) -> int:
     return process.wait(20)
 
 
+def serve(data: Path, log: Path, listen: str = "127.0.0.1:0", enroll_listen: str = "127.0.0.1:0"):
+    process = spawn(
+        "cloud_coordinator",
+        "serve",
+        *("--data-dir", str(data), "--listen", listen, "--enroll-listen", enroll_listen, "--metrics-listen", ""),
+        log=log,
+    )
+    wait_for(lambda: (data / "run" / "endpoints.json").exists(), 20, "coordinator to start")
+    return process
+
+
 @pytest.fixture
 def served(tmp_path):
     data = tmp_path / "coord"
     init = json.loads(cli("cloud-coordinator", "init", "--data-dir", str(data), "--json").stdout)
     assert init["ca_fingerprint"].startswith("sha256:")
-    process = spawn(
-        "cloud_coordinator",
-        "serve",
-        "--data-dir",
-        str(data),
-        "--listen",
-        "127.0.0.1:0",
-        "--enroll-listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "",
-        log=tmp_path / "coord.log",
-    )
-    wait_for(lambda: (data / "run" / "endpoints.json").exists(), 20, "coordinator to start")
+    process = serve(data, tmp_path / "coord.log")
     yield data, process
     if process.poll() is None:
         stop(process)
 
 
-def test_operator_and_site_admin_workflow(served, tmp_path):
-    data, coordinator = served
+def add_and_enroll(data: Path, agent_dir: Path, name: str, *tags: str) -> dict:
+    """``sites add`` at the coordinator, then ``edge-agent enroll`` with its token; the add's reply."""
+    tag_args = [arg for tag in tags for arg in ("--tag", tag)]
     added = json.loads(
         cli(
             "cloud-coordinator",
-            "sites",
-            "add",
-            "hospital-a",
-            "--kind",
-            "hospital",
-            "--tag",
-            "region=north",
-            "--data-dir",
-            str(data),
-            "--json",
+            *("sites", "add", name, "--kind", "hospital", *tag_args, "--data-dir", str(data), "--json"),
         ).stdout
     )
     assert set(added) >= {"site", "token", "ca_fingerprint", "expires_at"}
-    agent_dir = tmp_path / "agent"
     enrolled = json.loads(
         cli(
             "edge-agent",
             "enroll",
-            "--coordinator",
-            added["coordinator_address"],
-            "--enroll-address",
-            added["enroll_address"],
-            "--token",
-            added["token"],
-            "--ca-fingerprint",
-            added["ca_fingerprint"],
-            "--data-dir",
-            str(agent_dir),
-            "--json",
+            *("--coordinator", added["coordinator_address"], "--enroll-address", added["enroll_address"]),
+            *("--token", added["token"], "--ca-fingerprint", added["ca_fingerprint"]),
+            *("--data-dir", str(agent_dir), "--json"),
         ).stdout
     )
-    assert enrolled["site"] == "hospital-a"
+    assert enrolled["site"] == name
+    return added
 
+
+def site_online(data: Path) -> dict | None:
+    listed = json.loads(cli("cloud-coordinator", "sites", "list", "--data-dir", str(data), "--json").stdout)
+    return listed[0] if listed and listed[0]["state"] == "online" and listed[0]["last_heartbeat"] else None
+
+
+def test_operator_and_site_admin_workflow(served, tmp_path):
+    data, coordinator = served
+    agent_dir = tmp_path / "agent"
+    added = add_and_enroll(data, agent_dir, "hospital-a", "region=north")
     agent = spawn(
         "edge_agent", "run", "--data-dir", str(agent_dir), "--listen", "127.0.0.1:0", log=tmp_path / "agent.log"
     )
-
-    def site():
-        listed = json.loads(cli("cloud-coordinator", "sites", "list", "--data-dir", str(data), "--json").stdout)
-        return listed[0] if listed and listed[0]["state"] == "online" and listed[0]["last_heartbeat"] else None
-
-    listed = wait_for(site, 20, "site online")
+    listed = wait_for(lambda: site_online(data), 20, "site online")
     assert set(listed) >= {"name", "kind", "state", "last_heartbeat", "version"} and listed["version"] == "0.1.0"
     status = json.loads(cli("edge-agent", "status", "--data-dir", str(agent_dir), "--json").stdout)
     assert status["state"] == "connected" and status["site"] == "hospital-a"
@@ -147,6 +134,32 @@ def test_operator_and_site_admin_workflow(served, tmp_path):
     assert stop(agent) == 0
     assert stop(coordinator) == 0
     assert not (data / "run" / "endpoints.json").exists()
+
+
+def test_a_restart_ends_streams_with_the_process_and_agents_come_back(served, tmp_path):
+    """SIGTERM drains calls and exits without ending each agent stream on its own (slow
+    with thousands); the agent sees its connection close and reconnects to the new process."""
+    data, coordinator = served
+    agent_dir = tmp_path / "agent"
+    add_and_enroll(data, agent_dir, "hospital-a")
+    agent = spawn("edge_agent", "run", "--data-dir", str(agent_dir), "--listen", "127.0.0.1:0", log=tmp_path / "a.log")
+    try:
+        wait_for(lambda: site_online(data), 20, "site online")
+        endpoints = json.loads((data / "run" / "endpoints.json").read_text())
+        assert stop(coordinator) == 0
+        log = (tmp_path / "coord.log").read_text()
+        assert "1 agent streams end with the process" in log and "coordinator stopped" in log, log
+        assert not (data / "run" / "endpoints.json").exists()
+
+        restarted = serve(data, tmp_path / "coord2.log", endpoints["address"], endpoints["enroll_address"])
+        try:
+            wait_for(lambda: site_online(data), 30, "the site back online after the restart")
+            status = json.loads(cli("edge-agent", "status", "--data-dir", str(agent_dir), "--json").stdout)
+            assert status["state"] == "connected"
+        finally:
+            assert stop(restarted) == 0
+    finally:
+        assert stop(agent) == 0
 
 
 def test_failures_print_one_clear_line_and_exit_non_zero(served, tmp_path):
