@@ -23,9 +23,12 @@ from pathlib import Path
 import grpc
 
 from cloud_coordinator.app import HEARTBEAT_DELAY_BUCKETS
+from silolink.config import CoordinatorLimitsConfig
 from silolink.gen.control.v1 import control_pb2, control_pb2_grpc
+from silolink.rpc.aio_server import MAX_STREAMS_PER_CONNECTION, pending_call_options
 
 EDGES = [*HEARTBEAT_DELAY_BUCKETS, float("inf")]
+CONTROL_STREAMS = CoordinatorLimitsConfig().control_streams
 
 
 class Floor(control_pb2_grpc.ControlServiceServicer):
@@ -52,7 +55,9 @@ class Floor(control_pb2_grpc.ControlServiceServicer):
 
 async def main(ready: Path, ca: bytes, cert: bytes, key: bytes, heartbeat_s: float) -> None:
     floor = Floor(heartbeat_s)
-    server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 100)])
+    # The transport options the coordinator's server uses, nothing else of silolink.
+    options = [("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION), *pending_call_options(CONTROL_STREAMS)]
+    server = grpc.aio.server(options=options)
     control_pb2_grpc.add_ControlServiceServicer_to_server(floor, server)
     credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
     port = server.add_secure_port("127.0.0.1:0", credentials)
