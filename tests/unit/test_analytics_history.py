@@ -3,6 +3,8 @@ entries, filters, outcomes, and a write failure that never fails the query."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cloud_coordinator.analytics import history as history_mod
@@ -10,7 +12,7 @@ from cloud_coordinator.analytics.history import HistoryFilter, QueryHistory, Que
 from cloud_coordinator.sites import selector
 from silolink import errors
 from silolink.analytics.query import build_query
-from silolink.db import open_database
+from silolink.db import Migrations, open_database
 from tests.unit.test_site_service import Clock
 
 
@@ -120,3 +122,126 @@ def test_a_failed_write_is_logged_and_the_query_goes_on(made, caplog):
     store.db.execute("DROP TABLE query_history")
     keep(history, "lost", totals={"count": 3})  # no exception
     assert "writing it to the query history failed" in caplog.text
+
+
+def index_rows(store: QueryHistoryStore, site: str) -> set[int]:
+    """The entries (seq) the sites index itself gives for ``site``: what the filter relies on."""
+    found = store.db.execute(
+        f"SELECT rowid FROM {history_mod.SITES_INDEX} WHERE {history_mod.SITES_INDEX} MATCH ?",  # noqa: S608
+        [f'"{site}"'],
+    )
+    return {row[0] for row in found}
+
+
+def seqs(store: QueryHistoryStore, site: str) -> set[int]:
+    """The entries (seq) whose list of sites names ``site``, read from the JSON itself."""
+    rows = store.db.execute("SELECT seq, sites FROM query_history").fetchall()
+    return {seq for seq, sites in rows if site in json.loads(sites)}
+
+
+def test_the_site_filter_is_exact_for_names_inside_other_names(made):
+    store, clock = made
+    history = QueryHistory(store, max_entries=100, max_age_s=3600, clock=clock)
+    keep(history, "q1", sites=("hospital-a", "site-10", "site-100"))
+    keep(history, "q2", sites=("a", "site-1"))
+    keep(history, "q3", sites=("b", "hospital-a-2", "site-1-0"))
+    expected = {
+        "a": ["q2"],
+        "hospital-a": ["q1"],
+        "hospital": [],
+        "hospital-a-2": ["q3"],
+        "site-1": ["q2"],
+        "site-10": ["q1"],
+        "site-1-0": ["q3"],
+        "site": [],
+        "1": [],
+        "Site-1": [],  # names are lowercase; the index folds case, the check does not
+        "-": [],
+        "site-1*": [],  # not FTS syntax: checked row by row
+        'site-1" OR "a': [],
+        "a b": [],
+    }
+    for site, want in expected.items():
+        assert ids(history, site=site) == want, site
+        entries, total, _ = history.find(HistoryFilter(site=site))
+        assert total == len(want), site
+    assert ids(history, site="site-1", outcome="answered") == ["q2"]
+    assert ids(history, site="site-1", outcome="refused") == []
+
+
+def test_the_site_filter_is_used_by_the_count_and_the_pages(made):
+    store, clock = made
+    history = QueryHistory(store, max_entries=1000, max_age_s=3600, clock=clock)
+    for i in range(120):
+        keep(history, f"q{i:03}", sites=(f"site-{i % 3}", f"site-{i % 3}0"))
+    found, total, token = history.find(HistoryFilter(site="site-1"), 25)
+    assert total == 40 and [e.query_id for e in found] == [f"q{i:03}" for i in range(118, 43, -3)]
+    pages = [e.query_id for e in found]
+    while token:
+        found, total, token = history.find(HistoryFilter(site="site-1"), 25, token)
+        pages += [e.query_id for e in found]
+    assert pages == [f"q{i:03}" for i in range(118, -1, -3)] and total == 40
+    # The plan reads the index, not every entry's list of sites.
+    where, params = HistoryFilter(site="site-1", outcome="answered").where()
+    plan = [
+        row[-1] for row in store.db.execute(f"EXPLAIN QUERY PLAN SELECT count(*) FROM query_history{where}", params)
+    ]
+    assert "SEARCH query_history USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+    assert any(step.startswith(f"SCAN {history_mod.SITES_INDEX} VIRTUAL TABLE") for step in plan), plan
+    assert not any(step.startswith("SCAN query_history ") or step == "SCAN query_history" for step in plan), plan
+
+
+def test_the_sites_index_follows_inserts_and_retention_deletes(made):
+    store, clock = made
+    history = QueryHistory(store, max_entries=4, max_age_s=3600, clock=clock)
+    for i in range(10):
+        keep(history, f"q{i}", sites=(f"site-{i % 3}", "site-all"))
+        clock.now += 60
+        for site in ("site-0", "site-1", "site-2", "site-all", "site-9"):
+            assert index_rows(store, site) == seqs(store, site), (i, site)
+    assert store.count() == 4 and len(index_rows(store, "site-all")) == 4
+    assert ids(history, site="site-0") == ["q9", "q6"]
+    clock.now += 2 * 3600  # everything kept is now too old: the age limit deletes it
+    keep(history, "last", sites=("site-5",))
+    assert index_rows(store, "site-all") == set() and ids(history, site="site-all") == []
+    assert ids(history, site="site-5") == ["last"] and index_rows(store, "site-5") == seqs(store, "site-5")
+    # FTS5's own check: the index holds exactly what the table's rows say.
+    store.db.execute(
+        f"INSERT INTO {history_mod.SITES_INDEX}({history_mod.SITES_INDEX}, rank) VALUES ('integrity-check', 1)"
+    )
+
+
+def test_the_migration_indexes_entries_kept_before_it(tmp_path):
+    """A database at m001 (the history without the index) with entries in it: opening the
+    store applies m002, which indexes those entries; new ones are indexed as they come."""
+    db = open_database(tmp_path / "coordinator.db")
+    at_m001 = Migrations(history_mod.migrations.name)
+    at_m001()(history_mod.m001_query_history)
+
+    class StoreAtM001(QueryHistoryStore):
+        migrations = at_m001
+
+    clock = Clock()
+    old = QueryHistory(StoreAtM001(db), max_entries=100, max_age_s=3600, clock=clock)
+    keep(old, "before-1", sites=("site-1", "site-10"))
+    keep(old, "before-2", sites=("site-10",))
+    assert history_mod.SITES_INDEX not in db.table_names()
+    db.close()
+
+    db = open_database(tmp_path / "coordinator.db")
+    store = QueryHistoryStore(db)
+    assert [m.name for m in history_mod.migrations.applied(db)] == [
+        "m001_query_history",
+        "m002_query_history_sites_index",
+    ]
+    history = QueryHistory(store, max_entries=100, max_age_s=3600, clock=clock)
+    keep(history, "after", sites=("site-1",))
+    assert index_rows(store, "site-10") == seqs(store, "site-10") and len(seqs(store, "site-10")) == 2
+    assert ids(history, site="site-1") == ["after", "before-1"] and ids(history, site="site-10") == [
+        "before-2",
+        "before-1",
+    ]
+    store.db.execute(
+        f"INSERT INTO {history_mod.SITES_INDEX}({history_mod.SITES_INDEX}, rank) VALUES ('integrity-check', 1)"
+    )
+    db.close()
