@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         ("restart: every site back", f"{figures['storm_back_s']:.1f} s",
          f"from SIGTERM (stop {figures['stop_s']:.1f} s, start {figures['restart_ready_s']:.1f} s); target < 60 s"),
         ("failed connects during the restart", f"{figures.get('storm_failed_connects', 0):.0f}",
-         "refused while down, or cut under the handshake load; retried with backoff"),
+         "dials refused while no process listened, or cut; each retried with backoff"),
         ("healthy sites dropped as silent",
          f"{figures['dropped_silent']:.0f} / {figures['dropped_silent_after_storm']:.0f}",
          "before / after the restart"),
