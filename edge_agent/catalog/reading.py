@@ -25,6 +25,7 @@ Two readers, one interface:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def agent_connected() -> bool:
     return _agent_request is not None
 
 
-class _Reader:
+class _Reader(abc.ABC):
     """What both readers share: the columns an app may see and the arrays built from them."""
 
     dataset: Dataset
@@ -99,12 +100,12 @@ class _Reader:
         skip = (self.dataset.label, self.dataset.id_column)
         return [c.name for c in self.columns if c.numeric and c.name not in skip]
 
+    @abc.abstractmethod
     def scan(
         self, columns: Sequence[str], present: Sequence[str] = (), batch_rows: int = DEFAULT_BATCH_ROWS
     ) -> Iterator[Batch]:
         """Rows in order as arrays by column (``rowid`` too), rows with a value in every
         column of ``present`` only."""
-        raise NotImplementedError
 
     def batches(self, columns: Sequence[str], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[Batch]:
         """The dataset's rows in order, ``batch_rows`` at a time, as arrays by column."""

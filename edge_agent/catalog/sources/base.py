@@ -19,6 +19,7 @@ row must have a value in.
 
 from __future__ import annotations
 
+import abc
 import math
 import operator
 from collections.abc import Iterator, Sequence
@@ -48,7 +49,7 @@ OPERATORS = {
 }
 
 
-class Source:
+class Source(abc.ABC):
     """A dataset's rows, read in place. Subclasses implement ``count`` and ``scan``; they may
     override ``summarize`` to push the aggregate down to where the data lives."""
 
@@ -61,10 +62,11 @@ class Source:
         self._types = {c.name: c.type for c in dataset.columns}
 
     # -- the interface ----------------------------------------------------------------
+    @abc.abstractmethod
     def count(self, where: where_mod.Node | None = None) -> int:
         """Rows matching ``where`` (all rows without one)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def scan(
         self,
         columns: Sequence[str],
@@ -73,7 +75,6 @@ class Source:
         batch_rows: int = DEFAULT_BATCH_ROWS,
     ) -> Iterator[Batch]:
         """Batches of ``columns`` for the rows matching ``where`` with values in ``present``."""
-        raise NotImplementedError
 
     def summarize(
         self, column: str, where: where_mod.Node | None = None, bounds: tuple[float, float] | None = None

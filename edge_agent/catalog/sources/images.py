@@ -12,6 +12,7 @@ image, or an image of another size is reported before anything is recorded.
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -86,8 +87,9 @@ class FolderSource(Source):
     def read_metadata(self, files: list[str], columns: list[str]) -> dict[str, list]:
         return {}
 
+    @abc.abstractmethod
     def decode(self, file: str) -> np.ndarray:
-        raise NotImplementedError
+        """The image's pixels."""
 
     # -- shared ---------------------------------------------------------------------------
     def _path(self, file: str) -> str:
