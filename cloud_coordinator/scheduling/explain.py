@@ -112,6 +112,30 @@ def impossible(s: Scheduler, queued: _Queued) -> str:
     return f"{head}: {'; '.join(parts)}; {possible_count} could"
 
 
+def refused(s: Scheduler, queued: _Queued) -> str:
+    """Why the job can never start because sites refused it: the candidate sites that could
+    hold it and have not refused are fewer than ``min_sites``. Each refusal is named with its
+    reason, for the operator to take to the site or to change the job; "" if enough remain."""
+    needs = queued.needs
+    left = s._candidates(queued) & ~_refusing(s, queued)
+    for _, failing in _static(s, queued):
+        left &= ~failing
+    count = int(left.sum())
+    if count >= needs.min_sites:
+        return ""
+    said = "; ".join(f"{site}: {reason}" for site, reason in sorted(queued.refused.items()))
+    if count == 0:
+        return f"every eligible site refused this job: {said}"
+    return f"the job needs {needs.min_sites} site(s) and only {count} other eligible site(s) remain; refused: {said}"
+
+
+def _refusing(s: Scheduler, queued: _Queued) -> np.ndarray:
+    """The sites whose policy refused the job, as a mask over the fleet's columns."""
+    mask = np.zeros(s.fleet.n, dtype=bool)
+    mask[[s.fleet.index[site] for site in queued.refused if site in s.fleet.index]] = True
+    return mask
+
+
 def _earliest_end(s: Scheduler, columns: np.ndarray, study: str | None = None, gpu: bool = False) -> float:
     """The soonest expected end of a job running at any of ``columns`` (of ``study``, holding GPUs)."""
     ends = s.earliest_ends()
@@ -134,6 +158,7 @@ def why_waiting(s: Scheduler, queued: _Queued, position: int, now: float) -> Wai
     free = f.free(row, now)
     checks = [
         *_static(s, queued),
+        ("refused this job (their policy for the study does not cover it)", _refusing(s, queued)),
         ("are offline", ~f.online[:n]),
         ("declined this job a moment ago", excluded),
         (f"have no time window open for the study's {duration(needs.duration_s)} job", free.open_s < needs.duration_s),

@@ -25,7 +25,10 @@ job that cannot start blocks the queue.
 Refusals are immediate: a job no set of ``min_sites`` candidate sites could ever hold (even
 empty) raises FailedPrecondition saying what is missing. Sites stay in charge: a site that
 declines a placement is released and skipped for that job for a while (``decline``), and
-the job runs on the rest or waits.
+the job runs on the rest or waits. A site whose own policy refuses the job (not a passing
+"busy") is remembered until it answers otherwise or re-declares what it gives; once the
+sites that have not refused are too few for the job, ``hopeless`` says why, and the job
+should fail rather than wait for answers that will not change.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class _Queued:
     seq: int
     # Sites that declined this job, by column, until when.
     excluded: dict[int, float] = field(default_factory=dict)
+    # Sites whose policy refused this job (not a passing "busy"), by name, with their reason.
+    refused: dict[str, str] = field(default_factory=dict)
     mask: np.ndarray | None = None
     mask_version: int = -1
 
@@ -176,23 +181,35 @@ class Scheduler:
         self._release(run, np.ones(len(run.columns), dtype=bool), refund_s=max(0.0, run.charged_s - actual_s))
         return True
 
-    def decline(self, job_id: str, site: str, now: float) -> Placement | None:
-        """``site`` will not run ``job_id`` now (busy, or it left the study).
+    def decline(self, job_id: str, site: str, now: float, refusal: str | None = None) -> Placement | None:
+        """``site`` will not run ``job_id`` now: busy, not connected, or, with ``refusal`` (its
+        reason), its own policy says no.
 
-        The site's reservation is released. If the job still has ``min_sites`` sites it goes
-        on with them (the new placement is returned); otherwise every reservation is
-        released and the job goes back to the queue in its old place, skipping this site for
-        ``decline_cooldown_s``, and None is returned.
+        The site's reservation is released and the site is skipped for the job for
+        ``decline_cooldown_s``. If the job still has ``min_sites`` sites it goes on with them
+        (the new placement is returned); otherwise every reservation is released, the job goes
+        back to the queue in its old place, and None is returned. A job already back in the
+        queue (another site of the same offer declined first) just skips the site: every
+        decline of an offer is recorded. A refusal is remembered (``hopeless``) until the site
+        answers otherwise or re-declares what it gives (``forget``).
         """
-        run = self._running.get(job_id)
         column = self.fleet.index.get(site)
-        if run is None or column is None or column not in run.columns:
+        run = self._running.get(job_id)
+        queued = self._queued.get(job_id) or (run.queued or _Queued(run.needs, run.seq) if run else None)
+        if column is None or queued is None or (run is not None and column not in run.columns):
             raise errors.NotFound(f"job {job_id} is not placed on site {site}")
-        gone = run.columns == column
-        self._release(run, gone, refund_s=run.charged_s)
-        run.columns, run.day = run.columns[~gone], run.day[~gone]
-        queued = run.queued or _Queued(run.needs, run.seq)
+        if run is not None:
+            gone = run.columns == column
+            self._release(run, gone, refund_s=run.charged_s)
+            run.columns, run.day = run.columns[~gone], run.day[~gone]
+            run.queued = queued  # the next decline of the same offer adds to the same record
         queued.excluded[column] = now + self.decline_cooldown_s
+        if refusal is None:
+            queued.refused.pop(site, None)  # its latest answer was a passing one
+        else:
+            queued.refused[site] = refusal
+        if run is None:
+            return None
         if len(run.columns) >= run.needs.min_sites:
             return self._placement(job_id, run)
         del self._running[job_id]
@@ -200,6 +217,24 @@ class Scheduler:
         self._queued[job_id] = queued
         self._queue_version += 1
         return None
+
+    def hopeless(self, job_id: str) -> str:
+        """Why a queued job can never start: the candidate sites that have not refused it are
+        fewer than its ``min_sites`` (naming each refusing site and its reason); "" otherwise."""
+        queued = self._queued.get(job_id)
+        if queued is None or not queued.refused:
+            return ""
+        return explain.refused(self, queued)
+
+    def forget(self, site: str) -> None:
+        """``site`` changed what it gives (accepted, re-declared or left a study): its refusals
+        and declines no longer hold, so it is asked again at the next pass."""
+        column = self.fleet.index.get(site)
+        records = [*self._queued.values(), *(run.queued for run in self._running.values() if run.queued)]
+        for queued in records:
+            queued.refused.pop(site, None)
+            if column is not None and queued.excluded.pop(column, None) is not None:
+                self._queue_version += 1
 
     def requeue(self, job_id: str) -> bool:
         """Put a placed job back in the queue, in its old place (its launcher is not there yet)."""

@@ -4,8 +4,12 @@ sent to the sites it places a job on, and the queue kept in the database across 
 A capability (training) submits a job with what it needs and registers a launcher; when the
 scheduler places the job, each chosen site is asked first (``offer_work`` on its control
 stream). A site that declines (busy, or outside its allowance) is released and skipped for
-a while; the job starts on the rest if enough remain, or waits. Then the launcher runs the
-job on exactly the sites that said yes. The capability tells the queue when the job ends.
+a while; the job starts on the rest if enough remain, or waits. A site whose policy refuses
+the job (PERMISSION_DENIED or FAILED_PRECONDITION: its allowance lacks the dataset or app,
+it has not accepted the study) will not say yes later unless it changes what it gives: once
+the sites that have not refused are too few, the job fails at once, naming each refusal,
+instead of waiting forever. Then the launcher runs the job on exactly the sites that said
+yes. The capability tells the queue when the job ends.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 DEFAULT = "default"
 # What a site gives the default study unless it declared otherwise: all of itself, any time.
 UNLIMITED_JOBS = 1_000_000
+# How a site says its own policy refuses a job: an answer that will not change until the
+# site changes what it allows. Any other no (busy, not connected, no answer) may pass.
+LASTING_REFUSALS = (errors.PermissionDenied, errors.FailedPrecondition)
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,9 @@ class WorkQueue:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._orphans: list[tuple[str, str, str]] = []  # restored jobs no site can hold any more
+        # Per site, how many times it changed what it gives: a refusal answered under terms
+        # the site has since changed is not held against the job.
+        self._terms: dict[str, int] = {}
         studies.on_change(lambda site, study: self._changed(site, study))
         self._restore()
 
@@ -211,35 +221,44 @@ class WorkQueue:
                 self.scheduler.requeue(placement.job_id)
             log.debug("job %s waits for a launcher of %s work", placement.job_id, kind or "its")
             return None
+        terms = {site: self._terms.get(site, 0) for site in placement.sites}
         futures: dict[str, concurrent.futures.Future | None] = {}
         for site in placement.sites:
             try:
                 futures[site] = self._hub.request(site, offer_work=command)
             except errors.SiloError:
                 futures[site] = None  # not connected: as good as a no
-        declined: dict[str, str] = {}
+        declined: dict[str, tuple[str, bool]] = {}  # site: (its reason, whether its policy refused)
         deadline = time.monotonic() + self._offer_timeout_s
         for site, future in futures.items():
             if future is None:
-                declined[site] = "not connected"
+                declined[site] = ("not connected", False)
                 continue
             try:
                 future.result(max(0.0, deadline - time.monotonic()))
             except concurrent.futures.TimeoutError:
-                declined[site] = f"no answer within {self._offer_timeout_s:g} s"
+                declined[site] = (f"no answer within {self._offer_timeout_s:g} s", False)
             except errors.SiloError as e:
-                declined[site] = e.message
+                declined[site] = (e.message, isinstance(e, LASTING_REFUSALS))
         current: Placement | None = placement
         with self._lock:
             now = self._clock()
-            for site, reason in declined.items():
-                log.info("site %s declined job %s: %s", site, placement.job_id, reason)
-                current = self.scheduler.decline(placement.job_id, site, now)
-                if current is None:
-                    break
-            if current is None:
-                return None  # back in the queue, in its place
-            self._store.placed(current.job_id, list(current.sites), now)
+            for site, (reason, lasting) in declined.items():
+                log.info("site %s %s job %s: %s", site, "refused" if lasting else "declined", placement.job_id, reason)
+                lasting = lasting and self._terms.get(site, 0) == terms[site]
+                # Every decline is recorded, also those after the job went back to the queue.
+                try:
+                    current = self.scheduler.decline(placement.job_id, site, now, refusal=reason if lasting else None)
+                except errors.NotFound:
+                    return None  # stopped while its sites were asked: nothing left to record
+            hopeless = self.scheduler.hopeless(placement.job_id) if current is None else ""
+            if current is not None:
+                self._store.placed(current.job_id, list(current.sites), now)
+        if hopeless:
+            self._fail(placement.job_id, hopeless)
+            return None
+        if current is None:
+            return None  # back in the queue, in its place
         launcher = self._launchers.get(kind)
         try:
             if launcher is None:
@@ -263,6 +282,9 @@ class WorkQueue:
         too_few: list[tuple[str, str]] = []
         with self._lock:
             self._refreshed_at = -1e18
+            # Its new terms may take work it refused: ask it again, hold nothing it said against jobs.
+            self._terms[site] = self._terms.get(site, 0) + 1
+            self.scheduler.forget(site)
             if self._studies.in_study(study, site):
                 return
             for placement in self.scheduler.running():
@@ -279,13 +301,17 @@ class WorkQueue:
                         "site %s left study %s: job %s goes on with %d site(s)", site, study, placement.job_id, left
                     )
         for job_id, reason in too_few:
-            log.info("job %s fails: %s", job_id, reason)
-            kind = self._kinds.get(job_id, "")
-            self.finish(job_id)
-            launcher = self._launchers.get(kind)
-            if launcher is not None:
-                launcher.fail(job_id, reason)
+            self._fail(job_id, reason)
         self._wake.set()
+
+    def _fail(self, job_id: str, reason: str) -> None:
+        """The job cannot go on: forget it, and tell its capability why."""
+        log.info("job %s fails: %s", job_id, reason)
+        kind = self._kinds.get(job_id, "")
+        self.finish(job_id)
+        launcher = self._launchers.get(kind)
+        if launcher is not None:
+            launcher.fail(job_id, reason)
 
     def _refresh(self, force: bool = False) -> None:
         """Rebuild the scheduler's sites from what they declared, when it may have changed."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cloud_coordinator.scheduling import JobNeeds
@@ -127,3 +129,55 @@ def test_a_site_leaving_the_study_mid_job_is_released_and_the_job_goes_on(coordi
     support.wait_for(lambda: "j1" in launches.started, 10, "j1 started")
     local(cardio["hospital-c"]).leave("cardio")
     support.wait_for(lambda: coordinator.queue.snapshot()[1][0].sites == ("hospital-a", "hospital-b"), 10, "released")
+
+
+def test_a_job_every_site_refuses_by_policy_fails_at_once_naming_each_site_and_reason(coordinator, cardio):
+    launches = Launches()
+    coordinator.queue.register("test", launches.launcher())
+    coordinator.queue.scheduler.decline_cooldown_s = 600  # the failure must not wait for a cooldown to end
+    offered: list[str] = []
+    for agent in cardio.values():  # counts every offer a site gets, before its study gate answers
+        agent.dispatcher._gates.insert(
+            0, lambda kind, _, site=agent.site: kind == "offer_work" and offered.append(site)
+        )
+    # Each site's allowance for cardio lists the dataset ecg only: every site refuses labs.
+    asked = time.monotonic()
+    coordinator.queue.submit("test", needs("labs", 1, max_sites=3), Offer("labs", "tabular"))
+    reason = support.wait_for(lambda: launches.failed.get("labs"), 10, "the job to fail")
+    assert time.monotonic() - asked < 10
+    assert reason.startswith("every eligible site refused this job: hospital-a: "), reason
+    for site in HOSPITALS:
+        assert f"{site}: study 'cardio' may not use dataset 'labs' at this site" in reason, reason
+    assert "labs" not in launches.started and "labs" not in coordinator.queue.known()
+    # Not offered again: the queue forgot it.
+    time.sleep(1.0)
+    assert sorted(offered) == list(HOSPITALS)
+    # A site that widens its allowance takes such a job: its refusal is not held against later work.
+    local(cardio["hospital-a"]).accept(
+        "cardio",
+        allowance(datasets=["ecg", "labs"], apps=["tabular"],
+                  share=pb.ComputeShare(max_jobs=1, cpu=1, memory_bytes=GIB, utc_offset_s=0)),
+    )  # fmt: skip
+    coordinator.queue.submit("test", needs("labs2", 1, max_sites=3), Offer("labs", "tabular"))
+    support.wait_for(lambda: "labs2" in launches.started, 10, "labs2 started")
+    assert launches.started["labs2"] == ["hospital-a"] and "labs2" not in launches.failed
+
+
+def test_a_job_every_site_declines_as_busy_waits_and_its_reason_counts_every_decline(coordinator, cardio):
+    launches = Launches()
+    coordinator.queue.register("test", launches.launcher())
+    for agent in cardio.values():
+        agent.dispatcher.register("offer_work", offers(0.5, load=lambda: (64.0, 0.0, 0.0)))
+    coordinator.queue.submit("test", needs("j", 3), Offer("ecg", "tabular"))
+    # All three declined in one pass (the first decline already put the job back in the queue).
+    reason = support.wait_for(
+        lambda: "declined this job" in (found := (coordinator.queue.position("j") or (0, ""))[1]) and found, 10, "j"
+    )
+    assert "needs 3 of 3 site(s), 0 have room now: 3 of 3 sites declined this job a moment ago" in reason, reason
+    # Busy is a passing no: after more than one cooldown (2 s here) the job still waits, not failed.
+    time.sleep(3.0)
+    assert "j" not in launches.failed and "j" in coordinator.queue.known() and "j" not in launches.started
+    for agent in cardio.values():
+        agent.dispatcher.register("offer_work", offers(1000.0))
+    support.wait_for(lambda: "j" in launches.started, 10, "j started once the sites are free")
+    assert sorted(launches.started["j"]) == list(HOSPITALS)

@@ -266,6 +266,61 @@ def test_a_declining_site_is_skipped_until_its_cooldown_ends():
     assert started(s.schedule(NOON + 600)) == {"j": ("a",)}
 
 
+def test_every_decline_of_an_offer_is_recorded_also_after_the_job_went_back_to_the_queue():
+    s = Scheduler(decline_cooldown_s=600)
+    for name in "abc":
+        s.put_site(site(name, cardio=share()))
+    s.submit(job("j", min_sites=3))
+    s.schedule(NOON)
+    assert s.decline("j", "a", NOON) is None  # below min_sites: back in the queue
+    assert s.decline("j", "b", NOON) is None and s.decline("j", "c", NOON) is None  # still recorded
+    assert "0 have room now: 3 of 3 sites declined this job a moment ago until 12:10 UTC" in s.waiting(NOON)[0].reason
+    assert s.hopeless("j") == ""  # busy sites may say yes later: the job waits
+
+
+def test_a_job_the_sites_refuse_by_policy_is_hopeless_once_too_few_remain():
+    s = Scheduler(decline_cooldown_s=600)
+    for name in "abc":
+        s.put_site(site(name, cardio=share()))
+    s.submit(job("j", min_sites=1, max_sites=2))
+    assert started(s.schedule(NOON)) == {"j": ("a", "b")}
+    s.decline("j", "a", NOON, refusal="study 'cardio' may not use dataset 'x' at this site")
+    assert s.decline("j", "b", NOON) is None  # b was only busy
+    assert s.hopeless("j") == ""  # b and c may still take it
+    reason = s.waiting(NOON)[0].reason
+    assert "1 of 3 sites refused this job (their policy for the study does not cover it)" in reason
+    assert "1 of 3 sites declined this job a moment ago" in reason
+    # Later c and b refuse too: nobody is left who would take it.
+    assert started(s.schedule(NOON + 1)) == {"j": ("c",)}
+    assert s.decline("j", "c", NOON + 1, refusal="this site has not accepted study 'cardio'") is None
+    assert s.hopeless("j") == ""  # b's last answer was "busy"
+    assert started(s.schedule(NOON + 600)) == {"j": ("a", "b")}
+    s.decline("j", "a", NOON + 600, refusal="study 'cardio' may not use dataset 'x' at this site")
+    assert s.decline("j", "b", NOON + 600, refusal="study 'cardio' may not use app 'y' at this site") is None
+    assert s.hopeless("j") == (
+        "every eligible site refused this job: a: study 'cardio' may not use dataset 'x' at this site; "
+        "b: study 'cardio' may not use app 'y' at this site; c: this site has not accepted study 'cardio'"
+    )
+    # A site that changes what it gives is asked again at once and its refusal no longer counts.
+    s.forget("c")
+    assert s.hopeless("j") == ""
+    assert started(s.schedule(NOON + 601)) == {"j": ("c",)}
+
+
+def test_refusals_count_against_the_jobs_minimum_of_sites():
+    s = Scheduler(decline_cooldown_s=600)
+    for name in "abc":
+        s.put_site(site(name, cardio=share()))
+    s.submit(job("j", min_sites=2, max_sites=2))
+    s.schedule(NOON)
+    s.decline("j", "a", NOON, refusal="no a")
+    assert s.decline("j", "b", NOON, refusal="no b") is None
+    # c alone could never give the job its two sites.
+    assert s.hopeless("j") == (
+        "the job needs 2 site(s) and only 1 other eligible site(s) remain; refused: a: no a; b: no b"
+    )
+
+
 def test_running_jobs_are_restored_after_a_restart():
     s = Scheduler()
     s.put_site(site("a", gpus=1, cardio=share(gpus=1)))
