@@ -119,6 +119,7 @@ class SiloGrid(Grid):
         self._pool = concurrent.futures.ThreadPoolExecutor(max_parallel, thread_name_prefix="exchange")
         self.sites: dict[int, str] = {}
         self._pending: dict[str, _Pending] = {}
+        self._listed: dict[int, str] = {}  # nodes listed since messages were last sent
         self._lock = threading.Lock()
 
     def set_run(self, run: Run) -> None:
@@ -134,16 +135,24 @@ class SiloGrid(Grid):
         return Message(content=content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id, ttl=ttl)
 
     def get_node_ids(self) -> Iterable[int]:
+        """The job's sites as nodes, and any listed since messages were last sent. Flower's
+        strategies read the list twice while configuring a round (how many to sample, then
+        the sample) and wait forever for a node the first read saw and the second did not:
+        a site leaving the job between the reads hung the job. Listed until the next send,
+        it gets its message and answers with an error, and the round goes on without it."""
         nodes = self._client.nodes()
         with self._lock:
             self.sites.update(nodes)
-        return list(nodes)
+            self._listed.update(nodes)
+            return list(self._listed)
 
     def site_of(self, node_id: int) -> str | None:
         with self._lock:
             return self.sites.get(node_id)
 
     def push_messages(self, messages: Iterable[Message], timeout_s: float | None = None) -> Iterable[str]:
+        with self._lock:
+            self._listed.clear()
         ids = []
         for message in messages:
             message_id = uuid.uuid4().hex
