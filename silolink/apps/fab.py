@@ -135,6 +135,7 @@ def read_fab(data: bytes, limits: FabLimits | None = None) -> tuple[FabInfo, dic
             try:
                 with archive.open(info) as handle:
                     files[name] = handle.read(info.file_size + 1)
+            # NotImplementedError: zipfile's answer to a compression method it cannot read.
             except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
                 raise errors.InvalidArgument(f"the app bundle's file {name} cannot be read: {_one_line(e)}") from None
             if len(files[name]) != info.file_size:
